@@ -1,0 +1,136 @@
+"""Training-step speed: Pyro SVI, the project's fast engine, and plain PyTorch.
+
+The same MLP encoder and decoder (784-400-20, Bernoulli likelihood) and the same
+batch of 128 binarized ``mnist5k`` digits are trained three ways, alternating in
+one process so that machine load hits all of them alike:
+
+- ``svi``: ``pyro.infer.SVI`` + ``pyro.optim.Adam`` + ``Trace_ELBO`` on the
+  project's ``VAE.model`` / ``VAE.guide`` (``engine="svi"``);
+- ``fast``: ``Trace_ELBO().differentiable_loss`` + one ``torch.optim.Adam`` on
+  the same model and guide (``engine="fast"``, the default);
+- ``torch``: a hand-written loop with the same maths: reparameterized sample,
+  single-sample ``log p(x|z) + log p(z) - log q(z|x)``, same Adam.
+
+Denormals are flushed and the thread count is fixed and printed. Also timed: one
+full ``mnist5k`` epoch of data handling (permutation, slicing, dynamic
+binarization) without the steps. The last line printed is JSON.
+
+Usage: ``python benchmarks/train_step.py [--threads 1] [--steps 50] [--repeats 7]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+
+import pyro
+import torch
+from pyro.infer import SVI, Trace_ELBO
+
+from pyro_vae import VAE, binarize_batch, load
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+def torch_loss(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """Negative single-sample ELBO summed over the batch, written without Pyro."""
+    loc, scale = vae.encoder(x)
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    logits = vae.decoder(z)
+    log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum()
+    log_qz = (-0.5 * (eps.pow(2) + LOG_2PI) - scale.log()).sum()
+    return -(log_px + log_pz - log_qz)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="alternating blocks per variant")
+    parser.add_argument("--batch-size", type=int, default=128)
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    pyro.enable_validation(False)
+    pyro.set_rng_seed(0)
+    data = load("mnist5k", binarize="static")
+    x = data.x_train[: args.batch_size]
+
+    def make_vae():
+        torch.manual_seed(0)
+        return VAE(784, z_dim=20, hidden_dims=(400,))
+
+    svi_vae, fast_vae, torch_vae = make_vae(), make_vae(), make_vae()
+    svi = SVI(svi_vae.model, svi_vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
+    elbo = Trace_ELBO()
+    fast_opt = torch.optim.Adam(fast_vae.parameters(), lr=1e-3)
+    torch_opt = torch.optim.Adam(torch_vae.parameters(), lr=1e-3)
+
+    def svi_step():
+        svi.step(x)
+
+    def fast_step():
+        fast_opt.zero_grad(set_to_none=True)
+        elbo.differentiable_loss(fast_vae.model, fast_vae.guide, x).backward()
+        fast_opt.step()
+
+    def torch_step():
+        torch_opt.zero_grad(set_to_none=True)
+        torch_loss(torch_vae, x).backward()
+        torch_opt.step()
+
+    variants = {"svi": svi_step, "fast": fast_step, "torch": torch_step}
+    for step in variants.values():  # warm-up: allocator, param store, optimizer state
+        for _ in range(10):
+            step()
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.repeats):
+        for name, step in variants.items():
+            t0 = time.perf_counter()
+            for _ in range(args.steps):
+                step()
+            times[name].append((time.perf_counter() - t0) * 1e3 / args.steps)
+
+    # data handling of one full epoch, steps excluded
+    grey = data.x_train
+    epochs_ms = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        perm = torch.randperm(len(grey))
+        for i in range(math.ceil(len(grey) / args.batch_size)):
+            batch = binarize_batch(grey[perm[i * args.batch_size : (i + 1) * args.batch_size]])
+        epochs_ms.append((time.perf_counter() - t0) * 1e3)
+    del batch
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result = {
+        "svi_ms": round(med["svi"], 3),
+        "fast_ms": round(med["fast"], 3),
+        "torch_ms": round(med["torch"], 3),
+        "ratio": round(med["svi"] / med["torch"], 3),
+        "fast_ratio": round(med["fast"] / med["torch"], 3),
+        "threads": args.threads,
+        "batch_size": args.batch_size,
+        "data_epoch_ms": round(statistics.median(epochs_ms), 3),
+        "torch_version": torch.__version__,
+        "pyro_version": pyro.__version__,
+    }
+    print(
+        f"threads={args.threads} batch={args.batch_size} steps={args.steps} repeats={args.repeats}"
+    )
+    for name in variants:
+        spread = f"{min(times[name]):.3f}..{max(times[name]):.3f}"
+        print(f"{name:>6}: {med[name]:.3f} ms/step (median; range {spread})")
+    print(f"mnist5k epoch data handling: {result['data_epoch_ms']:.2f} ms")
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,38 @@
+"""pyro_vae: variational autoencoders as Pyro model/guide pairs.
+
+Doersch, *Tutorial on Variational Autoencoders* (arXiv:1606.05908), built on
+Pyro: the model P(z)P(x|z) and the guide Q(z|x) are Pyro functions, trained
+with SVI, with the likelihood P(x|z) a swappable value.
+"""
+
+__version__ = "0.1.0"
+
+from pyro_vae.data import Dataset, binarize_batch, load
+from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.likelihoods import LIKELIHOODS, Bernoulli, Gaussian, Likelihood, get_likelihood
+from pyro_vae.networks import MLP, GaussianEncoder
+from pyro_vae.train import History, TrainConfig, fit, make_objective, mean_elbo, scale_latents
+from pyro_vae.vae import VAE
+
+__all__ = [
+    "LIKELIHOODS",
+    "MLP",
+    "VAE",
+    "Bernoulli",
+    "Dataset",
+    "Gaussian",
+    "GaussianEncoder",
+    "History",
+    "Likelihood",
+    "TrainConfig",
+    "TrainingDiverged",
+    "UsageError",
+    "__version__",
+    "binarize_batch",
+    "fit",
+    "get_likelihood",
+    "load",
+    "make_objective",
+    "mean_elbo",
+    "scale_latents",
+]

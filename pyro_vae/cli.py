@@ -1,0 +1,409 @@
+"""Command line: ``pyro-vae train`` and ``pyro-vae sample``.
+
+Bad input (unknown names, unusable data, a mismatched checkpoint) prints one
+``pyro-vae: error: ...`` line and exits with status 2; a diverged run exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pyro_vae import __version__
+from pyro_vae import data as data_mod
+from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.io import write_json, write_text
+from pyro_vae.likelihoods import LIKELIHOODS, get_likelihood
+from pyro_vae.train import ENGINES, OBJECTIVES, History, TrainConfig, fit, mean_elbo
+from pyro_vae.vae import VAE
+
+#: defaults of ``pyro-vae train``; options default to None so that we can tell
+#: which ones the user gave (for ``--resume``)
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "dataset": "mnist5k",
+    "data_dir": "data",
+    "binarize": None,  # "dynamic" for bernoulli, "none" otherwise
+    "likelihood": "bernoulli",
+    "sigma": 0.1,
+    "z_dim": 20,
+    "hidden_dims": [400],
+    **{f.name: f.default for f in fields(TrainConfig)},
+}
+#: options that may differ from the stored run on --resume
+RESUME_MAY_CHANGE = {"epochs", "validate", "data_dir"}
+#: particles per data point for the final ELBO table
+FINAL_ELBO_PARTICLES = 10
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pyro-vae`` console script.
+
+    :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
+    :returns: exit status (0 success, 1 training diverged, 2 bad input).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UsageError as err:
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
+    except TrainingDiverged as err:
+        print(f"pyro-vae: {err}", file=sys.stderr)
+        return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every subcommand."""
+    parser = argparse.ArgumentParser(prog="pyro-vae", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"pyro_vae {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = TRAIN_DEFAULTS
+    t = sub.add_parser("train", help="train a VAE and write its run folder")
+    t.add_argument(
+        "--dataset", help=f"one of {', '.join(data_mod.DATASETS)} (default {d['dataset']})"
+    )
+    t.add_argument("--data-dir", help="folder for torchvision data sets (default ./data)")
+    t.add_argument(
+        "--binarize",
+        choices=data_mod.BINARIZE_MODES,
+        help="default: dynamic for --likelihood bernoulli, none otherwise",
+    )
+    t.add_argument(
+        "--likelihood", choices=sorted(LIKELIHOODS), help=f"P(x|z) (default {d['likelihood']})"
+    )
+    t.add_argument(
+        "--sigma", type=float, help=f"gaussian standard deviation (default {d['sigma']})"
+    )
+    t.add_argument("--z-dim", type=int, help=f"latent dimension (default {d['z_dim']})")
+    t.add_argument(
+        "--hidden-dims", type=_int_list, help="comma-separated hidden widths (default 400)"
+    )
+    t.add_argument(
+        "--epochs", type=int, help=f"passes over the training split (default {d['epochs']})"
+    )
+    t.add_argument("--batch-size", type=int, help=f"(default {d['batch_size']})")
+    t.add_argument("--lr", type=float, help=f"Adam step size (default {d['lr']})")
+    t.add_argument(
+        "--objective",
+        choices=OBJECTIVES,
+        help="elbo: Trace_ELBO; mean-field: TraceMeanField_ELBO (analytic KL); "
+        "iwae: RenyiELBO(alpha=0) (default elbo)",
+    )
+    t.add_argument(
+        "--num-particles", type=int, help="samples of z per data point per step (default 1)"
+    )
+    t.add_argument("--beta", type=float, help="KL weight (default 1)")
+    t.add_argument(
+        "--kl-warmup", type=float, help="epochs of linear KL warm-up from ~0 to beta (default 0)"
+    )
+    t.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="fast: differentiable_loss + torch Adam; svi: pyro.infer.SVI (default fast)",
+    )
+    t.add_argument("--seed", type=int, help=f"(default {d['seed']})")
+    t.add_argument(
+        "--validate",
+        action="store_const",
+        const=True,
+        help="check distribution arguments every step (slower)",
+    )
+    t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    t.add_argument("--out", type=Path, help="run folder (default runs/DATASET-LIKELIHOOD-TIME)")
+    t.add_argument(
+        "--resume", action="store_true", help="continue the run in --out from its checkpoint"
+    )
+    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="draw images from a trained model's prior")
+    s.add_argument("--run", type=Path, required=True, help="run folder written by `pyro-vae train`")
+    s.add_argument(
+        "-n", "--num-samples", type=int, default=64, help="number of samples (default 64)"
+    )
+    s.add_argument("--seed", type=int, default=0, help="(default 0)")
+    s.add_argument("--out", type=Path, help="PNG path (default RUN/prior_samples_N.png)")
+    s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    s.set_defaults(func=cmd_sample)
+    return parser
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
+    return values
+
+
+def resolve_device(name: str) -> torch.device:
+    """Parse ``--device``; :raises UsageError: if it names no usable device."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"unknown device {name!r} ({err}); use cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "--device cuda: CUDA is not available on this machine; use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
+    return device
+
+
+def run_config(options: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
+    """The ``config.json`` of a run, from resolved options and the model's config."""
+    train_keys = {f.name for f in fields(TrainConfig)}
+    return {
+        "pyro_vae_version": __version__,
+        "data": {k: options[k] for k in ("dataset", "binarize", "data_dir")},
+        "model": model,
+        "train": {k: options[k] for k in train_keys},
+    }
+
+
+def _options_from_config(config: dict[str, Any]) -> dict[str, Any]:
+    likelihood = config["model"]["likelihood"]
+    return {
+        **config["data"],
+        **config["train"],
+        "likelihood": likelihood["name"],
+        "sigma": likelihood.get("sigma", TRAIN_DEFAULTS["sigma"]),
+        "z_dim": config["model"]["z_dim"],
+        "hidden_dims": list(config["model"]["hidden_dims"]),
+    }
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``pyro-vae train``: see ``pyro-vae train --help``."""
+    given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS and v is not None}
+    device = resolve_device(args.device)
+    out = args.out
+    checkpoint = out / "checkpoint.pt" if out is not None else None
+
+    if args.resume:
+        if out is None or not checkpoint.is_file():
+            raise UsageError(
+                f"--resume needs --out pointing at a run folder with checkpoint.pt (got {out})"
+            )
+        stored = _options_from_config(json.loads((out / "config.json").read_text()))
+        changed = [
+            f"--{k.replace('_', '-')} {given[k]} (run has {stored[k]})"
+            for k in given
+            if k not in RESUME_MAY_CHANGE and given[k] != stored.get(k)
+        ]
+        if changed:
+            raise UsageError(
+                f"cannot resume {out} with different settings: {', '.join(changed)}. "
+                "Drop these options to resume, or train a new run with another --out."
+            )
+        options = {**stored, **given}
+    else:
+        if out is None:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", given.get("dataset", TRAIN_DEFAULTS["dataset"]))
+            out = (
+                Path("runs")
+                / f"{name}-{given.get('likelihood', TRAIN_DEFAULTS['likelihood'])}-{stamp}"
+            )
+            checkpoint = out / "checkpoint.pt"
+        elif checkpoint.exists() and not args.overwrite:
+            raise UsageError(
+                f"{out} already holds a run; pass --resume to continue it, --overwrite to "
+                "replace it, or choose another --out"
+            )
+        options = {**TRAIN_DEFAULTS, **given}
+        if options["binarize"] is None:
+            options["binarize"] = "dynamic" if options["likelihood"] == "bernoulli" else "none"
+
+    train_config = TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig)})
+    train_config.check()
+    likelihood_kwargs = {"sigma": options["sigma"]} if options["likelihood"] == "gaussian" else {}
+    likelihood = get_likelihood(options["likelihood"], **likelihood_kwargs)
+
+    dataset = data_mod.load(
+        options["dataset"], binarize=options["binarize"], data_dir=options["data_dir"]
+    )
+    dataset = dataset.to(device)
+    vae = VAE(
+        dataset.x_dim,
+        z_dim=options["z_dim"],
+        hidden_dims=options["hidden_dims"],
+        likelihood=likelihood,
+        image_shape=dataset.image_shape,
+    ).to(device)
+    config = run_config(options, vae.config())
+    if not args.resume:
+        if args.overwrite and out.exists():
+            for stale in ("checkpoint.pt", "history.json", "results.json", "results.md"):
+                (out / stale).unlink(missing_ok=True)
+        write_json(out / "config.json", config)
+
+    print(
+        f"pyro-vae: training on {dataset.name} ({len(dataset.x_train)} train, "
+        f"{len(dataset.x_test)} test, binarize={dataset.binarize}) -> {out}"
+    )
+    history = fit(
+        vae,
+        dataset.x_train,
+        dataset.x_test,
+        config=train_config,
+        batch_transform=data_mod.binarize_batch if dataset.binarize == "dynamic" else None,
+        checkpoint=checkpoint,
+        resume=args.resume,
+        run_config=config,
+        progress=not args.no_progress,
+    )
+    write_json(out / "history.json", history.to_dict())
+    results = _final_results(vae, dataset, train_config, history)
+    write_json(out / "results.json", results)
+    table = _results_table(results)
+    write_text(out / "results.md", table)
+    _write_figures(vae, dataset, history, out, seed=train_config.seed)
+    print(table, end="")
+    print(
+        f"pyro-vae: wrote {out}/ (config.json, checkpoint.pt, history.json, results.json, "
+        "results.md, loss.png, samples.png, reconstructions.png)"
+    )
+    return 0
+
+
+def _final_results(
+    vae: VAE, dataset: data_mod.Dataset, config: TrainConfig, history: History
+) -> dict:
+    vae.eval()
+    x_train = dataset.x_train
+    if dataset.binarize == "dynamic":  # score one fixed binarization of the training images
+        gen = torch.Generator(device=x_train.device).manual_seed(data_mod.BINARIZE_SEED + 1)
+        x_train = torch.bernoulli(x_train, generator=gen)
+    torch.manual_seed(config.seed)
+    elbo = {
+        split: mean_elbo(
+            vae.model,
+            vae.guide,
+            x,
+            num_particles=FINAL_ELBO_PARTICLES,
+            batch_size=config.eval_batch_size,
+        )
+        for split, x in (("train", x_train), ("test", dataset.x_test))
+    }
+    return {
+        "dataset": dataset.name,
+        "split": {"train": len(dataset.x_train), "test": len(dataset.x_test)},
+        "binarize": dataset.binarize,
+        "likelihood": vae.likelihood.config(),
+        "epochs": history.epoch[-1] if history.epoch else 0,
+        "seed": config.seed,
+        "elbo_particles": FINAL_ELBO_PARTICLES,
+        "train_elbo": elbo["train"],
+        "test_elbo": elbo["test"],
+        "unit": "nats per image",
+        "train_seconds": sum(history.seconds),
+    }
+
+
+def _results_table(r: dict) -> str:
+    lik = ", ".join(f"{k}={v}" for k, v in r["likelihood"].items())
+    return (
+        f"\n{r['dataset']} ({r['split']['train']} train / {r['split']['test']} test images, "
+        f"binarize={r['binarize']}), likelihood {lik}, {r['epochs']} epochs, seed {r['seed']}; "
+        f"ELBO from {r['elbo_particles']} samples of z per image, one run\n\n"
+        "| split | ELBO (nats per image) |\n"
+        "|---|---|\n"
+        f"| train | {r['train_elbo']:.2f} |\n"
+        f"| test | {r['test_elbo']:.2f} |\n\n"
+    )
+
+
+def _write_figures(
+    vae: VAE, dataset: data_mod.Dataset, history: History, out: Path, seed: int
+) -> None:
+    from pyro_vae import plots
+
+    plots.save_figure(
+        plots.history_figure(history, f"{dataset.name}: ELBO per image"), out / "loss.png"
+    )
+    if dataset.image_shape is None:
+        return
+    gen = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
+    samples = vae.sample(64, generator=gen)
+    plots.save_figure(
+        plots.grid_figure(samples, dataset.image_shape, "64 samples: z ~ N(0, I), mean of P(x|z)"),
+        out / "samples.png",
+    )
+    # evenly spaced test images: the split keeps the source file's order, often by class
+    idx = torch.linspace(0, len(dataset.x_test) - 1, min(32, len(dataset.x_test))).long()
+    x = dataset.x_test[idx.to(dataset.x_test.device)]
+    plots.save_figure(
+        plots.reconstruction_figure(
+            x,
+            vae.reconstruct(x),
+            dataset.image_shape,
+            "test images (odd rows) and reconstructions (even rows)",
+        ),
+        out / "reconstructions.png",
+    )
+
+
+def load_run(run: Path, device: torch.device | str = "cpu") -> tuple[VAE, dict[str, Any]]:
+    """Rebuild the trained VAE of a run folder.
+
+    :returns: ``(vae, checkpoint_dict)``.
+    :raises UsageError: if the folder holds no readable checkpoint.
+    """
+    from pyro_vae import checkpoint as ckpt_io
+
+    state = ckpt_io.load(Path(run) / "checkpoint.pt", map_location=device)
+    vae = VAE.from_config(copy.deepcopy(state["config"]["model"]))
+    ckpt_io.load_model_state(vae, state["model_state"], str(run))
+    return vae.to(device).eval(), state
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``pyro-vae sample``: a grid of images decoded from prior samples."""
+    from pyro_vae import plots
+
+    if args.num_samples < 1:
+        raise UsageError(f"-n must be at least 1, got {args.num_samples}")
+    device = resolve_device(args.device)
+    vae, _ = load_run(args.run, device)
+    if vae.image_shape is None:
+        raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    samples = vae.sample(args.num_samples, generator=gen)
+    out = args.out or args.run / f"prior_samples_{args.num_samples}.png"
+    plots.save_figure(
+        plots.grid_figure(
+            samples,
+            vae.image_shape,
+            f"{args.num_samples} samples from the prior (seed {args.seed})",
+        ),
+        out,
+    )
+    print(f"pyro-vae: wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Atomic file writes: a reader never sees a half-written result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` on success.
+
+    The temporary file lives in the same directory, so the final
+    :func:`os.replace` is atomic on POSIX and Windows. On an exception the
+    temporary file is removed and ``path`` is left as it was.
+
+    :param path: the file to (re)write.
+    :returns: a context manager yielding the temporary :class:`~pathlib.Path`.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
+    """Call ``write(tmp_path)`` and move the result to ``path`` atomically.
+
+    :param path: destination file.
+    :param write: a function that writes the whole file to the path it is given.
+    :returns: ``path`` as a :class:`~pathlib.Path`.
+    """
+    with atomic_path(path) as tmp:
+        write(tmp)
+    return Path(path)
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (UTF-8).
+
+    :returns: ``path`` as a :class:`~pathlib.Path`.
+    """
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically.
+
+    :returns: ``path`` as a :class:`~pathlib.Path`.
+    """
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")

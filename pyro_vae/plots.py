@@ -1,0 +1,87 @@
+"""Matplotlib figures. Built on :class:`matplotlib.figure.Figure` directly, so no
+GUI backend is selected and nothing changes global pyplot state."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pyro_vae.io import write_atomic
+
+
+def image_grid(
+    images: torch.Tensor, image_shape: Sequence[int], ncols: int | None = None, pad: int = 1
+) -> np.ndarray:
+    """Tile flattened images into one 2-D array, ``pad`` pixels apart.
+
+    :param images: ``(n, height * width)`` tensor (values clipped to ``[0, 1]``).
+    :param image_shape: ``(height, width)``.
+    :param int ncols: images per row; ``ceil(sqrt(n))`` by default.
+    :returns: array of shape ``(rows * (h + pad) - pad, ncols * (w + pad) - pad)``.
+    """
+    h, w = image_shape
+    imgs = images.detach().float().cpu().clamp(0, 1).reshape(-1, h, w).numpy()
+    n = len(imgs)
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    grid = np.ones((nrows * (h + pad) - pad, ncols * (w + pad) - pad), dtype=np.float32)
+    for i, img in enumerate(imgs):
+        r, c = divmod(i, ncols)
+        grid[r * (h + pad) : r * (h + pad) + h, c * (w + pad) : c * (w + pad) + w] = img
+    return grid
+
+
+def grid_figure(
+    images: torch.Tensor, image_shape: Sequence[int], title: str, ncols: int | None = None
+):
+    """A figure showing ``images`` as a grey-scale grid (see :func:`image_grid`)."""
+    from matplotlib.figure import Figure
+
+    grid = image_grid(images, image_shape, ncols)
+    height = 6 * grid.shape[0] / grid.shape[1]
+    fig = Figure(figsize=(6, max(height, 1.5) + 0.5))
+    ax = fig.add_subplot()
+    ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_title(title)
+    ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def reconstruction_figure(
+    x: torch.Tensor, recon: torch.Tensor, image_shape: Sequence[int], title: str, ncols: int = 8
+):
+    """Inputs and reconstructions in alternating rows (inputs, then their reconstructions)."""
+    n = (len(x) // ncols) * ncols
+    x, recon = x[:n].cpu(), recon[:n].cpu()
+    rows = torch.stack(
+        [x.reshape(-1, ncols, x.shape[-1]), recon.reshape(-1, ncols, x.shape[-1])], dim=1
+    )
+    return grid_figure(rows.reshape(-1, x.shape[-1]), image_shape, title, ncols=ncols)
+
+
+def history_figure(history, title: str = "training"):
+    """Training objective and test ELBO (nats per data point) against epoch."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.plot(history.epoch, history.train_objective, label="train objective (running)")
+    if not all(math.isnan(v) for v in history.test_elbo):
+        ax.plot(history.epoch, history.test_elbo, label="test ELBO")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("nats per data point")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
+    """Save ``fig`` as PNG, atomically."""
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))

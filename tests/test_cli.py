@@ -1,0 +1,153 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae.cli import main
+
+FAST = [
+    "--dataset",
+    "digits",
+    "--epochs",
+    "2",
+    "--hidden-dims",
+    "32",
+    "--z-dim",
+    "2",
+    "--no-progress",
+]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "digits"
+    assert main(["train", *FAST, "--out", str(out)]) == 0
+    return out
+
+
+def test_train_writes_every_promised_output(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {
+        "config.json",
+        "checkpoint.pt",
+        "history.json",
+        "results.json",
+        "results.md",
+        "loss.png",
+        "samples.png",
+        "reconstructions.png",
+    } <= names
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["data"] == {"dataset": "digits", "binarize": "dynamic", "data_dir": "data"}
+    assert config["model"]["z_dim"] == 2 and config["model"]["hidden_dims"] == [32]
+    history = json.loads((trained_run / "history.json").read_text())
+    assert history["epoch"] == [1, 2]
+    results = json.loads((trained_run / "results.json").read_text())
+    # 64 pixels: a Bernoulli ELBO lies between -64 log 2 (coin flips) and 0
+    assert -64 * np.log(2) - 5 < results["test_elbo"] < 0
+    assert "| test |" in (trained_run / "results.md").read_text()
+    for png in ("loss.png", "samples.png", "reconstructions.png"):
+        assert (trained_run / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sample_command_runs_as_a_console_script(trained_run, tmp_path):
+    out = tmp_path / "grid.png"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pyro_vae.cli",
+            "sample",
+            "--run",
+            str(trained_run),
+            "-n",
+            "9",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_continues_and_refuses_other_settings(trained_run, capsys):
+    assert (
+        main(["train", "--out", str(trained_run), "--resume", "--epochs", "3", "--no-progress"])
+        == 0
+    )
+    history = json.loads((trained_run / "history.json").read_text())
+    assert history["epoch"] == [1, 2, 3]
+    assert main(["train", "--out", str(trained_run), "--resume", "--z-dim", "5"]) == 2
+    assert "--z-dim 5 (run has 2)" in capsys.readouterr().err
+
+
+def test_existing_run_is_not_overwritten_silently(trained_run, capsys):
+    assert main(["train", *FAST, "--out", str(trained_run)]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--dataset", "cifar"], "valid names: mnist5k, digits, mnist, fashion-mnist, npz:PATH"),
+        (["--dataset", "digits", "--binarize", "none"], "--binarize static or --binarize dynamic"),
+        (["--dataset", "digits", "--batch-size", "5000"], "larger than the training split"),
+        (["--dataset", "digits", "--objective", "iwae", "--beta", "2"], "no separate KL term"),
+        (["--dataset", "digits", "--lr", "0"], "lr must be > 0"),
+    ],
+)
+def test_bad_input_exits_2_with_a_message(tmp_path, capsys, args, message):
+    assert main(["train", *args, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: ") and message in err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("option,value", [("--likelihood", "poisson"), ("--objective", "vi")])
+def test_unknown_choice_exits_2_listing_valid_names(capsys, option, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", option, value])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_npz_with_nan_exits_2(tmp_path, capsys):
+    path = tmp_path / "nan.npz"
+    np.savez(path, x_train=np.full((10, 4), np.nan), x_test=np.zeros((2, 4)))
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                f"npz:{path}",
+                "--likelihood",
+                "gaussian",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
+    assert "NaN or infinite" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on machines without CUDA")
+def test_cuda_without_a_gpu_exits_2(tmp_path, capsys):
+    assert main(["train", *FAST, "--device", "cuda", "--out", str(tmp_path / "r")]) == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_training_runs(tmp_path):
+    assert main(["train", *FAST, "--device", "cuda", "--out", str(tmp_path / "r")]) == 0
+
+
+def test_sample_from_missing_run_exits_2(tmp_path, capsys):
+    assert main(["sample", "--run", str(tmp_path / "nothing")]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err

@@ -1,0 +1,162 @@
+import math
+
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Trace_ELBO
+
+from pyro_vae import VAE, Gaussian, TrainConfig, fit, mean_elbo, scale_latents
+from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.train import make_objective
+
+
+def small_vae():
+    return VAE(16, z_dim=2, hidden_dims=(32,))
+
+
+def test_elbo_rises_on_a_small_problem(toy_binary):
+    train, test = toy_binary
+    vae = small_vae()
+    torch.manual_seed(0)
+    before = mean_elbo(vae.model, vae.guide, test, num_particles=10)
+    history = fit(
+        vae, train, test, config=TrainConfig(epochs=30, batch_size=32, lr=1e-2), progress=False
+    )
+    torch.manual_seed(0)
+    after = mean_elbo(vae.model, vae.guide, test, num_particles=10)
+    # 16 fair coins cost 16 log 2 = 11.1 nats; two noisy prototypes cost far less
+    assert before < -11.0
+    assert after > before + 5.0
+    assert after > -7.0
+    assert history.test_elbo[-1] > history.test_elbo[0]
+    assert history.epoch == list(range(1, 31))
+
+
+def test_fast_and_svi_engines_compute_the_same_updates(toy_binary):
+    train, test = toy_binary
+    histories = []
+    for engine in ("fast", "svi"):
+        vae = small_vae()
+        torch.manual_seed(123)
+        vae.load_state_dict(small_vae().state_dict())  # same initial weights for both
+        cfg = TrainConfig(epochs=3, batch_size=32, lr=1e-2, engine=engine, seed=5)
+        histories.append(fit(vae, train, test, config=cfg, progress=False))
+    fast, svi = histories
+    # Adam is element-wise: one optimizer over all parameters equals one per tensor
+    assert fast.train_objective == pytest.approx(svi.train_objective, rel=1e-4)
+    assert fast.test_elbo == pytest.approx(svi.test_elbo, rel=1e-4)
+
+
+def _log_probs(vae, x, seed):
+    torch.manual_seed(seed)
+    guide_tr = poutine.trace(vae.guide).get_trace(x)
+    model_tr = poutine.trace(poutine.replay(vae.model, trace=guide_tr)).get_trace(x)
+    lp = {
+        n: s["fn"].log_prob(s["value"]).sum().item()
+        for n, s in model_tr.nodes.items()
+        if n in ("x", "z")
+    }
+    lp["q"] = guide_tr.nodes["z"]["fn"].log_prob(guide_tr.nodes["z"]["value"]).sum().item()
+    return lp
+
+
+def test_scale_latents_weights_only_the_kl_term():
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((6, 16), 0.5))
+    lp = _log_probs(vae, x, seed=3)
+    torch.manual_seed(3)
+    loss = Trace_ELBO().differentiable_loss(
+        scale_latents(vae.model, 0.25), scale_latents(vae.guide, 0.25), x
+    )
+    expected = -(lp["x"] + 0.25 * (lp["z"] - lp["q"]))
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="scale > 0"):
+        scale_latents(vae.model, 0.0)
+
+
+def test_iwae_with_one_particle_is_the_elbo():
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((6, 16), 0.5))
+    torch.manual_seed(1)
+    elbo = make_objective("elbo").loss(vae.model, vae.guide, x)
+    torch.manual_seed(1)
+    iwae = make_objective("iwae").loss(vae.model, vae.guide, x)
+    assert iwae == pytest.approx(elbo, rel=1e-6)
+
+
+@pytest.mark.parametrize("objective,particles", [("mean-field", 1), ("iwae", 5), ("elbo", 4)])
+def test_every_objective_trains(toy_binary, objective, particles):
+    train, test = toy_binary
+    cfg = TrainConfig(
+        epochs=8, batch_size=32, lr=1e-2, objective=objective, num_particles=particles
+    )
+    history = fit(small_vae(), train, test, config=cfg, progress=False)
+    assert all(math.isfinite(v) for v in history.train_objective)
+    assert history.test_elbo[-1] > history.test_elbo[0] + 1.0
+
+
+def test_kl_warmup_rises_linearly_from_above_zero(toy_binary):
+    train, _ = toy_binary
+    cfg = TrainConfig(epochs=4, batch_size=32, beta=0.5, kl_warmup=2)
+    history = fit(small_vae(), train, config=cfg, progress=False)
+    # 6 steps per epoch, 12 warm-up steps: weight at the last step of epoch e is 0.5 * 6e/12
+    assert history.kl_weight == pytest.approx([0.25, 0.5, 0.5, 0.5])
+    assert all(math.isnan(v) for v in history.test_elbo)  # no test data given
+
+
+@pytest.mark.parametrize(
+    "kwargs,train,message",
+    [
+        ({"batch_size": 500}, None, "batch size 500 is larger than the training split"),
+        ({"objective": "vi"}, None, "valid names: elbo, mean-field, iwae"),
+        ({"objective": "iwae", "beta": 0.5}, None, "IWAE bound has no separate KL term"),
+        ({"beta": 0.0}, None, "beta must be > 0"),
+        ({}, torch.full((64, 16), 0.5), "bernoulli likelihood needs binary data"),
+        ({}, torch.full((64, 16), math.nan), "NaN or infinite"),
+    ],
+)
+def test_bad_settings_and_data_fail_before_training(toy_binary, kwargs, train, message):
+    train = toy_binary[0] if train is None else train
+    vae = small_vae()
+    before = [p.detach().clone() for p in vae.parameters()]
+    with pytest.raises(UsageError, match=message):
+        fit(
+            vae,
+            train,
+            config=TrainConfig(**{"epochs": 1, "batch_size": 32, **kwargs}),
+            progress=False,
+        )
+    assert all(torch.equal(b, p) for b, p in zip(before, vae.parameters(), strict=True))
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+@pytest.mark.parametrize("validate", [False, True])
+def test_nan_during_training_stops_and_keeps_last_good_checkpoint(toy_binary, tmp_path, validate):
+    from pyro_vae import checkpoint
+
+    train, test = toy_binary
+    vae = VAE(16, z_dim=2, hidden_dims=(32,), likelihood=Gaussian(0.5))
+    calls = {"n": 0}
+
+    def poison_in_epoch_3(x):  # 6 steps per epoch: call 14 is in epoch 3
+        calls["n"] += 1
+        if calls["n"] == 14:
+            with torch.no_grad():
+                vae.decoder[0].weight.fill_(math.nan)
+        return x
+
+    path = tmp_path / "ckpt.pt"
+    cfg = TrainConfig(epochs=5, batch_size=32, validate=validate)
+    with pytest.raises(TrainingDiverged, match=r"diverged in epoch 3: .* last good epoch \(2\)"):
+        fit(
+            vae,
+            train,
+            test,
+            config=cfg,
+            batch_transform=poison_in_epoch_3,
+            checkpoint=path,
+            progress=False,
+        )
+    saved = checkpoint.load(path)
+    assert saved["epoch"] == 2
+    assert all(torch.isfinite(v).all() for v in saved["model_state"].values())
