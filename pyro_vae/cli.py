@@ -16,6 +16,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
+import pyro
 import torch
 
 from pyro_vae import __version__
@@ -246,6 +247,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         options["dataset"], binarize=options["binarize"], data_dir=options["data_dir"]
     )
     dataset = dataset.to(device)
+    pyro.set_rng_seed(train_config.seed)  # the initial weights belong to the seeded run
     vae = VAE(
         dataset.x_dim,
         z_dim=options["z_dim"],

@@ -215,6 +215,10 @@ def fit(
     :param bool resume: continue from ``checkpoint`` instead of starting afresh.
     :param dict run_config: stored in the checkpoint under ``"config"``.
     :param bool progress: show a progress bar with the running objective.
+
+    ``config.seed`` seeds the training randomness (batches, samples of z); seed
+    before building ``vae`` as well if its initial weights should be reproducible.
+
     :raises UsageError: bad settings or data, before any training step.
     :raises TrainingDiverged: the objective or a parameter became non-finite;
         the checkpoint of the last good epoch is kept.

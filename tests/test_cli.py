@@ -87,6 +87,16 @@ def test_resume_continues_and_refuses_other_settings(trained_run, capsys):
     assert "--z-dim 5 (run has 2)" in capsys.readouterr().err
 
 
+def test_same_seed_same_run(tmp_path):
+    for name in ("a", "b"):
+        assert main(["train", *FAST, "--seed", "3", "--out", str(tmp_path / name)]) == 0
+    a, b = (json.loads((tmp_path / n / "history.json").read_text()) for n in ("a", "b"))
+    assert a["train_objective"] == b["train_objective"] and a["test_elbo"] == b["test_elbo"]
+    assert main(["train", *FAST, "--seed", "4", "--out", str(tmp_path / "c")]) == 0
+    c = json.loads((tmp_path / "c" / "history.json").read_text())
+    assert c["train_objective"] != a["train_objective"]
+
+
 def test_existing_run_is_not_overwritten_silently(trained_run, capsys):
     assert main(["train", *FAST, "--out", str(trained_run)]) == 2
     assert "already holds a run" in capsys.readouterr().err
