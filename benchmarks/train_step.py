@@ -4,10 +4,10 @@ The same MLP encoder and decoder (784-400-20, Bernoulli likelihood) and the same
 batch of 128 binarized ``mnist5k`` digits are trained three ways, alternating in
 one process so that machine load hits all of them alike:
 
-- ``svi``: ``pyro.infer.SVI`` + ``pyro.optim.Adam`` + ``Trace_ELBO`` on the
-  project's ``VAE.model`` / ``VAE.guide`` (``engine="svi"``);
-- ``fast``: ``Trace_ELBO().differentiable_loss`` + one ``torch.optim.Adam`` on
-  the same model and guide (``engine="fast"``, the default);
+- ``svi``: the project's ``engine="svi"`` step (``pyro.infer.SVI`` +
+  ``pyro.optim.Adam`` + ``Trace_ELBO`` on ``VAE.model`` / ``VAE.guide``);
+- ``fast``: the project's default ``engine="fast"`` step
+  (``Trace_ELBO().differentiable_loss`` + one ``torch.optim.Adam``);
 - ``torch``: a hand-written loop with the same maths: reparameterized sample,
   single-sample ``log p(x|z) + log p(z) - log q(z|x)``, same Adam.
 
@@ -15,7 +15,7 @@ Denormals are flushed and the thread count is fixed and printed. Also timed: one
 full ``mnist5k`` epoch of data handling (permutation, slicing, dynamic
 binarization) without the steps. The last line printed is JSON.
 
-Usage: ``python benchmarks/train_step.py [--threads 1] [--steps 50] [--repeats 7]``
+Usage: ``python benchmarks/train_step.py [--threads 1] [--steps 50] [--repeats 7] [--device cpu]``
 """
 
 from __future__ import annotations
@@ -28,9 +28,8 @@ import time
 
 import pyro
 import torch
-from pyro.infer import SVI, Trace_ELBO
 
-from pyro_vae import VAE, binarize_batch, load
+from pyro_vae import VAE, binarize_batch, load, make_engine
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -53,32 +52,35 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
     parser.add_argument("--repeats", type=int, default=7, help="alternating blocks per variant")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     pyro.enable_validation(False)
     pyro.set_rng_seed(0)
-    data = load("mnist5k", binarize="static")
+    device = torch.device(args.device)
+    data = load("mnist5k", binarize="static").to(device)
     x = data.x_train[: args.batch_size]
 
     def make_vae():
         torch.manual_seed(0)
-        return VAE(784, z_dim=20, hidden_dims=(400,))
+        return VAE(784, z_dim=20, hidden_dims=(400,)).to(device)
 
     svi_vae, fast_vae, torch_vae = make_vae(), make_vae(), make_vae()
-    svi = SVI(svi_vae.model, svi_vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
-    elbo = Trace_ELBO()
-    fast_opt = torch.optim.Adam(fast_vae.parameters(), lr=1e-3)
+    svi_engine = make_engine(svi_vae, engine="svi", lr=1e-3)
+    fast_engine = make_engine(fast_vae, engine="fast", lr=1e-3)
     torch_opt = torch.optim.Adam(torch_vae.parameters(), lr=1e-3)
 
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     def svi_step():
-        svi.step(x)
+        svi_engine.step((x,), 1.0)
 
     def fast_step():
-        fast_opt.zero_grad(set_to_none=True)
-        elbo.differentiable_loss(fast_vae.model, fast_vae.guide, x).backward()
-        fast_opt.step()
+        fast_engine.step((x,), 1.0)
 
     def torch_step():
         torch_opt.zero_grad(set_to_none=True)
@@ -92,19 +94,23 @@ def main(argv=None) -> dict:
     times: dict[str, list[float]] = {k: [] for k in variants}
     for _ in range(args.repeats):
         for name, step in variants.items():
+            sync()
             t0 = time.perf_counter()
             for _ in range(args.steps):
                 step()
+            sync()
             times[name].append((time.perf_counter() - t0) * 1e3 / args.steps)
 
     # data handling of one full epoch, steps excluded
     grey = data.x_train
     epochs_ms = []
     for _ in range(args.repeats):
+        sync()
         t0 = time.perf_counter()
-        perm = torch.randperm(len(grey))
+        perm = torch.randperm(len(grey), device=device)
         for i in range(math.ceil(len(grey) / args.batch_size)):
             batch = binarize_batch(grey[perm[i * args.batch_size : (i + 1) * args.batch_size]])
+        sync()
         epochs_ms.append((time.perf_counter() - t0) * 1e3)
     del batch
 
@@ -116,6 +122,7 @@ def main(argv=None) -> dict:
         "ratio": round(med["svi"] / med["torch"], 3),
         "fast_ratio": round(med["fast"] / med["torch"], 3),
         "threads": args.threads,
+        "device": str(device),
         "batch_size": args.batch_size,
         "data_epoch_ms": round(statistics.median(epochs_ms), 3),
         "torch_version": torch.__version__,

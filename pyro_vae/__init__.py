@@ -8,10 +8,18 @@ with SVI, with the likelihood P(x|z) a swappable value.
 __version__ = "0.1.0"
 
 from pyro_vae.data import Dataset, binarize_batch, load
+from pyro_vae.engine import Engine, make_engine, make_objective, scale_latents
 from pyro_vae.errors import TrainingDiverged, UsageError
-from pyro_vae.likelihoods import LIKELIHOODS, Bernoulli, Gaussian, Likelihood, get_likelihood
+from pyro_vae.evaluate import mean_elbo
+from pyro_vae.likelihoods import (
+    LIKELIHOODS,
+    Bernoulli,
+    Gaussian,
+    Likelihood,
+    get_likelihood,
+)
 from pyro_vae.networks import MLP, GaussianEncoder
-from pyro_vae.train import History, TrainConfig, fit, make_objective, mean_elbo, scale_latents
+from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -20,6 +28,7 @@ __all__ = [
     "VAE",
     "Bernoulli",
     "Dataset",
+    "Engine",
     "Gaussian",
     "GaussianEncoder",
     "History",
@@ -29,9 +38,11 @@ __all__ = [
     "UsageError",
     "__version__",
     "binarize_batch",
+    "check_fit_inputs",
     "fit",
     "get_likelihood",
     "load",
+    "make_engine",
     "make_objective",
     "mean_elbo",
     "scale_latents",

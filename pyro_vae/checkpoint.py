@@ -38,9 +38,10 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore a snapshot taken by :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
+    # RNG states are CPU byte tensors, whatever map_location the checkpoint was read with
+    torch.set_rng_state(state["torch"].cpu())
     if state.get("cuda") is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     np.random.set_state(state["numpy"])  # noqa: NPY002
     random.setstate(state["python"])
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import re
 import sys
 import time
@@ -21,10 +20,12 @@ import torch
 
 from pyro_vae import __version__
 from pyro_vae import data as data_mod
+from pyro_vae.engine import ENGINES, OBJECTIVES
 from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.evaluate import mean_elbo
 from pyro_vae.io import write_json, write_text
 from pyro_vae.likelihoods import LIKELIHOODS, get_likelihood
-from pyro_vae.train import ENGINES, OBJECTIVES, History, TrainConfig, fit, mean_elbo
+from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
 from pyro_vae.vae import VAE
 
 #: defaults of ``pyro-vae train``; options default to None so that we can tell
@@ -41,6 +42,17 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 #: options that may differ from the stored run on --resume
 RESUME_MAY_CHANGE = {"epochs", "validate", "data_dir"}
+#: files of a run folder
+RUN_FILES = (
+    "config.json",
+    "checkpoint.pt",
+    "history.json",
+    "results.json",
+    "results.md",
+    "loss.png",
+    "samples.png",
+    "reconstructions.png",
+)
 #: particles per data point for the final ELBO table
 FINAL_ELBO_PARTICLES = 10
 
@@ -61,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as err:
         print(f"pyro-vae: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # an output path under a file, a read-only folder, ...
+        print(f"pyro-vae: error: {err}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,7 +190,7 @@ def resolve_device(name: str) -> torch.device:
 
 def run_config(options: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` of a run, from resolved options and the model's config."""
-    train_keys = {f.name for f in fields(TrainConfig)}
+    train_keys = [f.name for f in fields(TrainConfig)]
     return {
         "pyro_vae_version": __version__,
         "data": {k: options[k] for k in ("dataset", "binarize", "data_dir")},
@@ -208,7 +223,15 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--resume needs --out pointing at a run folder with checkpoint.pt (got {out})"
             )
-        stored = _options_from_config(json.loads((out / "config.json").read_text()))
+        from pyro_vae import checkpoint as ckpt_io
+
+        stored_config = ckpt_io.load(checkpoint)["config"]
+        if "data" not in stored_config:
+            raise UsageError(
+                f"{checkpoint} was written by fit() without a data configuration; "
+                "resume it from Python with fit(..., resume=True)"
+            )
+        stored = _options_from_config(stored_config)
         changed = [
             f"--{k.replace('_', '-')} {given[k]} (run has {stored[k]})"
             for k in given
@@ -229,6 +252,8 @@ def cmd_train(args: argparse.Namespace) -> int:
                 / f"{name}-{given.get('likelihood', TRAIN_DEFAULTS['likelihood'])}-{stamp}"
             )
             checkpoint = out / "checkpoint.pt"
+        elif out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a folder for the run")
         elif checkpoint.exists() and not args.overwrite:
             raise UsageError(
                 f"{out} already holds a run; pass --resume to continue it, --overwrite to "
@@ -256,9 +281,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         image_shape=dataset.image_shape,
     ).to(device)
     config = run_config(options, vae.config())
+    batch_transform = data_mod.binarize_batch if dataset.binarize == "dynamic" else None
+    # every check fit() makes, before any file is written
+    check_fit_inputs(vae, dataset.x_train, dataset.x_test, train_config, batch_transform)
     if not args.resume:
         if args.overwrite and out.exists():
-            for stale in ("checkpoint.pt", "history.json", "results.json", "results.md"):
+            for stale in RUN_FILES:
                 (out / stale).unlink(missing_ok=True)
         write_json(out / "config.json", config)
 
@@ -271,7 +299,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         dataset.x_train,
         dataset.x_test,
         config=train_config,
-        batch_transform=data_mod.binarize_batch if dataset.binarize == "dynamic" else None,
+        batch_transform=batch_transform,
         checkpoint=checkpoint,
         resume=args.resume,
         run_config=config,
@@ -284,10 +312,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_text(out / "results.md", table)
     _write_figures(vae, dataset, history, out, seed=train_config.seed)
     print(table, end="")
-    print(
-        f"pyro-vae: wrote {out}/ (config.json, checkpoint.pt, history.json, results.json, "
-        "results.md, loss.png, samples.png, reconstructions.png)"
-    )
+    print(f"pyro-vae: wrote {out}/ ({', '.join(RUN_FILES)})")
     return 0
 
 
@@ -297,8 +322,7 @@ def _final_results(
     vae.eval()
     x_train = dataset.x_train
     if dataset.binarize == "dynamic":  # score one fixed binarization of the training images
-        gen = torch.Generator(device=x_train.device).manual_seed(data_mod.BINARIZE_SEED + 1)
-        x_train = torch.bernoulli(x_train, generator=gen)
+        x_train = data_mod.binarize_fixed(x_train, seed=data_mod.BINARIZE_SEED + 1)
     torch.manual_seed(config.seed)
     elbo = {
         split: mean_elbo(

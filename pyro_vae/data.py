@@ -94,6 +94,17 @@ def binarize_batch(x: torch.Tensor) -> torch.Tensor:
     return torch.bernoulli(x)
 
 
+def binarize_fixed(x: torch.Tensor, seed: int = BINARIZE_SEED) -> torch.Tensor:
+    """Static binarization: one Bernoulli sample per pixel from a generator seeded with ``seed``.
+
+    :param x: grey levels in ``[0, 1]``.
+    :param int seed: the same seed gives the same sample on the same device.
+    :returns: a tensor of 0s and 1s like ``x``.
+    """
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    return torch.bernoulli(x, generator=gen)
+
+
 def load(
     name: str = "mnist5k",
     *,
@@ -172,8 +183,8 @@ def stratified_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Indices of a seeded split that keeps every class's share in both parts.
 
-    Points are shuffled, stably sorted by label, and every ``1/test_fraction``-th
-    one goes to test, so each class contributes ``test_fraction`` of its members
+    Points are shuffled, stably sorted by label, and evenly spaced positions in
+    that order go to test, so each class contributes ``test_fraction`` of its members
     (to within one point) and the test size is ``floor(N * test_fraction)``.
 
     :param labels: ``(N,)`` integer labels.
@@ -181,11 +192,15 @@ def stratified_split(
     :param int seed: shuffling seed.
     :returns: ``(train_idx, test_idx)``, each sorted.
     """
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    n = len(labels)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(labels))
+    order = rng.permutation(n)
     order = order[np.argsort(labels[order], kind="stable")]
-    position = np.arange(len(labels)) * test_fraction
-    is_test = np.floor(position + test_fraction) > np.floor(position)
+    n_test = math.floor(n * test_fraction + 1e-9)  # tolerance: 0.3 * 10 is 2.9999999999999996
+    is_test = np.zeros(n, dtype=bool)
+    is_test[(np.arange(n_test) * n) // max(n_test, 1)] = True  # evenly spaced through the classes
     return np.sort(order[~is_test]), np.sort(order[is_test])
 
 
@@ -224,10 +239,12 @@ def _load_torchvision(name: str, data_dir: Path, download: bool):
         try:
             ds = cls(str(data_dir), train=train, download=download)
         except (RuntimeError, OSError) as err:
+            text = str(err).strip()
+            first_line = text.splitlines()[0] if text else type(err).__name__
             raise UsageError(
-                f"dataset {name!r}: could not read or download it under {data_dir} ({err}). "
-                "With a network, pass --download (the default); without one, copy the raw "
-                f"files into {data_dir / cls.__name__ / 'raw'}."
+                f"dataset {name!r}: could not read or download it under {data_dir} "
+                f"({first_line}). With a network it is downloaded there; without one, copy "
+                f"the raw files into {data_dir / cls.__name__ / 'raw'}."
             ) from err
         x = ds.data.reshape(len(ds.data), -1).numpy().astype(np.float32) / 255.0
         splits.append((x, ds.targets.numpy().astype(np.int64)))
@@ -239,21 +256,37 @@ def _load_npz(path: Path):
     if not path.is_file():
         raise UsageError(f"dataset 'npz:{path}': no such file")
     try:
-        arrays = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"dataset 'npz:{path}': not a readable .npz file ({err})") from err
-    missing = [k for k in ("x_train", "x_test") if k not in arrays.files]
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except Exception as err:  # numpy raises OSError, ValueError, BadZipFile, ... for bad files
+        raise UsageError(
+            f"dataset 'npz:{path}': not a readable .npz file of plain arrays "
+            f"({type(err).__name__}: {err})"
+        ) from err
+    if not all(isinstance(a, np.ndarray) for a in arrays.values()):
+        raise UsageError(f"dataset 'npz:{path}': not a .npz file of arrays")
+    missing = [k for k in ("x_train", "x_test") if k not in arrays]
     if missing:
         raise UsageError(
             f"dataset 'npz:{path}': missing array(s) {', '.join(missing)}; the file needs "
-            f"x_train and x_test (optionally y_train, y_test); it has {', '.join(arrays.files)}"
+            f"x_train and x_test (optionally y_train, y_test); it has {', '.join(arrays)}"
         )
     x_train, shape = _flatten_images(arrays["x_train"], path, "x_train")
     x_test, _ = _flatten_images(arrays["x_test"], path, "x_test")
     labels = [
-        arrays[k].astype(np.int64) if k in arrays.files else None for k in ("y_train", "y_test")
+        _labels(arrays[k], len(x), path, k) if k in arrays else None
+        for k, x in (("y_train", x_train), ("y_test", x_test))
     ]
     return x_train, x_test, labels[0], labels[1], shape
+
+
+def _labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (n,):
+        raise UsageError(
+            f"dataset 'npz:{path}': {key} must be {n} integer labels, one per image; "
+            f"got dtype {y.dtype}, shape {y.shape}"
+        )
+    return y.astype(np.int64)
 
 
 def _flatten_images(x: np.ndarray, path: Path, key: str):
@@ -268,6 +301,8 @@ def _flatten_images(x: np.ndarray, path: Path, key: str):
         side = math.isqrt(x.shape[1])
         shape = (side, side) if side * side == x.shape[1] and side > 1 else None
     x = x.reshape(len(x), int(np.prod(x.shape[1:])))
+    if x.dtype == np.bool_:
+        x = x.astype(np.float32)
     if np.issubdtype(x.dtype, np.integer):
         if x.size and (x.min() < 0 or x.max() > 255):
             raise UsageError(
@@ -283,9 +318,8 @@ def _flatten_images(x: np.ndarray, path: Path, key: str):
 def _binarize(data: Dataset, mode: str) -> Dataset:
     if mode == "none":
         return data
-    gen = torch.Generator().manual_seed(BINARIZE_SEED)
-    x_test = torch.bernoulli(data.x_test, generator=gen)
+    x_test = binarize_fixed(data.x_test, BINARIZE_SEED)
     x_train = data.x_train
     if mode == "static":
-        x_train = torch.bernoulli(data.x_train, generator=gen)
+        x_train = binarize_fixed(data.x_train, BINARIZE_SEED + 1)
     return replace(data, x_train=x_train, x_test=x_test, binarize=mode)

@@ -76,7 +76,7 @@ class Bernoulli(Likelihood):
     """
 
     name = "bernoulli"
-    support = "binary values {0, 1}"
+    support = "binary data (0 or 1)"
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
         return dist.Bernoulli(logits=out).to_event(1)
@@ -88,7 +88,7 @@ class Bernoulli(Likelihood):
         non_binary = ((x != 0) & (x != 1)).sum().item()
         if non_binary:
             raise UsageError(
-                f"the bernoulli likelihood needs binary data, but {what} has "
+                f"the bernoulli likelihood needs {self.support}, but {what} has "
                 f"{non_binary} values that are neither 0 nor 1 (range {_range_text(x)}). "
                 "Binarize it (--binarize static or --binarize dynamic), or pick a likelihood "
                 "for grey levels (--likelihood gaussian)."

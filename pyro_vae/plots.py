@@ -56,6 +56,7 @@ def reconstruction_figure(
     x: torch.Tensor, recon: torch.Tensor, image_shape: Sequence[int], title: str, ncols: int = 8
 ):
     """Inputs and reconstructions in alternating rows (inputs, then their reconstructions)."""
+    ncols = max(1, min(ncols, len(x)))
     n = (len(x) // ncols) * ncols
     x, recon = x[:n].cpu(), recon[:n].cpu()
     rows = torch.stack(

@@ -1,21 +1,11 @@
-"""Training by stochastic variational inference.
+"""Training by stochastic variational inference: :func:`fit`.
 
-:func:`fit` optimizes any model/guide pair that exposes ``model``, ``guide``
-and ``parameters()`` (a :class:`~pyro_vae.vae.VAE`, say) with one of Pyro's
-objectives, on data held as tensors. Two engines compute the same estimator:
-
-- ``"svi"``: :class:`pyro.infer.SVI` with :class:`pyro.optim.Adam`, the textbook
-  Pyro loop. ``pyro.optim`` keeps one torch optimizer per parameter tensor and
-  looks parameters up in the param store each step.
-- ``"fast"`` (default): the objective's ``differentiable_loss`` (or
-  ``loss_and_grads`` for ``RenyiELBO``) with one :class:`torch.optim.Adam` over
-  ``module.parameters()``. Adam acts element-wise, so the updates are the same
-  as ``"svi"``'s; only the per-step bookkeeping is gone.
-
-The KL weight (beta) and its linear warm-up scale the log-densities of every
-latent sample site in both model and guide through a
-:class:`~pyro.poutine.scale_messenger.ScaleMessenger`, so for ``Trace_ELBO``
-the objective is ``E_q[log P(x|z)] - beta * KL``.
+``fit`` optimizes any module with ``model`` and ``guide`` methods (a
+:class:`~pyro_vae.vae.VAE`, say) with one of Pyro's objectives, on data held as
+tensors on the training device. Mini-batches are slices of a fresh permutation
+each epoch; the loss is summed on the device and read back every 20 steps for
+the progress bar and once per epoch, where non-finite values stop the run.
+What a single step does is in :mod:`pyro_vae.engine`.
 """
 
 from __future__ import annotations
@@ -29,15 +19,16 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.poutine.scale_messenger import ScaleMessenger
 from tqdm.auto import tqdm
 
 from pyro_vae import checkpoint as ckpt_io
+from pyro_vae.engine import ENGINES, OBJECTIVES, make_engine
 from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.evaluate import mean_elbo
 
-OBJECTIVES = ("elbo", "mean-field", "iwae")
-ENGINES = ("fast", "svi")
+#: settings that may change when a run is resumed; the others shape the optimizer
+#: state or the schedule, so a checkpoint is only continued with the same values
+RESUMABLE_CHANGES = ("epochs", "validate", "eval_batch_size")
 
 
 @dataclass
@@ -53,7 +44,7 @@ class TrainConfig:
     num_particles: int = 1  # samples of z per data point per step (k of IWAE-k)
     beta: float = 1.0  # KL weight after warm-up; 1 is the true ELBO
     kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly to beta
-    engine: str = "fast"  # "fast" or "svi"; see the module docstring
+    engine: str = "fast"  # "fast" or "svi"; see pyro_vae.engine
     seed: int = 0  # seeds torch, numpy and random at the start of a fresh run
     validate: bool = False  # distribution argument checks in the hot loop (slow)
     eval_batch_size: int = 1000  # data points per batch when scoring the test split
@@ -69,19 +60,32 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise UsageError(f"lr must be > 0, got {self.lr}")
-        if not self.beta > 0:
+        if not 0 <= self.seed < 2**32:
+            raise UsageError(f"seed must be in [0, 2**32), got {self.seed}")
+        for name in ("lr", "beta"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise UsageError(f"{name} must be a finite number > 0, got {value}")
+        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
             raise UsageError(
-                f"beta must be > 0, got {self.beta} (poutine.scale needs a positive weight)"
+                f"kl_warmup must be a finite number of epochs >= 0, got {self.kl_warmup}"
             )
-        if self.kl_warmup < 0:
-            raise UsageError(f"kl_warmup must be >= 0 epochs, got {self.kl_warmup}")
         if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
             raise UsageError(
                 "beta and KL warm-up weight the KL term of an ELBO; the IWAE bound has no "
                 "separate KL term. Use --objective elbo or mean-field with them, or drop them."
             )
+
+    def kl_weight(self, step: int, steps_per_epoch: int) -> float:
+        """KL weight at global step ``step`` (0-based): rises linearly to ``beta``.
+
+        It starts at ``beta / warm-up steps``, above zero, because ``poutine.scale``
+        rejects a zero weight.
+        """
+        warmup_steps = self.kl_warmup * steps_per_epoch
+        if warmup_steps <= 0:
+            return self.beta
+        return self.beta * min(1.0, (step + 1) / warmup_steps)
 
 
 @dataclass
@@ -93,7 +97,7 @@ class History:
     train_objective: list[float] = field(default_factory=list)
     #: ELBO of the test split after the epoch (beta = 1), or NaN without test data
     test_elbo: list[float] = field(default_factory=list)
-    #: KL weight at the end of the epoch
+    #: KL weight at the last step of the epoch
     kl_weight: list[float] = field(default_factory=list)
     #: wall-clock seconds spent in the epoch's training steps
     seconds: list[float] = field(default_factory=list)
@@ -113,80 +117,43 @@ class History:
         return cls(**{k: list(v) for k, v in d.items()})
 
 
-class LatentScaleMessenger(ScaleMessenger):
-    """``poutine.scale`` restricted to latent (unobserved) sample sites.
+def check_fit_inputs(
+    vae,
+    train: torch.Tensor | Sequence[torch.Tensor],
+    test: torch.Tensor | Sequence[torch.Tensor] | None,
+    config: TrainConfig,
+    batch_transform: Callable | None = None,
+) -> None:
+    """Everything :func:`fit` checks before its first step, callable on its own
+    (the command line runs it before writing any file).
 
-    See :func:`scale_latents`.
+    :raises UsageError: naming the setting or data that cannot work and the fix.
     """
-
-    def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"]:
-            super()._process_message(msg)
-
-
-def scale_latents(fn: Callable, scale: float) -> Callable:
-    """Wrap a model or guide so the log-densities of its latent sites are multiplied by ``scale``.
-
-    Applied to both model and guide, it multiplies ``log P(z)`` and ``log Q(z|x)``
-    by ``scale`` and leaves ``log P(x|z)`` alone: for ``Trace_ELBO`` the objective
-    becomes ``E_q[log P(x|z)] - scale * KL``, the beta-VAE weight and the KL
-    warm-up of Bowman et al. (2016) and Sønderby et al. (2016).
-
-    :param fn: a Pyro model or guide.
-    :param float scale: the KL weight; must be > 0, as for ``poutine.scale``.
-    :returns: the wrapped callable.
-    """
-    return LatentScaleMessenger(scale)(fn)
-
-
-def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1):
-    """Build a Pyro objective by name.
-
-    :param str name: ``"elbo"``, ``"mean-field"`` or ``"iwae"``.
-    :param int num_particles: samples per data point, vectorized when > 1.
-    :param int max_plate_nesting: plates the model nests (needed to vectorize particles).
-    :returns: a :class:`pyro.infer.ELBO` instance.
-    """
-    kwargs = dict(
-        num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
-        max_plate_nesting=max_plate_nesting,
-    )
-    if name == "elbo":
-        return Trace_ELBO(**kwargs)
-    if name == "mean-field":
-        return TraceMeanField_ELBO(**kwargs)
-    if name == "iwae":
-        return RenyiELBO(alpha=0.0, **kwargs)
-    raise UsageError(f"unknown objective {name!r}; valid names: {', '.join(OBJECTIVES)}")
-
-
-@torch.no_grad()
-def mean_elbo(
-    model: Callable,
-    guide: Callable,
-    data: torch.Tensor | Sequence[torch.Tensor],
-    *,
-    num_particles: int = 1,
-    batch_size: int = 1000,
-    max_plate_nesting: int = 1,
-) -> float:
-    """ELBO per data point, averaged over ``data`` (beta = 1), in nats.
-
-    :param model: Pyro model taking the data tensors as positional arguments.
-    :param guide: matching guide.
-    :param data: a tensor or tuple of tensors sharing their first dimension.
-    :param int num_particles: samples of z per data point.
-    :param int batch_size: data points per forward pass.
-    """
-    data = _as_tuple(data)
-    objective = make_objective("elbo", num_particles, max_plate_nesting)
-    n = data[0].shape[0]
-    total = torch.zeros((), device=data[0].device)
-    for start in range(0, n, batch_size):
-        batch = tuple(t[start : start + batch_size] for t in data)
-        total += objective.differentiable_loss(model, guide, *batch)
-    return -total.item() / n
+    config.check()
+    train = _as_tuple(train)
+    n_train = train[0].shape[0]
+    if n_train == 0:
+        raise UsageError("the training split is empty")
+    if config.batch_size > n_train:
+        raise UsageError(
+            f"batch size {config.batch_size} is larger than the training split "
+            f"({n_train} data points); use --batch-size {n_train} or less"
+        )
+    for name, tensors in (
+        ("training", train),
+        ("test", _as_tuple(test) if test is not None else ()),
+    ):
+        for t in tensors:
+            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                raise UsageError(
+                    f"the {name} data hold NaN or infinite values; remove or impute them"
+                )
+    check_data = getattr(vae, "check_data", None)
+    if check_data is not None:
+        if batch_transform is None:
+            check_data(train[0], "the training split")
+        if test is not None:
+            check_data(_as_tuple(test)[0], "the test split")
 
 
 def fit(
@@ -211,9 +178,12 @@ def fit(
     :param TrainConfig config: optimization settings.
     :param batch_transform: applied to the first tensor of every training
         mini-batch (e.g. :func:`pyro_vae.data.binarize_batch`).
-    :param checkpoint: file written atomically after every epoch.
-    :param bool resume: continue from ``checkpoint`` instead of starting afresh.
-    :param dict run_config: stored in the checkpoint under ``"config"``.
+    :param checkpoint: file written atomically after every epoch. It holds
+        ``config = {"model": vae.config(), "train": ..., **run_config}``, the
+        weights, the optimizer state, the history and the RNG states.
+    :param bool resume: continue from ``checkpoint``; the settings other than
+        :data:`RESUMABLE_CHANGES` must equal the checkpoint's.
+    :param dict run_config: more plain data stored in the checkpoint's ``config``.
     :param bool progress: show a progress bar with the running objective.
 
     ``config.seed`` seeds the training randomness (batches, samples of z); seed
@@ -224,60 +194,36 @@ def fit(
         the checkpoint of the last good epoch is kept.
     """
     config = config or TrainConfig()
-    config.check()
+    check_fit_inputs(vae, train, test, config, batch_transform)
     train = _as_tuple(train)
     test = _as_tuple(test) if test is not None else None
+    device = train[0].device
     n_train = train[0].shape[0]
-    if n_train == 0:
-        raise UsageError("the training split is empty")
-    if config.batch_size > n_train:
-        raise UsageError(
-            f"batch size {config.batch_size} is larger than the training split "
-            f"({n_train} data points); use --batch-size {n_train} or less"
-        )
-    for name, tensors in (("training", train), ("test", test or ())):
-        for t in tensors:
-            if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-                raise UsageError(
-                    f"the {name} data hold NaN or infinite values; remove or impute them"
-                )
-    check_data = getattr(vae, "check_data", None)
-    if check_data is not None:
-        if batch_transform is None:
-            check_data(train[0], "the training split")
-        if test is not None:
-            check_data(test[0], "the test split")
-    if resume and checkpoint is None:
-        raise UsageError("resume needs a checkpoint path")
-
-    max_plate_nesting = getattr(vae, "max_plate_nesting", 1)
-    objective = make_objective(config.objective, config.num_particles, max_plate_nesting)
     steps_per_epoch = math.ceil(n_train / config.batch_size)
-    warmup_steps = config.kl_warmup * steps_per_epoch
     params = list(vae.parameters())
+    stored_config = {
+        **({"model": vae.config()} if hasattr(vae, "config") else {}),
+        **(run_config or {}),
+        "train": asdict(config),
+    }
 
-    def kl_weight(step: int) -> float:
-        if warmup_steps <= 0:
-            return config.beta
-        # starts above zero: poutine.scale rejects a zero weight
-        return config.beta * min(1.0, (step + 1) / warmup_steps)
-
-    history = History()
-    start_epoch = 0
-    if resume and Path(checkpoint).is_file():
-        state = ckpt_io.load(checkpoint, map_location=train[0].device)
-        ckpt_io.load_model_state(vae, state["model_state"], str(checkpoint))
+    history, start_epoch, state = History(), 0, None
+    if resume:
+        state = _load_for_resume(checkpoint, vae, config)
         history = History.from_dict(state["history"])
         start_epoch = state["epoch"]
-        optimizer_state = state["optimizer_state"]
     else:
         pyro.set_rng_seed(config.seed)
-        optimizer_state = None
-
-    step_fn, get_optimizer_state = _make_engine(
-        vae, objective, config, params, optimizer_state, train
+    engine = make_engine(
+        vae,
+        engine=config.engine,
+        objective=config.objective,
+        num_particles=config.num_particles,
+        lr=config.lr,
+        optimizer_state=state["optimizer_state"] if state else None,
+        example_batch=train,
     )
-    if start_epoch > 0:  # after building the engine: its set-up may draw random numbers
+    if state is not None:  # after building the engine: its set-up may draw random numbers
         ckpt_io.set_rng_state(state["rng"])
 
     bar = tqdm(
@@ -293,27 +239,24 @@ def fit(
             for epoch in range(start_epoch, config.epochs):
                 vae.train()
                 t0 = time.perf_counter()
-                total = torch.zeros((), device=train[0].device)
-                perm = torch.randperm(n_train, device=train[0].device)
+                total = torch.zeros((), device=device)
+                perm = torch.randperm(n_train, device=device)
                 for i in range(steps_per_epoch):
-                    step = epoch * steps_per_epoch + i
                     idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
                     batch = tuple(t[idx] for t in train)
                     if batch_transform is not None:
                         batch = (batch_transform(batch[0]), *batch[1:])
+                    weight = config.kl_weight(epoch * steps_per_epoch + i, steps_per_epoch)
                     try:
-                        loss = step_fn(batch, kl_weight(step))
-                    except ValueError as err:
+                        total += engine.step(batch, weight)
+                    except ValueError as err:  # raised by distribution checks (--validate)
                         if _all_finite(params):
                             raise
                         raise _diverged(epoch, checkpoint, "a parameter became non-finite") from err
-                    total += loss
                     bar.update(1)
                     if progress and (i + 1) % 20 == 0:
-                        bar.set_postfix(
-                            epoch=epoch + 1,
-                            objective=f"{-total.item() / ((i + 1) * config.batch_size):.2f}",
-                        )
+                        running = -total.item() / min((i + 1) * config.batch_size, n_train)
+                        bar.set_postfix(epoch=epoch + 1, objective=f"{running:.2f}")
                 seconds = time.perf_counter() - t0
                 train_objective = -total.item() / n_train
                 if not math.isfinite(train_objective) or not _all_finite(params):
@@ -321,22 +264,20 @@ def fit(
                         epoch, checkpoint, f"the training objective was {train_objective}"
                     )
                 vae.eval()
-                test_elbo = (
-                    mean_elbo(
+                test_elbo = math.nan
+                if test is not None:
+                    test_elbo = mean_elbo(
                         vae.model,
                         vae.guide,
                         test,
                         batch_size=config.eval_batch_size,
-                        max_plate_nesting=max_plate_nesting,
+                        max_plate_nesting=getattr(vae, "max_plate_nesting", 1),
                     )
-                    if test is not None
-                    else math.nan
-                )
                 history.append(
                     epoch=epoch + 1,
                     train_objective=train_objective,
                     test_elbo=test_elbo,
-                    kl_weight=kl_weight((epoch + 1) * steps_per_epoch - 1),
+                    kl_weight=config.kl_weight((epoch + 1) * steps_per_epoch - 1, steps_per_epoch),
                     seconds=seconds,
                 )
                 bar.set_postfix(
@@ -348,9 +289,9 @@ def fit(
                     ckpt_io.save(
                         checkpoint,
                         {
-                            "config": run_config or {"train": asdict(config)},
+                            "config": stored_config,
                             "model_state": vae.state_dict(),
-                            "optimizer_state": get_optimizer_state(),
+                            "optimizer_state": engine.optimizer_state(),
                             "epoch": epoch + 1,
                             "history": history.to_dict(),
                             "rng": ckpt_io.rng_state(),
@@ -361,59 +302,23 @@ def fit(
     return history
 
 
-def _make_engine(vae, objective, config, params, optimizer_state, train):
-    """Return ``(step(batch, kl_weight) -> loss tensor, optimizer_state() -> dict)``."""
-
-    def scaled(fn, weight):
-        return fn if weight == 1.0 else scale_latents(fn, weight)
-
-    if config.engine == "fast":
-        optimizer = torch.optim.Adam(params, lr=config.lr)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
-        has_differentiable_loss = hasattr(objective, "differentiable_loss")
-
-        def step(batch, weight):
-            model, guide = scaled(vae.model, weight), scaled(vae.guide, weight)
-            optimizer.zero_grad(set_to_none=True)
-            if has_differentiable_loss:
-                loss = objective.differentiable_loss(model, guide, *batch)
-                loss.backward()
-                loss = loss.detach()
-            else:  # RenyiELBO: only loss_and_grads, which returns a float
-                loss = torch.tensor(objective.loss_and_grads(model, guide, *batch))
-            optimizer.step()
-            return loss
-
-        return step, optimizer.state_dict
-
-    # engine == "svi": pyro.optim keeps per-parameter optimizers keyed by param-store name,
-    # which embeds the instance's name; store their state under state_dict keys instead.
-    optim = pyro.optim.Adam({"lr": config.lr})
-    names = {id(p): k for k, p in vae.named_parameters()}
-    store = pyro.get_param_store()
-    if optimizer_state is not None:
-        # run model and guide once so every parameter is registered, then map names
-        with torch.no_grad(), pyro.poutine.block():
-            probe = tuple(t[:1] for t in train)
-            pyro.poutine.trace(vae.guide).get_trace(*probe)
-            pyro.poutine.trace(vae.model).get_trace(*probe)
-        by_key = dict(vae.named_parameters())
-        optim.set_state({store.param_name(by_key[k]): s for k, s in optimizer_state.items()})
-    svi_by_weight: dict[float, SVI] = {}
-
-    def step(batch, weight):
-        svi = svi_by_weight.get(weight)
-        if svi is None:  # one SVI per distinct weight; constant after warm-up
-            svi = SVI(scaled(vae.model, weight), scaled(vae.guide, weight), optim, objective)
-            svi_by_weight.clear()
-            svi_by_weight[weight] = svi
-        return torch.tensor(svi.step(*batch))
-
-    def get_state():
-        return {names[id(p)]: o.state_dict() for p, o in optim.optim_objs.items() if id(p) in names}
-
-    return step, get_state
+def _load_for_resume(checkpoint, vae, config: TrainConfig) -> dict[str, Any]:
+    if checkpoint is None:
+        raise UsageError("resume needs a checkpoint path")
+    state = ckpt_io.load(checkpoint)  # to the CPU: RNG states must stay there
+    stored = state["config"].get("train", {})
+    changed = [
+        f"{k}={v!r} (checkpoint has {stored[k]!r})"
+        for k, v in asdict(config).items()
+        if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v
+    ]
+    if changed:
+        raise UsageError(
+            f"cannot resume {checkpoint} with different settings: {', '.join(changed)}. "
+            "Resume with the checkpoint's settings, or start a new run."
+        )
+    ckpt_io.load_model_state(vae, state["model_state"], str(checkpoint))
+    return state
 
 
 def _as_tuple(data):

@@ -58,6 +58,14 @@ class VAE(nn.Module):
         name: str | None = None,
     ) -> None:
         super().__init__()
+        dims = {
+            "x_dim": x_dim,
+            "z_dim": z_dim,
+            **{f"hidden_dims[{i}]": h for i, h in enumerate(hidden_dims)},
+        }
+        bad = [f"{k}={v}" for k, v in dims.items() if int(v) < 1]
+        if bad:
+            raise UsageError(f"VAE sizes must be at least 1, got {', '.join(bad)}")
         self.x_dim = int(x_dim)
         self.z_dim = int(z_dim)
         self.hidden_dims = tuple(int(h) for h in hidden_dims)

@@ -84,3 +84,22 @@ def test_failed_write_leaves_the_old_file_and_no_temporaries(tmp_path):
         write_atomic(path, crash)
     assert path.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
+
+
+def test_checkpoint_from_plain_fit_can_be_loaded_as_a_run(toy_binary, tmp_path):
+    from pyro_vae.cli import load_run
+
+    train, _ = toy_binary
+    vae = VAE(16, z_dim=2, hidden_dims=(32,))
+    fit(
+        vae,
+        train,
+        config=TrainConfig(epochs=1, batch_size=32),
+        checkpoint=tmp_path / "checkpoint.pt",
+        progress=False,
+    )
+    clone, state = load_run(tmp_path)
+    assert state["config"]["model"] == vae.config()
+    assert state["config"]["train"]["batch_size"] == 32
+    for a, b in zip(clone.state_dict().values(), vae.state_dict().values(), strict=True):
+        assert torch.equal(a, b)

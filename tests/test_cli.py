@@ -109,14 +109,19 @@ def test_existing_run_is_not_overwritten_silently(trained_run, capsys):
         (["--dataset", "digits", "--binarize", "none"], "--binarize static or --binarize dynamic"),
         (["--dataset", "digits", "--batch-size", "5000"], "larger than the training split"),
         (["--dataset", "digits", "--objective", "iwae", "--beta", "2"], "no separate KL term"),
-        (["--dataset", "digits", "--lr", "0"], "lr must be > 0"),
+        (["--dataset", "digits", "--lr", "0"], "lr must be a finite number > 0"),
+        (["--dataset", "digits", "--kl-warmup", "nan"], "kl_warmup must be a finite number"),
+        (["--dataset", "digits", "--z-dim", "0"], "VAE sizes must be at least 1, got z_dim=0"),
+        (["--dataset", "digits", "--seed", "-1"], "seed must be in [0, 2**32)"),
+        (["--dataset", "digits", "--sigma", "-1", "--likelihood", "gaussian"], "sigma must be > 0"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(tmp_path, capsys, args, message):
     assert main(["train", *args, "--out", str(tmp_path / "r"), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("pyro-vae: error: ") and message in err
-    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    assert err.count("\n") == 1  # one line
+    assert not (tmp_path / "r").exists()  # nothing written before the checks
 
 
 @pytest.mark.parametrize("option,value", [("--likelihood", "poisson"), ("--objective", "vi")])
@@ -125,6 +130,24 @@ def test_unknown_choice_exits_2_listing_valid_names(capsys, option, value):
         main(["train", option, value])
     assert exit_info.value.code == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_tiny_test_split_trains_and_draws(tmp_path):
+    path = tmp_path / "tiny.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.random((40, 4, 4)), x_test=rng.random((2, 4, 4)))
+    args = ["train", "--dataset", f"npz:{path}", "--likelihood", "gaussian", "--batch-size", "8"]
+    assert main([*args, "--epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert (tmp_path / "r" / "reconstructions.png").exists()
+
+
+def test_output_paths_that_are_files_exit_2(tmp_path, trained_run, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["train", *FAST, "--out", str(blocker)]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert main(["sample", "--run", str(trained_run), "--out", str(blocker / "grid.png")]) == 2
+    assert capsys.readouterr().err.startswith("pyro-vae: error: ")
 
 
 def test_npz_with_nan_exits_2(tmp_path, capsys):

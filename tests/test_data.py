@@ -21,6 +21,19 @@ def test_mnist5k_split_is_fixed_stratified_and_scaled():
     assert torch.equal(d.x_test, again.x_test)
 
 
+@pytest.mark.parametrize("fraction", [0.1, 0.2, 0.25, 0.3, 0.5, 0.7])
+def test_stratified_split_sizes_are_exact_for_many_sizes(fraction):
+    from fractions import Fraction
+
+    for n in range(1, 200):
+        labels = np.arange(n) % 3
+        train, test = data.stratified_split(labels, fraction)
+        assert len(test) == int(Fraction(str(fraction)) * n), (n, fraction)
+        assert len(np.intersect1d(train, test)) == 0 and len(train) + len(test) == n
+    with pytest.raises(ValueError, match="test_fraction"):
+        data.stratified_split(np.zeros(4), 1.5)
+
+
 def test_stratified_split_keeps_class_shares_within_one():
     labels = np.repeat(np.arange(3), [7, 11, 13])  # 31 points, uneven classes
     train, test = data.stratified_split(labels, 0.2, seed=3)
@@ -72,8 +85,10 @@ def test_torchvision_sets_read_from_existing_files(tmp_path, name, folder):
         _write_idx(raw / f"{prefix}-labels-idx1-ubyte", rng.integers(0, 10, (n,)), 2049)
     d = data.load(name, data_dir=tmp_path, download=False)
     assert d.x_train.shape == (12, 784) and d.x_test.shape == (5, 784)
-    assert d.y_train.shape == (12,)
-    assert float(d.x_train.max()) <= 1.0
+    rng = np.random.default_rng(0)  # the same draws as written above
+    images, labels = rng.integers(0, 256, (12, 28, 28)), rng.integers(0, 10, (12,))
+    np.testing.assert_allclose(d.x_train.numpy(), images.reshape(12, -1) / 255.0, rtol=1e-6)
+    assert d.y_train.tolist() == labels.tolist()
 
 
 def test_torchvision_missing_files_give_usage_error(tmp_path):
@@ -101,12 +116,25 @@ def test_npz_uint8_images(tmp_path):
         ({"x_train": np.full((3, 4), 2.0), "x_test": np.zeros((1, 4))}, r"outside \[0, 1\]"),
         ({"x_train": np.zeros((3, 4)), "x_test": np.zeros((1, 5))}, "features per point"),
         ({"x_train": np.full((3, 4), 300), "x_test": np.zeros((1, 4))}, "0..255"),
+        ({"x_train": np.array([["a"]]), "x_test": np.zeros((1, 1))}, "use floats or uint8"),
+        (
+            {"x_train": np.zeros((3, 4)), "x_test": np.zeros((1, 4)), "y_train": np.zeros(2, int)},
+            "must be 3 integer labels",
+        ),
     ],
 )
 def test_npz_bad_input(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"
     np.savez(path, **arrays)
     with pytest.raises(UsageError, match=message):
+        data.load(f"npz:{path}")
+
+
+def test_corrupt_npz_is_a_usage_error(tmp_path):
+    path = tmp_path / "bad.npz"
+    np.savez(path, x_train=np.zeros((3, 4)), x_test=np.zeros((1, 4)))
+    path.write_bytes(path.read_bytes()[:50])  # truncated
+    with pytest.raises(UsageError, match=r"not a readable \.npz file"):
         data.load(f"npz:{path}")
 
 

@@ -6,8 +6,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_vae import VAE, Gaussian, TrainConfig, fit, mean_elbo, scale_latents
+from pyro_vae.engine import make_engine, make_objective
 from pyro_vae.errors import TrainingDiverged, UsageError
-from pyro_vae.train import make_objective
 
 
 def small_vae():
@@ -110,7 +110,7 @@ def test_kl_warmup_rises_linearly_from_above_zero(toy_binary):
         ({"batch_size": 500}, None, "batch size 500 is larger than the training split"),
         ({"objective": "vi"}, None, "valid names: elbo, mean-field, iwae"),
         ({"objective": "iwae", "beta": 0.5}, None, "IWAE bound has no separate KL term"),
-        ({"beta": 0.0}, None, "beta must be > 0"),
+        ({"beta": 0.0}, None, "beta must be a finite number > 0"),
         ({}, torch.full((64, 16), 0.5), "bernoulli likelihood needs binary data"),
         ({}, torch.full((64, 16), math.nan), "NaN or infinite"),
     ],
@@ -160,3 +160,100 @@ def test_nan_during_training_stops_and_keeps_last_good_checkpoint(toy_binary, tm
     saved = checkpoint.load(path)
     assert saved["epoch"] == 2
     assert all(torch.isfinite(v).all() for v in saved["model_state"].values())
+
+
+@pytest.mark.parametrize("engine", ["fast", "svi"])
+def test_engine_step_applies_the_kl_weight(engine):
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((6, 16), 0.5))
+    lp = _log_probs(vae, x, seed=11)
+    step = make_engine(vae, engine=engine, lr=1e-12).step
+    torch.manual_seed(11)
+    loss = step((x,), 0.3).item()
+    assert loss == pytest.approx(-(lp["x"] + 0.3 * (lp["z"] - lp["q"])), rel=1e-5)
+
+
+def test_mean_field_objective_uses_the_analytic_kl_with_beta():
+    from torch.distributions import Normal, kl_divergence
+
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((6, 16), 0.5))
+    lp = _log_probs(vae, x, seed=2)
+    loc, scale = vae.encoder(x)
+    kl = kl_divergence(Normal(loc, scale), Normal(0.0, 1.0)).sum().item()
+    torch.manual_seed(2)
+    loss = make_objective("mean-field").differentiable_loss(
+        scale_latents(vae.model, 0.5), scale_latents(vae.guide, 0.5), x
+    )
+    assert loss.item() == pytest.approx(-(lp["x"] - 0.5 * kl), rel=1e-5)
+
+
+def test_iwae_bound_lies_above_the_elbo():
+    vae = small_vae()
+    x = torch.bernoulli(torch.full((20, 16), 0.5))
+    torch.manual_seed(0)
+    elbo = -sum(make_objective("elbo", 50).loss(vae.model, vae.guide, x) for _ in range(5)) / 5
+    iwae = -sum(make_objective("iwae", 50).loss(vae.model, vae.guide, x) for _ in range(5)) / 5
+    # untrained guide: the IWAE-50 bound is well above the ELBO (Burda et al., theorem 1)
+    assert iwae > elbo + 1.0
+
+
+def test_warmup_weight_starts_above_zero():
+    cfg = TrainConfig(beta=0.5, kl_warmup=2)
+    assert cfg.kl_weight(0, 6) == pytest.approx(0.5 / 12)
+    assert cfg.kl_weight(11, 6) == pytest.approx(0.5)
+    assert cfg.kl_weight(100, 6) == pytest.approx(0.5)
+    assert TrainConfig(beta=0.5).kl_weight(0, 6) == 0.5
+
+
+@pytest.mark.parametrize(
+    "field,value,message",
+    [
+        ("kl_warmup", math.nan, "kl_warmup must be a finite number"),
+        ("kl_warmup", math.inf, "kl_warmup must be a finite number"),
+        ("lr", math.inf, "lr must be a finite number"),
+        ("seed", -1, r"seed must be in \[0, 2\*\*32\)"),
+        ("engine", "jit", "valid names: fast, svi"),
+    ],
+)
+def test_config_rejects_non_finite_and_out_of_range(field, value, message):
+    with pytest.raises(UsageError, match=message):
+        TrainConfig(**{field: value}).check()
+
+
+def test_resume_refuses_changed_settings_and_missing_checkpoints(toy_binary, tmp_path):
+    train, _ = toy_binary
+    path = tmp_path / "ckpt.pt"
+    fit(
+        small_vae(),
+        train,
+        config=TrainConfig(epochs=1, batch_size=32),
+        checkpoint=path,
+        progress=False,
+    )
+    for change, message in (
+        ({"engine": "svi"}, "engine='svi' \\(checkpoint has 'fast'\\)"),
+        ({"batch_size": 16}, "batch_size=16 \\(checkpoint has 32\\)"),
+    ):
+        cfg = TrainConfig(**{"epochs": 2, "batch_size": 32, **change})
+        with pytest.raises(UsageError, match=message):
+            fit(small_vae(), train, config=cfg, checkpoint=path, resume=True, progress=False)
+    with pytest.raises(UsageError, match="no checkpoint at"):
+        fit(
+            small_vae(),
+            train,
+            config=TrainConfig(batch_size=32),
+            checkpoint=tmp_path / "x.pt",
+            resume=True,
+            progress=False,
+        )
+    # more epochs is the one change that makes sense
+    history = fit(
+        small_vae(),
+        train,
+        config=TrainConfig(epochs=2, batch_size=32),
+        checkpoint=path,
+        resume=True,
+        progress=False,
+    )
+    assert history.epoch == [1, 2]
