@@ -7,7 +7,6 @@ Bad input (unknown names, unusable data, a mismatched checkpoint) prints one
 from __future__ import annotations
 
 import argparse
-import copy
 import re
 import sys
 import time
@@ -25,6 +24,7 @@ from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.io import write_json, write_text
 from pyro_vae.likelihoods import LIKELIHOODS, get_likelihood
+from pyro_vae.runs import evaluation_split, load_run, resolve_device, spread_subset
 from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
 from pyro_vae.vae import VAE
 
@@ -153,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="PNG path (default RUN/prior_samples_N.png)")
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     s.set_defaults(func=cmd_sample)
+
+    from pyro_vae.cli_evaluate import add_evaluate_parser
+
+    add_evaluate_parser(sub)
     return parser
 
 
@@ -166,26 +170,6 @@ def _int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
     return values
-
-
-def resolve_device(name: str) -> torch.device:
-    """Parse ``--device``; :raises UsageError: if it names no usable device."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"unknown device {name!r} ({err}); use cpu, cuda or cuda:N") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                "--device cuda: CUDA is not available on this machine; use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
-            )
-    elif device.type != "cpu":
-        raise UsageError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
-    return device
 
 
 def run_config(options: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
@@ -320,9 +304,7 @@ def _final_results(
     vae: VAE, dataset: data_mod.Dataset, config: TrainConfig, history: History
 ) -> dict:
     vae.eval()
-    x_train = dataset.x_train
-    if dataset.binarize == "dynamic":  # score one fixed binarization of the training images
-        x_train = data_mod.binarize_fixed(x_train, seed=data_mod.BINARIZE_SEED + 1)
+    x_train = evaluation_split(dataset, "train")
     torch.manual_seed(config.seed)
     elbo = {
         split: mean_elbo(
@@ -378,9 +360,7 @@ def _write_figures(
         plots.grid_figure(samples, dataset.image_shape, "64 samples: z ~ N(0, I), mean of P(x|z)"),
         out / "samples.png",
     )
-    # evenly spaced test images: the split keeps the source file's order, often by class
-    idx = torch.linspace(0, len(dataset.x_test) - 1, min(32, len(dataset.x_test))).long()
-    x = dataset.x_test[idx.to(dataset.x_test.device)]
+    x = dataset.x_test[spread_subset(len(dataset.x_test), 32).to(dataset.x_test.device)]
     plots.save_figure(
         plots.reconstruction_figure(
             x,
@@ -390,20 +370,6 @@ def _write_figures(
         ),
         out / "reconstructions.png",
     )
-
-
-def load_run(run: Path, device: torch.device | str = "cpu") -> tuple[VAE, dict[str, Any]]:
-    """Rebuild the trained VAE of a run folder.
-
-    :returns: ``(vae, checkpoint_dict)``.
-    :raises UsageError: if the folder holds no readable checkpoint.
-    """
-    from pyro_vae import checkpoint as ckpt_io
-
-    state = ckpt_io.load(Path(run) / "checkpoint.pt", map_location=device)
-    vae = VAE.from_config(copy.deepcopy(state["config"]["model"]))
-    ckpt_io.load_model_state(vae, state["model_state"], str(run))
-    return vae.to(device).eval(), state
 
 
 def cmd_sample(args: argparse.Namespace) -> int:

@@ -86,3 +86,43 @@ def history_figure(history, title: str = "training"):
 def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
     """Save ``fig`` as PNG, atomically."""
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
+
+
+def bounds_figure(report: dict):
+    """IWAE bounds ``L_k`` against k (log axis), rising from the ELBO towards ``log P(X)``.
+
+    Error bars are standard errors of the per-image differences from the ELBO,
+    the uncertainty of the rise; image-to-image spread would swamp it.
+
+    :param dict report: as written to ``eval.json`` by ``pyro-vae evaluate``.
+    """
+    from matplotlib.figure import Figure
+
+    s, paired = report["summary"], report["minus_elbo"]
+    elbo = s["elbo"]["mean"]
+    ks = report["ks"]
+    means = [elbo + (paired[f"L_{k}"]["mean"] if k > 1 else 0.0) for k in ks]
+    errs = [paired[f"L_{k}"]["stderr"] if k > 1 else 0.0 for k in ks]
+    k_max = report["num_samples"]
+    fig = Figure(figsize=(6, 4))
+    ax = fig.add_subplot()
+    ax.errorbar(
+        ks, means, yerr=errs, marker="o", capsize=3, label="IWAE bound $L_k$ ($L_1$ = ELBO)"
+    )
+    log_px, log_px_se = elbo + paired["log_px"]["mean"], paired["log_px"]["stderr"]
+    ax.axhline(log_px, color="C1", linestyle="--", label=f"log P(X), z from Q (K={k_max})")
+    ax.axhspan(log_px - log_px_se, log_px + log_px_se, color="C1", alpha=0.15)
+    ax.set_xscale("log")
+    ax.set_xlabel("k (samples per bound)")
+    ax.set_ylabel("nats per image (mean over images)")
+    naive = s["log_px_prior"]["mean"]
+    ax.set_title(
+        f"{report['dataset']} {report['split']}, {report['num_points']} images: "
+        f"bounds rise towards log P(X)\nnaive estimate (z from the prior, K={k_max}): {naive:.2f}\n"
+        "error bars: standard error of the gain over the ELBO",
+        fontsize=9,
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig

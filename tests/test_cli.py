@@ -184,3 +184,57 @@ def test_cuda_training_runs(tmp_path):
 def test_sample_from_missing_run_exits_2(tmp_path, capsys):
     assert main(["sample", "--run", str(tmp_path / "nothing")]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+def test_evaluate_writes_ordered_bounds_and_gap_decomposition(trained_run, capsys):
+    args = ["evaluate", "--run", str(trained_run), "--num-samples", "200", "--ks", "1,5,50"]
+    assert (
+        main(
+            [
+                *args,
+                "--gap-decomposition",
+                "--gap-points",
+                "8",
+                "--gap-steps",
+                "30",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "| ELBO (= L_1) |" in out and "approximation gap" in out
+    report = json.loads((trained_run / "eval.json").read_text())
+    s = report["summary"]
+    assert report["num_samples"] == 200 and report["ks"] == [1, 5, 50]
+    assert s["elbo"]["mean"] <= s["L_5"]["mean"] <= s["L_50"]["mean"] <= s["log_px"]["mean"] + 0.05
+    assert report["order_violations"] == []
+    assert len(report["per_point"]["log_px"]) == report["num_points"] == 359
+    assert 1 <= s["ess"]["min"] <= s["ess"]["mean"] <= 200
+    assert report["gap_decomposition"]["num_points"] == 8
+    assert (trained_run / "bounds.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| quantity | mean | std. error |" in (trained_run / "eval.md").read_text()
+
+
+def test_evaluate_train_split_with_limit(trained_run):
+    args = ["evaluate", "--run", str(trained_run), "--num-samples", "20", "--ks", "1,5"]
+    assert main([*args, "--split", "train", "--limit", "30", "--no-progress"]) == 0
+    report = json.loads((trained_run / "eval_train.json").read_text())
+    assert report["split"] == "train" and report["num_points"] == 30
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--num-samples", "0"], "--num-samples must be at least 1"),
+        (["--num-samples", "10", "--ks", "1,50"], "--ks 50 exceeds --num-samples 10"),
+    ],
+)
+def test_evaluate_bad_input_exits_2(trained_run, capsys, extra, message):
+    assert main(["evaluate", "--run", str(trained_run), *extra]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_needs_a_run(tmp_path, capsys):
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    assert "no checkpoint at" in capsys.readouterr().err

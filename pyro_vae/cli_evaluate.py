@@ -1,0 +1,232 @@
+"""``pyro-vae evaluate``: log P(X), IWAE bounds and the ELBO gap of a trained run.
+
+Writes ``eval.json`` (summary and per-point values), ``eval.md`` (the table it
+prints) and ``bounds.png`` into the run folder (``eval_train.*`` and
+``bounds_train.png`` for ``--split train``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+from pathlib import Path
+from typing import Any
+
+import pyro
+
+from pyro_vae.errors import UsageError
+from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr
+from pyro_vae.gaps import decompose_gap
+from pyro_vae.io import write_json, write_text
+from pyro_vae.runs import (
+    SPLITS,
+    evaluation_split,
+    load_run,
+    resolve_device,
+    run_dataset,
+    spread_subset,
+)
+
+#: a step down the chain ELBO <= L_k <= ... <= log P(X) larger than this many
+#: standard errors of the paired difference is reported as a violation
+ORDER_TOLERANCE_SE = 3.0
+
+
+def add_evaluate_parser(sub) -> None:
+    """Register the ``evaluate`` subcommand on an ``argparse`` subparsers object."""
+    e = sub.add_parser("evaluate", help="importance-sampled log P(X), IWAE bounds and ELBO gap")
+    e.add_argument("--run", type=Path, required=True, help="run folder written by `pyro-vae train`")
+    e.add_argument("--num-samples", type=int, default=5000, help="K per data point (default 5000)")
+    e.add_argument(
+        "--ks", type=_ks, default=(1, 5, 50, 500), help="IWAE group sizes (default 1,5,50,500)"
+    )
+    e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
+    e.add_argument("--limit", type=int, help="evaluate N evenly spaced points of the split")
+    e.add_argument("--batch-size", type=int, default=100, help="data points per pass (default 100)")
+    e.add_argument("--seed", type=int, default=0, help="(default 0)")
+    e.add_argument(
+        "--gap-decomposition",
+        action="store_true",
+        help="fit q*(z) per point and split the gap into approximation and amortization",
+    )
+    e.add_argument(
+        "--gap-points", type=int, default=100, help="points for the gap decomposition (default 100)"
+    )
+    e.add_argument("--gap-steps", type=int, default=500, help="SVI steps per q* (default 500)")
+    e.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    e.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+
+def _ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not ks or ks[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected positive group sizes, got {text!r}")
+    return ks
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """``pyro-vae evaluate``: see ``pyro-vae evaluate --help``."""
+    if args.num_samples < 1:
+        raise UsageError(f"--num-samples must be at least 1, got {args.num_samples}")
+    if max(args.ks) > args.num_samples:
+        raise UsageError(f"--ks {max(args.ks)} exceeds --num-samples {args.num_samples}")
+    if args.batch_size < 1 or args.gap_points < 1 or args.gap_steps < 0:
+        raise UsageError("--batch-size and --gap-points must be at least 1, --gap-steps at least 0")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}")
+    device = resolve_device(args.device)
+    vae, state = load_run(args.run, device)
+    dataset = run_dataset(state["config"], str(args.run / "checkpoint.pt")).to(device)
+    x_all = evaluation_split(dataset, args.split)
+    x = x_all[spread_subset(len(x_all), args.limit).to(device)]
+    progress = not args.no_progress
+
+    pyro.set_rng_seed(args.seed)
+    ks = tuple(args.ks) if 1 in args.ks else (1, *args.ks)
+    guided = evaluate_dataset(
+        vae.model,
+        vae.guide,
+        x,
+        num_samples=args.num_samples,
+        ks=ks,
+        batch_size=args.batch_size,
+        progress=progress,
+    )
+    naive = evaluate_dataset(
+        vae.model,
+        None,
+        x,
+        num_samples=args.num_samples,
+        ks=(1,),
+        proposal="prior",
+        batch_size=args.batch_size,
+        progress=progress,
+    )
+    gaps = None
+    if args.gap_decomposition:
+        subset = spread_subset(len(x), args.gap_points).to(device)
+        gaps = decompose_gap(vae, x[subset], steps=args.gap_steps, num_samples=args.num_samples)
+
+    report = build_report(args, state["config"], guided, naive, gaps, len(x))
+    suffix = "" if args.split == "test" else f"_{args.split}"
+    table = report_table(report)
+    write_json(args.run / f"eval{suffix}.json", report)
+    write_text(args.run / f"eval{suffix}.md", table)
+    from pyro_vae import plots
+
+    plots.save_figure(plots.bounds_figure(report), args.run / f"bounds{suffix}.png")
+    print(table, end="")
+    for line in report["order_violations"]:
+        print(f"pyro-vae: warning: {line}")
+    print(f"pyro-vae: wrote {args.run}/eval{suffix}.json, eval{suffix}.md, bounds{suffix}.png")
+    return 0
+
+
+def build_report(args, config, guided, naive, gaps, num_points: int) -> dict[str, Any]:
+    """Plain-data report: settings, summary rows, the ordering check and per-point values."""
+    summary = guided.summary()
+    summary["log_px_prior"] = mean_and_stderr(naive.log_px)
+    summary["ess_prior"] = {**mean_and_stderr(naive.ess), "min": float(naive.ess.min())}
+    chain = ["elbo", *[f"L_{k}" for k in guided.ks if k > 1], "log_px"]
+    rows = {"elbo": guided.elbo, "log_px": guided.log_px}
+    rows.update({f"L_{k}": b for k, b in zip(guided.ks, guided.bounds, strict=True)})
+    violations = []
+    for lower, upper in itertools.pairwise(chain):
+        diff = mean_and_stderr(rows[upper] - rows[lower])
+        if diff["mean"] < -ORDER_TOLERANCE_SE * diff["stderr"] - 1e-9:
+            violations.append(
+                f"{upper} is below {lower} by {-diff['mean']:.3f} nats "
+                f"({-diff['mean'] / diff['stderr']:.1f} standard errors): a bug, not a result"
+            )
+    report = {
+        "run": str(args.run),
+        "dataset": config["data"]["dataset"],
+        "split": args.split,
+        "binarize": config["data"]["binarize"],
+        "likelihood": config["model"]["likelihood"],
+        "num_points": num_points,
+        "num_samples": guided.num_samples,
+        "ks": list(guided.ks),
+        "seed": args.seed,
+        "repeats": 1,
+        "unit": "nats per image",
+        "summary": summary,
+        # paired with the ELBO, per image: the uncertainty of the rise itself
+        "minus_elbo": {name: mean_and_stderr(rows[name] - rows["elbo"]) for name in chain[1:]},
+        "order_violations": violations,
+        "per_point": {
+            name: values.tolist()
+            for name, values in {**rows, "ess": guided.ess, "log_px_prior": naive.log_px}.items()
+        },
+    }
+    if gaps is not None:
+        report["gap_decomposition"] = {
+            "num_points": len(gaps.log_px),
+            "steps": gaps.steps,
+            "num_samples": gaps.num_samples,
+            **{
+                name: mean_and_stderr(getattr(gaps, name))
+                for name in (
+                    "log_px",
+                    "elbo_amortized",
+                    "elbo_optimal",
+                    "approximation_gap",
+                    "amortization_gap",
+                )
+            },
+        }
+    return report
+
+
+def report_table(r: dict[str, Any]) -> str:
+    """The Markdown table that ``evaluate`` prints and writes to ``eval.md``."""
+    s = r["summary"]
+    k_max = r["num_samples"]
+
+    def row(label, key):
+        return f"| {label} | {s[key]['mean']:.2f} | {s[key]['stderr']:.2f} |\n"
+
+    lines = [
+        f"\n{r['dataset']}, {r['split']} split ({r['num_points']} images, "
+        f"binarize={r['binarize']}), "
+        f"K = {k_max} importance samples per image, seed {r['seed']}, one run; "
+        "nats per image, standard errors over images\n\n",
+        "| quantity | mean | std. error |\n|---|---|---|\n",
+        row("ELBO (= L_1)", "elbo"),
+        *[row(f"L_{k} (IWAE bound, {k_max // k} groups)", f"L_{k}") for k in r["ks"] if k > 1],
+        row(f"log P(X), z from Q(z|X) (K = {k_max})", "log_px"),
+        row(f"log P(X), naive: z from the prior (K = {k_max})", "log_px_prior"),
+        row("gap log P(X) - ELBO, estimates D[Q(z|X) || P(z|X)]", "gap"),
+        f"| ESS of {k_max}, z from Q: mean / min | {s['ess']['mean']:.1f} "
+        f"| min {s['ess']['min']:.1f} |\n",
+        f"| ESS of {k_max}, z from the prior: mean / min | {s['ess_prior']['mean']:.2f} "
+        f"| min {s['ess_prior']['min']:.2f} |\n",
+    ]
+    g = r.get("gap_decomposition")
+    if g:
+        lines += [
+            f"\nGap decomposition (Cremer et al. 2018) on {g['num_points']} of these images; "
+            f"q*(z) fitted per image by {g['steps']} SVI steps from the encoder's output; "
+            "log P(X) importance-sampled with q*:\n\n",
+            "| quantity | mean | std. error |\n|---|---|---|\n",
+            *[
+                f"| {label} | {g[key]['mean']:.2f} | {g[key]['stderr']:.2f} |\n"
+                for label, key in (
+                    ("log P(X)", "log_px"),
+                    ("ELBO of the encoder's q", "elbo_amortized"),
+                    ("ELBO of the per-image optimum q*", "elbo_optimal"),
+                    ("approximation gap log P(X) - ELBO[q*]", "approximation_gap"),
+                    ("amortization gap ELBO[q*] - ELBO[q]", "amortization_gap"),
+                )
+            ],
+        ]
+    if not math.isfinite(s["log_px_prior"]["mean"]):
+        lines.append("\nThe naive estimate is -inf: no prior sample explained some image at all.\n")
+    return "".join(lines) + "\n"

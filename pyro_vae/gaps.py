@@ -1,0 +1,156 @@
+"""Where the ELBO gap comes from: approximation versus amortization.
+
+``log P(x) - ELBO[q]`` (Doersch eq. 5: the KL from ``Q(z|x)`` to the true
+posterior) splits into two parts (Cremer, Li and Duvenaud 2018):
+
+- the **approximation gap** ``log P(x) - ELBO[q*]``, where ``q*`` is the best
+  diagonal Gaussian for this one data point: the price of the variational family;
+- the **amortization gap** ``ELBO[q*] - ELBO[q]``: the price of predicting the
+  posterior with one encoder for all data points instead of fitting it per point.
+
+:func:`decompose_gap` finds ``q*`` by SVI separately for every data point
+(jointly, in one batch: the ELBO is a sum over points), starting from the
+encoder's output, with the decoder frozen.
+
+References:
+
+- C. Cremer, X. Li, D. Duvenaud. Inference Suboptimality in Variational
+  Autoencoders. ICML 2018.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.infer import Trace_ELBO
+from torch import nn
+from torch.nn import functional as F
+
+from pyro_vae.evaluate import log_likelihood
+
+
+class GapDecomposition(NamedTuple):
+    """Per-point parts of the ELBO gap, in nats; each tensor has shape ``(N,)``.
+
+    :ivar log_px: importance-sampled ``log P(x)`` with ``q*`` as proposal.
+    :ivar elbo_amortized: ELBO of the encoder's ``q(z|x)``.
+    :ivar elbo_optimal: ELBO of the per-point optimum ``q*``.
+    :ivar approximation_gap: ``log_px - elbo_optimal``.
+    :ivar amortization_gap: ``elbo_optimal - elbo_amortized``.
+    :ivar int steps: SVI steps used to fit ``q*``.
+    :ivar int num_samples: importance samples per point.
+    """
+
+    log_px: torch.Tensor
+    elbo_amortized: torch.Tensor
+    elbo_optimal: torch.Tensor
+    approximation_gap: torch.Tensor
+    amortization_gap: torch.Tensor
+    steps: int
+    num_samples: int
+
+
+class LocalGaussianGuide(nn.Module):
+    """A free diagonal Gaussian ``q_i(z)`` for each of N data points (no encoder).
+
+    Same signature and sites as :meth:`pyro_vae.vae.VAE.guide`, so it replays
+    against the VAE's model.
+
+    :param loc: ``(N, z_dim)`` initial means.
+    :param scale: ``(N, z_dim)`` initial standard deviations (> ``min_scale``).
+    :param float min_scale: lower bound on every standard deviation.
+    """
+
+    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, min_scale: float = 1e-4) -> None:
+        super().__init__()
+        self.min_scale = min_scale
+        self.loc = nn.Parameter(loc.detach().clone())
+        excess = (scale.detach() - min_scale).clamp_min(1e-6)
+        self.raw_scale = nn.Parameter(torch.log(torch.expm1(excess)))  # inverse softplus
+
+    def guide(self, x: torch.Tensor) -> None:
+        """``z_i ~ N(loc_i, scale_i^2)`` under ``pyro.plate("data")``; ``x`` gives N only."""
+        with pyro.plate("data", x.shape[0], dim=-1):
+            scale = F.softplus(self.raw_scale) + self.min_scale
+            pyro.sample("z", dist.Normal(self.loc, scale).to_event(1))
+
+
+def fit_local_guide(
+    vae, x: torch.Tensor, *, steps: int = 500, lr: float = 1e-2, num_particles: int = 10
+) -> LocalGaussianGuide:
+    """Fit ``q*(z)`` per data point by SVI on ``Trace_ELBO``, starting from the encoder.
+
+    The VAE's weights are frozen (``requires_grad`` is restored afterwards).
+
+    :param vae: a :class:`~pyro_vae.vae.VAE` (anything with ``model`` and a
+        ``encoder(x) -> (loc, scale)``).
+    :param x: ``(N, x_dim)`` data points.
+    :param int steps: Adam steps.
+    :param float lr: Adam step size.
+    :param int num_particles: samples of z per point per step (vectorized).
+    """
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0, got {steps}")
+    with torch.no_grad():
+        loc, scale = vae.encoder(x)
+    local = LocalGaussianGuide(loc, scale, getattr(vae.encoder, "min_scale", 1e-4))
+    elbo = Trace_ELBO(
+        num_particles=num_particles,
+        vectorize_particles=num_particles > 1,
+        max_plate_nesting=getattr(vae, "max_plate_nesting", 1),
+    )
+    optimizer = torch.optim.Adam(local.parameters(), lr=lr)
+    was_training = vae.training
+    frozen = [(p, p.requires_grad) for p in vae.parameters()]
+    vae.eval()  # pyro.module warns about frozen parameters of modules in training mode
+    try:
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            elbo.differentiable_loss(vae.model, local.guide, x).backward()
+            optimizer.step()
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+        vae.train(was_training)
+    return local
+
+
+def decompose_gap(
+    vae,
+    x: torch.Tensor,
+    *,
+    steps: int = 500,
+    lr: float = 1e-2,
+    num_particles: int = 10,
+    num_samples: int = 5000,
+) -> GapDecomposition:
+    """Split ``log P(x) - ELBO[q]`` into approximation and amortization gaps per point.
+
+    ``ELBO[q]`` and ``ELBO[q*]`` are the mean log weights of ``num_samples``
+    samples; ``log P(x)`` is importance-sampled with ``q*`` as proposal, the
+    tighter of the two.
+
+    :param vae: a trained :class:`~pyro_vae.vae.VAE`.
+    :param x: ``(N, x_dim)`` data points.
+    :param int steps: SVI steps for ``q*`` (see :func:`fit_local_guide`).
+    :param float lr: their Adam step size.
+    :param int num_particles: samples per step.
+    :param int num_samples: importance samples per point for the estimates.
+    """
+    local = fit_local_guide(vae, x, steps=steps, lr=lr, num_particles=num_particles)
+    amortized = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
+    optimal = log_likelihood(vae.model, local.guide, x, num_samples=num_samples)
+    return GapDecomposition(
+        log_px=optimal.log_px,
+        elbo_amortized=amortized.elbo,
+        elbo_optimal=optimal.elbo,
+        approximation_gap=optimal.log_px - optimal.elbo,
+        amortization_gap=optimal.elbo - amortized.elbo,
+        steps=steps,
+        num_samples=num_samples,
+    )

@@ -1,0 +1,238 @@
+"""Per-data-point log importance weights and their streaming statistics.
+
+The machinery behind :mod:`pyro_vae.evaluate`: trace the guide and replay the
+model under an outer particle plate, sum each site's ``log_prob`` over every
+dimension but the particle and ``"data"`` dimensions, and fold the resulting
+``(chunk, N)`` tensors into running per-point statistics.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask
+
+#: particle-data pairs per chunk when ``chunk_size`` is not given: bounds memory to
+#: a few times (2**14 x the model's largest per-point tensor)
+DEFAULT_PAIRS_PER_CHUNK = 2**14
+PROPOSALS = ("guide", "prior")
+_PARTICLE_PLATE = "_evaluate_particles"
+
+
+class _Layout(NamedTuple):
+    num_points: int
+    data_dim: int
+    max_plate_nesting: int
+
+
+def log_weight_chunks(
+    model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
+) -> Iterator[torch.Tensor]:
+    """Yield ``(chunk, N)`` log-weight tensors whose chunks add up to ``num_samples``."""
+    if int(num_samples) != num_samples or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    if proposal not in PROPOSALS:
+        raise ValueError(f"unknown proposal {proposal!r}; valid: {', '.join(PROPOSALS)}")
+    if proposal == "guide" and guide is None:
+        raise ValueError("proposal='guide' needs a guide")
+    layout = _inspect(model, guide if proposal == "guide" else None, args, kwargs)
+    mpn = max(layout.max_plate_nesting, max_plate_nesting or 0)
+    if chunk_size is None:
+        chunk_size = max(1, DEFAULT_PAIRS_PER_CHUNK // layout.num_points)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+    done = 0
+    while done < num_samples:
+        size = min(chunk_size, num_samples - done)
+        yield _chunk(model, guide, args, kwargs, size, proposal, layout, mpn)
+        done += size
+
+
+def _chunk(model, guide, args, kwargs, size, proposal, layout, mpn) -> torch.Tensor:
+    with pyro.plate(_PARTICLE_PLATE, size, dim=-(mpn + 1)):
+        if proposal == "guide":
+            guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+            model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
+                *args, **kwargs
+            )
+        else:
+            guide_trace = None
+            model_trace = poutine.trace(model).get_trace(*args, **kwargs)
+    shape = (size, layout.num_points)
+    log_w = torch.zeros(shape, device=_device(model_trace))
+    for site in _sample_sites(model_trace):
+        if proposal == "guide" or site["is_observed"]:
+            log_w = log_w + _per_point(site, layout, mpn, shape)
+    if guide_trace is not None:
+        for site in _sample_sites(guide_trace):
+            log_w = log_w - _per_point(site, layout, mpn, shape)
+    return log_w
+
+
+def _per_point(site, layout: _Layout, mpn: int, shape) -> torch.Tensor:
+    """Sum a site's log-density over every dim but the particle and data dims -> ``shape``."""
+    log_p = site["fn"].log_prob(site["value"])
+    log_p = scale_and_mask(log_p, mask=site["mask"])  # masks count; poutine.scale does not
+    if log_p.dim() > mpn + 1:
+        raise ValueError(
+            f"site {site['name']!r} has batch shape {tuple(log_p.shape)} with more dims than "
+            f"its plates ({mpn + 1} including particles); declare extra dims with .to_event()"
+        )
+    log_p = log_p.reshape((1,) * (mpn + 1 - log_p.dim()) + log_p.shape)
+    keep = {0, mpn + 1 + layout.data_dim}  # particle dim, data dim (as positive indices)
+    other = [d for d in range(mpn + 1) if d not in keep]
+    if other:
+        log_p = log_p.sum(other, keepdim=True)
+    return log_p.reshape(log_p.shape[0], -1).expand(shape)
+
+
+def _inspect(model, guide, args, kwargs) -> _Layout:
+    """Trace once without particles: find the data plate, check the sites, count plates."""
+    with poutine.block():
+        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs) if guide else None
+        runner = poutine.replay(model, trace=guide_trace) if guide_trace else model
+        model_trace = poutine.trace(runner).get_trace(*args, **kwargs)
+    traces = [t for t in (model_trace, guide_trace) if t is not None]
+    frames = [f for t in traces for s in _sample_sites(t) for f in s["cond_indep_stack"]]
+    data_frames = {(f.dim, f.size) for f in frames if f.name == "data"}
+    if not data_frames:
+        raise ValueError(
+            "no pyro.plate('data', N) found: the evaluator needs the model's data points "
+            "indexed by a plate named 'data'"
+        )
+    if len(data_frames) > 1:
+        raise ValueError(f"the 'data' plate is used with different dims or sizes: {data_frames}")
+    ((data_dim, num_points),) = data_frames
+    if data_dim is None or data_dim >= 0:
+        raise ValueError("the 'data' plate needs a negative dim")
+    for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
+        if trace is None:
+            continue
+        for site in _sample_sites(trace):
+            if not any(f.name == "data" for f in site["cond_indep_stack"]):
+                raise ValueError(
+                    f"{role} site {site['name']!r} is outside the 'data' plate; a per-point "
+                    "log-likelihood needs every sample site inside it"
+                )
+    if guide_trace is not None:
+        model_latent = {s["name"] for s in _sample_sites(model_trace) if not s["is_observed"]}
+        guide_latent = {s["name"] for s in _sample_sites(guide_trace)}
+        missing = sorted(model_latent - guide_latent)
+        if missing:
+            raise ValueError(
+                f"the guide has no site for the model's latent site(s) {', '.join(missing)}; "
+                "importance weights need q to propose every latent variable"
+            )
+        extra = sorted(guide_latent - {s["name"] for s in _sample_sites(model_trace)})
+        if extra:
+            raise ValueError(f"the guide samples site(s) {', '.join(extra)} that the model lacks")
+    if any(
+        s["scale"] is not None and not _is_one(s["scale"]) for t in traces for s in _sample_sites(t)
+    ):
+        warnings.warn(
+            "poutine.scale factors in the model or guide are ignored: the estimates are of "
+            "the unscaled log-densities",
+            stacklevel=4,
+        )
+    max_plate_nesting = max([-f.dim for f in frames if f.dim is not None] + [1])
+    return _Layout(int(num_points), int(data_dim), max_plate_nesting)
+
+
+def _sample_sites(trace):
+    return [
+        s
+        for s in trace.nodes.values()
+        if s["type"] == "sample"
+        and not s["name"].startswith("_")
+        and s["name"] != _PARTICLE_PLATE
+        and not _is_plate_site(s)
+    ]
+
+
+def _is_plate_site(site) -> bool:
+    return site["infer"].get("_do_not_trace", False) or type(site["fn"]).__name__ == "_Subsample"
+
+
+def _is_one(scale) -> bool:
+    return bool(torch.all(torch.as_tensor(scale) == 1))
+
+
+def _device(trace) -> torch.device:
+    for site in _sample_sites(trace):
+        return site["value"].device
+    return torch.device("cpu")
+
+
+class Accumulator:
+    """Running per-point statistics of a stream of ``(chunk, N)`` log weights."""
+
+    def __init__(self, num_samples: int, ks: tuple[int, ...]) -> None:
+        self.num_samples = num_samples
+        self.ks = ks
+        self.lse = self.lse2 = self.total = None
+        self.group_sum: list[torch.Tensor | None] = [None] * len(ks)
+        self.leftover: list[torch.Tensor | None] = [None] * len(ks)
+
+    def add(self, log_w: torch.Tensor) -> None:
+        chunk_lse = torch.logsumexp(log_w, 0)
+        chunk_lse2 = torch.logsumexp(2 * log_w, 0)
+        chunk_total = log_w.sum(0)
+        if self.lse is None:
+            self.lse, self.lse2, self.total = chunk_lse, chunk_lse2, chunk_total
+        else:
+            self.lse = torch.logaddexp(self.lse, chunk_lse)
+            self.lse2 = torch.logaddexp(self.lse2, chunk_lse2)
+            self.total = self.total + chunk_total
+        for i, k in enumerate(self.ks):
+            buffer = log_w if self.leftover[i] is None else torch.cat([self.leftover[i], log_w])
+            full = buffer.shape[0] // k
+            if full:
+                groups = buffer[: full * k].reshape(full, k, -1)  # (groups, k, N)
+                bound_sum = (torch.logsumexp(groups, 1) - math.log(k)).sum(0)
+                self.group_sum[i] = (
+                    bound_sum if self.group_sum[i] is None else self.group_sum[i] + bound_sum
+                )
+            self.leftover[i] = buffer[full * k :]
+
+    def finish(self):
+        log_px = self.lse - math.log(self.num_samples)
+        elbo = self.total / self.num_samples
+        ess = torch.exp(2 * self.lse - self.lse2)
+        bounds = (
+            torch.stack(
+                [s / (self.num_samples // k) for s, k in zip(self.group_sum, self.ks, strict=True)]
+            )
+            if self.ks
+            else None
+        )
+        _warn_if_degenerate(log_px, elbo)
+        return log_px, elbo, ess, bounds
+
+
+def _warn_if_degenerate(log_px: torch.Tensor, elbo: torch.Tensor) -> None:
+    nan = int(torch.isnan(log_px).sum() + torch.isnan(elbo).sum())
+    if nan:
+        warnings.warn(
+            f"{nan} per-point estimates are NaN: some log weights were NaN (a NaN in the model "
+            "or guide's parameters or data?)",
+            stacklevel=4,
+        )
+    neg_inf = int((log_px == -math.inf).sum())
+    if neg_inf:
+        warnings.warn(
+            f"every importance weight is zero for {neg_inf} data point(s), so log P(x) = -inf "
+            "there: the proposal never lands where the model gives the data positive density; "
+            "use the guide as proposal or more samples",
+            stacklevel=4,
+        )
+    pos_inf = int((log_px == math.inf).sum())
+    if pos_inf:
+        warnings.warn(
+            f"{pos_inf} per-point estimates are +inf: a log weight overflowed", stacklevel=4
+        )
