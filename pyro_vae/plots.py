@@ -112,6 +112,7 @@ def bounds_figure(report: dict):
     log_px, log_px_se = elbo + paired["log_px"]["mean"], paired["log_px"]["stderr"]
     ax.axhline(log_px, color="C1", linestyle="--", label=f"log P(X), z from Q (K={k_max})")
     ax.axhspan(log_px - log_px_se, log_px + log_px_se, color="C1", alpha=0.15)
+    ax.plot([k_max], [log_px], marker="s", color="C1", linestyle="none")
     ax.set_xscale("log")
     ax.set_xlabel("k (samples per bound)")
     ax.set_ylabel("nats per image (mean over images)")

@@ -18,9 +18,11 @@ import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
 
-#: particle-data pairs per chunk when ``chunk_size`` is not given: bounds memory to
-#: a few times (2**14 x the model's largest per-point tensor)
-DEFAULT_PAIRS_PER_CHUNK = 2**14
+#: particle-data pairs per chunk when ``chunk_size`` is not given. Memory is a few
+#: times (pairs x the model's largest per-point tensor). Measured on a 2-core CPU
+#: with a 784-400-20 VAE: 2**11 ran 1.6x faster than 2**14, whose 51 MB temporaries
+#: are freshly mapped (and page-faulted) every chunk; on a GPU pass a larger chunk_size.
+DEFAULT_PAIRS_PER_CHUNK = 2**11
 PROPOSALS = ("guide", "prior")
 _PARTICLE_PLATE = "_evaluate_particles"
 

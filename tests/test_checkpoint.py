@@ -103,3 +103,14 @@ def test_checkpoint_from_plain_fit_can_be_loaded_as_a_run(toy_binary, tmp_path):
     assert state["config"]["train"]["batch_size"] == 32
     for a, b in zip(clone.state_dict().values(), vae.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644

@@ -370,3 +370,28 @@ def test_finite_weights_do_not_warn(lg):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         log_likelihood(lg.model, lg.mean_field_guide, lg.sample_x(3), num_samples=20)
+
+
+def test_conditional_model_gives_log_p_y_given_x():
+    """z ~ N(0, I), y | z, x ~ N(W z + A x, s^2 I): log p(y|x) = log N(y; A x, W W^T + s^2 I)."""
+    g = torch.Generator().manual_seed(5)
+    W = torch.randn(3, 2, generator=g, dtype=D64)
+    A = torch.randn(3, 4, generator=g, dtype=D64)
+    s = 0.3
+    precision = torch.eye(2, dtype=D64) + W.T @ W / s**2
+    cov = torch.linalg.inv(precision)
+
+    def model(x, y):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=D64), 1.0).to_event(1))
+            pyro.sample("y", dist.Normal(z @ W.T + x @ A.T, s).to_event(1), obs=y)
+
+    def guide(x, y):  # exact posterior p(z | x, y)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.MultivariateNormal((y - x @ A.T) @ W / s**2 @ cov, cov))
+
+    x = torch.randn(5, 4, generator=g, dtype=D64)
+    y = torch.randn(5, 3, generator=g, dtype=D64)
+    marginal = dist.MultivariateNormal(x @ A.T, W @ W.T + s**2 * torch.eye(3, dtype=D64))
+    res = log_likelihood(model, guide, x, y, num_samples=16)
+    torch.testing.assert_close(res.log_px, marginal.log_prob(y), atol=1e-9, rtol=0)
