@@ -23,7 +23,7 @@ from pyro_vae.engine import ENGINES, OBJECTIVES
 from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.io import write_json, write_text
-from pyro_vae.likelihoods import LIKELIHOODS, get_likelihood
+from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, get_likelihood
 from pyro_vae.runs import evaluation_split, load_run, resolve_device, spread_subset
 from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
 from pyro_vae.vae import VAE
@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--likelihood", choices=sorted(LIKELIHOODS), help=f"P(x|z) (default {d['likelihood']})"
     )
     t.add_argument(
-        "--sigma", type=float, help=f"gaussian standard deviation (default {d['sigma']})"
+        "--sigma",
+        type=_scale,
+        help="gaussian sigma / laplace scale: a number (fixed), or shared, per-pixel or "
+        f"predicted (learned) (default {d['sigma']})",
     )
     t.add_argument("--z-dim", type=int, help=f"latent dimension (default {d['z_dim']})")
     t.add_argument(
@@ -160,6 +163,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _scale(text: str) -> float | str:
+    if text in SCALE_MODES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or one of {', '.join(SCALE_MODES)}, got {text!r}"
+        ) from None
+
+
+def build_likelihood(options: dict[str, Any], dataset: data_mod.Dataset):
+    """The likelihood that ``--likelihood`` and ``--sigma`` ask for, fitted to ``dataset``."""
+    name = options["likelihood"]
+    if name == "gaussian":
+        return get_likelihood(name, sigma=options["sigma"])
+    if name == "laplace":
+        return get_likelihood(name, scale=options["sigma"])
+    if name == "discretized-logistic":
+        if dataset.levels is None:
+            raise UsageError(
+                f"the discretized-logistic likelihood needs the data's number of grey levels, "
+                f"which {dataset.name} does not record; store pixels as 8-bit integers"
+            )
+        return get_likelihood(name, levels=dataset.levels)
+    return get_likelihood(name)
+
+
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
@@ -189,7 +220,7 @@ def _options_from_config(config: dict[str, Any]) -> dict[str, Any]:
         **config["data"],
         **config["train"],
         "likelihood": likelihood["name"],
-        "sigma": likelihood.get("sigma", TRAIN_DEFAULTS["sigma"]),
+        "sigma": likelihood.get("sigma", likelihood.get("scale", TRAIN_DEFAULTS["sigma"])),
         "z_dim": config["model"]["z_dim"],
         "hidden_dims": list(config["model"]["hidden_dims"]),
     }
@@ -249,12 +280,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     train_config = TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig)})
     train_config.check()
-    likelihood_kwargs = {"sigma": options["sigma"]} if options["likelihood"] == "gaussian" else {}
-    likelihood = get_likelihood(options["likelihood"], **likelihood_kwargs)
-
     dataset = data_mod.load(
         options["dataset"], binarize=options["binarize"], data_dir=options["data_dir"]
     )
+    likelihood = build_likelihood(options, dataset)
     dataset = dataset.to(device)
     pyro.set_rng_seed(train_config.seed)  # the initial weights belong to the seeded run
     vae = VAE(

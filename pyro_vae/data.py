@@ -55,6 +55,7 @@ class Dataset:
     :ivar y_test: ``(N_test,)`` int64 labels, or ``None``.
     :ivar image_shape: ``(height, width)`` of one image, or ``None``.
     :ivar str binarize: the binarization mode applied.
+    :ivar levels: number of grey levels, or ``None``.
     """
 
     name: str
@@ -64,6 +65,9 @@ class Dataset:
     y_test: torch.Tensor | None
     image_shape: tuple[int, int] | None
     binarize: str = "none"
+    #: grey levels of the stored pixels, ``k / (levels - 1)``: 256 for 8-bit images,
+    #: 17 for scikit-learn's digits, 2 once binarized; ``None`` if unknown (float npz)
+    levels: int | None = None
 
     @property
     def x_dim(self) -> int:
@@ -125,6 +129,7 @@ def load(
         raise UsageError(
             f"unknown binarization mode {binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
         )
+    levels = {"mnist5k": 256, "digits": 17, "mnist": 256, "fashion-mnist": 256}.get(name)
     if name == "mnist5k":
         x_train, x_test, y_train, y_test, shape = _load_mnist5k()
     elif name == "digits":
@@ -132,7 +137,7 @@ def load(
     elif name in ("mnist", "fashion-mnist"):
         x_train, x_test, y_train, y_test, shape = _load_torchvision(name, Path(data_dir), download)
     elif name.startswith("npz:"):
-        x_train, x_test, y_train, y_test, shape = _load_npz(Path(name[4:]))
+        x_train, x_test, y_train, y_test, shape, levels = _load_npz(Path(name[4:]))
     else:
         raise UsageError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
 
@@ -143,6 +148,7 @@ def load(
         y_train=None if y_train is None else torch.as_tensor(y_train, dtype=torch.int64),
         y_test=None if y_test is None else torch.as_tensor(y_test, dtype=torch.int64),
         image_shape=shape,
+        levels=levels,
     )
     validate(data)
     return _binarize(data, binarize)
@@ -271,13 +277,14 @@ def _load_npz(path: Path):
             f"dataset 'npz:{path}': missing array(s) {', '.join(missing)}; the file needs "
             f"x_train and x_test (optionally y_train, y_test); it has {', '.join(arrays)}"
         )
+    integer = all(np.issubdtype(arrays[k].dtype, np.integer) for k in ("x_train", "x_test"))
     x_train, shape = _flatten_images(arrays["x_train"], path, "x_train")
     x_test, _ = _flatten_images(arrays["x_test"], path, "x_test")
     labels = [
         _labels(arrays[k], len(x), path, k) if k in arrays else None
         for k, x in (("y_train", x_train), ("y_test", x_test))
     ]
-    return x_train, x_test, labels[0], labels[1], shape
+    return x_train, x_test, labels[0], labels[1], shape, 256 if integer else None
 
 
 def _labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
@@ -322,4 +329,4 @@ def _binarize(data: Dataset, mode: str) -> Dataset:
     x_train = data.x_train
     if mode == "static":
         x_train = binarize_fixed(data.x_train, BINARIZE_SEED + 1)
-    return replace(data, x_train=x_train, x_test=x_test, binarize=mode)
+    return replace(data, x_train=x_train, x_test=x_test, binarize=mode, levels=2)

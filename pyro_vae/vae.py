@@ -70,6 +70,7 @@ class VAE(nn.Module):
         self.z_dim = int(z_dim)
         self.hidden_dims = tuple(int(h) for h in hidden_dims)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
+        self.likelihood.setup(self.x_dim)  # per-pixel parameters need the data dimension
         self.image_shape = tuple(image_shape) if image_shape is not None else None
         self.name = name if name is not None else f"vae{next(_instance_ids)}"
         self.encoder = GaussianEncoder(self.x_dim, self.hidden_dims, self.z_dim)

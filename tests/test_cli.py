@@ -113,7 +113,10 @@ def test_existing_run_is_not_overwritten_silently(trained_run, capsys):
         (["--dataset", "digits", "--kl-warmup", "nan"], "kl_warmup must be a finite number"),
         (["--dataset", "digits", "--z-dim", "0"], "VAE sizes must be at least 1, got z_dim=0"),
         (["--dataset", "digits", "--seed", "-1"], "seed must be in [0, 2**32)"),
-        (["--dataset", "digits", "--sigma", "-1", "--likelihood", "gaussian"], "sigma must be > 0"),
+        (
+            ["--dataset", "digits", "--sigma", "-1", "--likelihood", "gaussian"],
+            "the scale must be > 0",
+        ),
     ],
 )
 def test_bad_input_exits_2_with_a_message(tmp_path, capsys, args, message):
@@ -238,3 +241,35 @@ def test_evaluate_bad_input_exits_2(trained_run, capsys, extra, message):
 def test_evaluate_needs_a_run(tmp_path, capsys):
     assert main(["evaluate", "--run", str(tmp_path)]) == 2
     assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "likelihood,extra",
+    [
+        ("bernoulli", []),
+        ("continuous-bernoulli", []),
+        ("gaussian", ["--sigma", "0.2"]),
+        ("gaussian", ["--sigma", "per-pixel"]),
+        ("gaussian", ["--sigma", "predicted"]),
+        ("laplace", ["--sigma", "shared"]),
+        ("beta", []),
+        ("discretized-logistic", []),
+    ],
+)
+def test_every_likelihood_trains_one_epoch_on_digits(tmp_path, likelihood, extra):
+    out = tmp_path / "r"
+    args = ["train", "--dataset", "digits", "--likelihood", likelihood, *extra, "--epochs", "1"]
+    assert (
+        main([*args, "--hidden-dims", "32", "--z-dim", "2", "--out", str(out), "--no-progress"])
+        == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert np.isfinite(results["test_elbo"])
+    assert results["likelihood"]["name"] == likelihood
+    if likelihood == "discretized-logistic":
+        assert results["likelihood"]["levels"] == 17  # digits store 0..16
+    # the saved run reloads with its likelihood, learned scales included
+    from pyro_vae.runs import load_run
+
+    vae, _ = load_run(out)
+    assert vae.likelihood.config() == results["likelihood"]

@@ -1,9 +1,25 @@
+import math
+
+import numpy as np
 import pytest
 import torch
+from scipy import stats
 from torch.nn import functional as F
 
 from pyro_vae.errors import UsageError
-from pyro_vae.likelihoods import Bernoulli, Gaussian, get_likelihood
+from pyro_vae.likelihoods import (
+    LIKELIHOODS,
+    Bernoulli,
+    Beta,
+    ContinuousBernoulli,
+    DiscretizedLogistic,
+    DiscretizedLogisticDistribution,
+    Gaussian,
+    Laplace,
+    get_likelihood,
+)
+
+D64 = torch.float64
 
 
 def test_bernoulli_log_prob_is_negative_binary_cross_entropy():
@@ -16,27 +32,151 @@ def test_bernoulli_log_prob_is_negative_binary_cross_entropy():
     torch.testing.assert_close(Bernoulli().mean(logits), torch.sigmoid(logits))
 
 
-def test_gaussian_log_prob_matches_torch_normal():
+def test_continuous_bernoulli_includes_the_normalizing_constant():
+    logits = torch.randn(4, 6, dtype=D64)
+    x = torch.rand(4, 6, dtype=D64)
+    lam = torch.sigmoid(logits)
+    # C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda)  (Loaiza-Ganem and Cunningham, eq. 7)
+    log_c = torch.log(2 * torch.atanh(1 - 2 * lam) / (1 - 2 * lam))
+    by_hand = (x * lam.log() + (1 - x) * (1 - lam).log() + log_c).sum(-1)
+    torch.testing.assert_close(ContinuousBernoulli()(logits).log_prob(x), by_hand)
+    # the density integrates to one over [0, 1]: midpoint rule on a fine grid
+    grid = (torch.arange(20000, dtype=D64) + 0.5) / 20000
+    one_pixel = ContinuousBernoulli()(torch.full((20000, 1), 1.3, dtype=D64))
+    assert one_pixel.log_prob(grid[:, None]).exp().mean().item() == pytest.approx(1.0, abs=1e-6)
+
+
+def test_gaussian_fixed_sigma_matches_the_closed_form():
     loc, x = torch.randn(4, 6), torch.randn(4, 6)
     d = Gaussian(sigma=0.3)(loc)
     expected = torch.distributions.Normal(loc, 0.3).log_prob(x).sum(-1)
     torch.testing.assert_close(d.log_prob(x), expected)
-    # closed form: -||x - f||^2 / (2 sigma^2) - D log(sigma sqrt(2 pi))
-    by_hand = -((x - loc) ** 2).sum(-1) / (2 * 0.09) - 6 * torch.log(
-        torch.tensor(0.3 * (2 * torch.pi) ** 0.5)
-    )
+    # -||x - f||^2 / (2 sigma^2) - D log(sigma sqrt(2 pi))
+    by_hand = -((x - loc) ** 2).sum(-1) / (2 * 0.09) - 6 * math.log(0.3 * math.sqrt(2 * math.pi))
     torch.testing.assert_close(d.log_prob(x), by_hand)
 
 
-def test_bernoulli_rejects_grey_levels_with_the_fix():
-    with pytest.raises(UsageError, match="--binarize static or --binarize dynamic"):
-        Bernoulli().check_data(torch.tensor([[0.0, 0.5, 1.0]]))
-    Bernoulli().check_data(torch.tensor([[0.0, 1.0]]))  # binary: accepted
+@pytest.mark.parametrize("cls,family", [(Gaussian, stats.norm), (Laplace, stats.laplace)])
+def test_learned_scales_shapes_bounds_and_densities(cls, family):
+    x_dim = 5
+    shared, pixel, predicted = cls("shared"), cls("per-pixel"), cls("predicted")
+    for lik in (shared, pixel, predicted):
+        lik.setup(x_dim)
+    assert shared.raw_scale.shape == () and pixel.raw_scale.shape == (x_dim,)
+    assert predicted.params_per_dim == 2 and not list(predicted.parameters())
+    # initial scale 0.1, as documented
+    torch.testing.assert_close(pixel.loc_scale(torch.zeros(x_dim))[1], torch.full((x_dim,), 0.1))
+    out = torch.randn(3, 2 * x_dim, dtype=D64)
+    loc, scale = predicted.loc_scale(out)
+    expected = family.logpdf(np.zeros((3, x_dim)), loc.numpy(), scale.detach().numpy()).sum(-1)
+    np.testing.assert_allclose(predicted(out).log_prob(torch.zeros(3, x_dim, dtype=D64)), expected)
+    # bounded below: a raw scale of -1000 gives min_scale, not zero
+    very_small = predicted.loc_scale(torch.full((1, 2 * x_dim), -1000.0))[1]
+    torch.testing.assert_close(very_small, torch.full((1, x_dim), 1e-3))
 
 
-def test_registry():
-    assert get_likelihood("gaussian", sigma=0.2).config() == {"name": "gaussian", "sigma": 0.2}
-    with pytest.raises(UsageError, match="valid names: bernoulli, gaussian"):
+def test_laplace_fixed_scale_matches_scipy():
+    loc, x = torch.randn(3, 4, dtype=D64), torch.randn(3, 4, dtype=D64)
+    expected = stats.laplace.logpdf(x.numpy(), loc.numpy(), 0.2).sum(-1)
+    np.testing.assert_allclose(Laplace(0.2)(loc).log_prob(x).numpy(), expected)
+
+
+def test_beta_density_of_squeezed_pixels_with_jacobian():
+    lik = Beta(eps=1e-3)
+    out = torch.randn(2, 2 * 4, dtype=D64)
+    a, b = lik.concentrations(out)
+    x = torch.tensor([[0.0, 0.3, 0.9, 1.0], [1.0, 0.5, 0.0, 0.25]], dtype=D64)
+    squeezed = 1e-3 + (1 - 2e-3) * x
+    expected = (stats.beta.logpdf(squeezed.numpy(), a.numpy(), b.numpy()) + math.log(1 - 2e-3)).sum(
+        -1
+    )
+    np.testing.assert_allclose(lik(out).log_prob(x).numpy(), expected, rtol=1e-10)
+    mean = lik.mean(out)
+    torch.testing.assert_close(mean, (a / (a + b) - 1e-3) / (1 - 2e-3))
+
+
+def test_discretized_logistic_is_a_distribution_over_levels():
+    levels = 17
+    grid = torch.arange(levels, dtype=D64) / (levels - 1)
+    for loc, scale in ((0.3, 0.05), (0.0, 0.01), (1.2, 0.2), (0.5, 1e-4)):
+        d = DiscretizedLogisticDistribution(
+            torch.tensor(loc, dtype=D64), torch.tensor(scale, dtype=D64), levels
+        )
+        log_p = d.log_prob(grid)
+        assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-9)
+        # interior bins against scipy's logistic CDF
+        h = 0.5 / (levels - 1)
+        cdf = stats.logistic.cdf
+        with np.errstate(divide="ignore"):  # scipy's difference underflows to 0 far out
+            expected = np.log(
+                cdf(grid[5].item() + h, loc, scale) - cdf(grid[5].item() - h, loc, scale)
+            )
+        if np.isfinite(expected) and expected > -11:  # where the difference does not underflow
+            assert log_p[5].item() == pytest.approx(expected, rel=1e-6)
+    samples = DiscretizedLogisticDistribution(torch.tensor(0.4), torch.tensor(0.1), levels).sample(
+        (1000,)
+    )
+    k = samples * (levels - 1)
+    assert torch.allclose(k, k.round(), atol=1e-5) and samples.min() >= 0 and samples.max() <= 1
+
+
+def test_discretized_logistic_likelihood_shapes_and_edges():
+    lik = DiscretizedLogistic(levels=256)
+    out = torch.zeros(3, 2 * 4)
+    out[:, :4] = 0.5  # loc
+    d = lik(out)
+    assert d.event_shape == (4,) and d.batch_shape == (3,)
+    x = torch.tensor([[0.0, 1.0, 128 / 255, 3 / 255]]).expand(3, 4)
+    assert torch.isfinite(d.log_prob(x)).all()
+
+
+@pytest.mark.parametrize(
+    "lik,x,message",
+    [
+        (Bernoulli(), [[0.0, 0.5, 1.0]], "--binarize static or --binarize dynamic"),
+        (ContinuousBernoulli(), [[0.0, 1.2]], r"values outside \[0.0, 1.0\]"),
+        (Beta(), [[-0.1, 0.5]], r"values outside \[0.0, 1.0\]"),
+        (DiscretizedLogistic(levels=256), [[0.5001, 0.2]], "not multiples of 1/255"),
+        (DiscretizedLogistic(levels=17), [[3 / 255]], "not multiples of 1/16"),
+        (Gaussian(0.1), [[math.nan]], "NaN or infinite"),
+    ],
+)
+def test_out_of_support_data_name_the_likelihood_range_and_fix(lik, x, message):
+    with pytest.raises(UsageError, match=message) as err:
+        lik.check_data(torch.tensor(x))
+    assert f"the {lik.name} likelihood needs" in str(err.value)
+    assert "observed range" in str(err.value)
+
+
+def test_in_support_data_are_accepted():
+    Bernoulli().check_data(torch.tensor([[0.0, 1.0]]))
+    DiscretizedLogistic(levels=256).check_data(torch.arange(256.0)[None] / 255)
+    Beta().check_data(torch.tensor([[0.0, 1.0, 0.3]]))
+
+
+def test_registry_and_configs_round_trip():
+    assert sorted(LIKELIHOODS) == [
+        "bernoulli",
+        "beta",
+        "continuous-bernoulli",
+        "discretized-logistic",
+        "gaussian",
+        "laplace",
+    ]
+    for lik in (
+        Gaussian(0.2),
+        Gaussian("per-pixel"),
+        Laplace("predicted"),
+        Beta(eps=0.01),
+        DiscretizedLogistic(levels=17),
+        ContinuousBernoulli(),
+    ):
+        assert get_likelihood(**lik.config()).config() == lik.config()
+    with pytest.raises(UsageError, match="valid names: bernoulli, beta"):
         get_likelihood("poisson")
-    with pytest.raises(UsageError, match="sigma must be > 0"):
+    with pytest.raises(UsageError, match="the scale must be > 0"):
         Gaussian(sigma=0.0)
+    with pytest.raises(
+        UsageError, match="neither a number nor one of shared, per-pixel, predicted"
+    ):
+        Gaussian(sigma="learned")
