@@ -206,9 +206,11 @@ def _int_list(text: str) -> list[int]:
 def run_config(options: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` of a run, from resolved options and the model's config."""
     train_keys = [f.name for f in fields(TrainConfig)]
+    data = {k: options[k] for k in ("dataset", "binarize", "data_dir")}
+    data["data_dir"] = str(Path(data["data_dir"]).resolve())  # runs are evaluated from anywhere
     return {
         "pyro_vae_version": __version__,
-        "data": {k: options[k] for k in ("dataset", "binarize", "data_dir")},
+        "data": data,
         "model": model,
         "train": {k: options[k] for k in train_keys},
     }

@@ -109,6 +109,26 @@ def binarize_fixed(x: torch.Tensor, seed: int = BINARIZE_SEED) -> torch.Tensor:
     return torch.bernoulli(x, generator=gen)
 
 
+def dequantize(
+    x: torch.Tensor, levels: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Uniform dequantization: grey level ``k / (levels - 1)`` becomes ``(k + u) / levels``.
+
+    With ``u ~ U[0, 1)``, every discrete value owns a bin of width ``1 / levels`` in
+    ``[0, 1)``. For a continuous density ``p``, ``log P(k) >= E_u[log p((k + u) / levels)]
+    - D log(levels)`` (Theis et al. 2016), so dequantized densities and discrete
+    likelihoods are compared in one unit (see :mod:`pyro_vae.units`).
+
+    :param x: pixels ``k / (levels - 1)``, any shape.
+    :param int levels: grey levels of the data.
+    :param generator: optional :class:`torch.Generator` (a fixed test-set sample).
+    :returns: tensor like ``x`` with values in ``[0, 1)``.
+    """
+    k = (x * (levels - 1)).round()
+    u = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return (k + u) / levels
+
+
 def load(
     name: str = "mnist5k",
     *,

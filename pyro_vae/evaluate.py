@@ -286,7 +286,8 @@ def evaluate_dataset(
     """:func:`iwae_bounds` over a whole split, ``batch_size`` data points at a time.
 
     :param data: a tensor or tuple of tensors (the model's positional arguments)
-        sharing their first dimension, the data points.
+        whose first dimension indexes the data points; batches are slices along it,
+        so the model's ``"data"`` plate must run over that dimension of the data.
     :param bool progress: show a progress bar over data points.
 
     Other arguments as in :func:`iwae_bounds`. Results move to the CPU.
@@ -299,6 +300,8 @@ def evaluate_dataset(
     n = data[0].shape[0]
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if n == 0:
+        raise ValueError("no data points to evaluate (the first dimension of data is 0)")
     parts = []
     with tqdm(total=n, desc=f"log P(x), K={num_samples}", unit="pt", disable=not progress) as bar:
         for start in range(0, n, batch_size):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -63,8 +64,22 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically.
+    """Write ``obj`` as indented, strict JSON to ``path`` atomically.
+
+    NaN and infinite floats (a standard error of one point, a ``-inf`` estimate)
+    become ``null``: strict JSON has no spelling for them.
 
     :returns: ``path`` as a :class:`~pathlib.Path`.
     """
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    text = json.dumps(_finite_or_none(obj), indent=2, sort_keys=False, allow_nan=False)
+    return write_text(path, text + "\n")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj

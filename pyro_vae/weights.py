@@ -37,8 +37,9 @@ def log_weight_chunks(
     model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
 ) -> Iterator[torch.Tensor]:
     """Yield ``(chunk, N)`` log-weight tensors whose chunks add up to ``num_samples``."""
-    if int(num_samples) != num_samples or num_samples < 1:
+    if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
         raise ValueError(f"num_samples must be a positive integer, got {num_samples}")
+    num_samples = int(num_samples)
     if proposal not in PROPOSALS:
         raise ValueError(f"unknown proposal {proposal!r}; valid: {', '.join(PROPOSALS)}")
     if proposal == "guide" and guide is None:
@@ -103,6 +104,18 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
     traces = [t for t in (model_trace, guide_trace) if t is not None]
     frames = [f for t in traces for s in _sample_sites(t) for f in s["cond_indep_stack"]]
     data_frames = {(f.dim, f.size) for f in frames if f.name == "data"}
+    subsampled = {
+        (f.size, f.full_size)
+        for f in frames
+        if f.name == "data" and f.full_size not in (None, f.size)
+    }
+    if subsampled:
+        (size, full), *_ = subsampled
+        raise ValueError(
+            f"the 'data' plate subsamples {size} of {full} data points; each chunk of "
+            "particles would see other points. Pass the batch to evaluate explicitly, "
+            "without subsample_size or subsample"
+        )
     if not data_frames:
         raise ValueError(
             "no pyro.plate('data', N) found: the evaluator needs the model's data points "
@@ -129,7 +142,8 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
         if missing:
             raise ValueError(
                 f"the guide has no site for the model's latent site(s) {', '.join(missing)}; "
-                "importance weights need q to propose every latent variable"
+                "importance weights need q to propose every latent variable (enumerated "
+                "discrete sites are not supported: sample them in the guide)"
             )
         extra = sorted(guide_latent - {s["name"] for s in _sample_sites(model_trace)})
         if extra:
@@ -140,7 +154,7 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
         warnings.warn(
             "poutine.scale factors in the model or guide are ignored: the estimates are of "
             "the unscaled log-densities",
-            stacklevel=4,
+            stacklevel=5,
         )
     max_plate_nesting = max([-f.dim for f in frames if f.dim is not None] + [1])
     return _Layout(int(num_points), int(data_dim), max_plate_nesting)
@@ -151,9 +165,9 @@ def _sample_sites(trace):
         s
         for s in trace.nodes.values()
         if s["type"] == "sample"
-        and not s["name"].startswith("_")
         and s["name"] != _PARTICLE_PLATE
         and not _is_plate_site(s)
+        and not s["infer"].get("_deterministic", False)  # pyro.deterministic: log_prob 0
     ]
 
 
@@ -223,7 +237,14 @@ def _warn_if_degenerate(log_px: torch.Tensor, elbo: torch.Tensor) -> None:
         warnings.warn(
             f"{nan} per-point estimates are NaN: some log weights were NaN (a NaN in the model "
             "or guide's parameters or data?)",
-            stacklevel=4,
+            stacklevel=5,
+        )
+    neg_inf_elbo = int((elbo == -math.inf).sum())
+    if neg_inf_elbo:
+        warnings.warn(
+            f"the ELBO is -inf for {neg_inf_elbo} data point(s): some importance weight is "
+            "zero there (the model gives a sample zero density)",
+            stacklevel=5,
         )
     neg_inf = int((log_px == -math.inf).sum())
     if neg_inf:
@@ -231,10 +252,10 @@ def _warn_if_degenerate(log_px: torch.Tensor, elbo: torch.Tensor) -> None:
             f"every importance weight is zero for {neg_inf} data point(s), so log P(x) = -inf "
             "there: the proposal never lands where the model gives the data positive density; "
             "use the guide as proposal or more samples",
-            stacklevel=4,
+            stacklevel=5,
         )
     pos_inf = int((log_px == math.inf).sum())
     if pos_inf:
         warnings.warn(
-            f"{pos_inf} per-point estimates are +inf: a log weight overflowed", stacklevel=4
+            f"{pos_inf} per-point estimates are +inf: a log weight overflowed", stacklevel=5
         )

@@ -41,7 +41,12 @@ def test_train_writes_every_promised_output(trained_run):
         "reconstructions.png",
     } <= names
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["data"] == {"dataset": "digits", "binarize": "dynamic", "data_dir": "data"}
+    assert config["data"]["dataset"] == "digits" and config["data"]["binarize"] == "dynamic"
+    from pathlib import Path
+
+    assert config["data"]["data_dir"] == str(
+        Path("data").resolve()
+    )  # absolute: usable from anywhere
     assert config["model"]["z_dim"] == 2 and config["model"]["hidden_dims"] == [32]
     history = json.loads((trained_run / "history.json").read_text())
     assert history["epoch"] == [1, 2]
@@ -219,11 +224,35 @@ def test_evaluate_writes_ordered_bounds_and_gap_decomposition(trained_run, capsy
     assert "| quantity | mean | std. error |" in (trained_run / "eval.md").read_text()
 
 
-def test_evaluate_train_split_with_limit(trained_run):
+def test_evaluate_train_split_with_limit_matches_the_library(trained_run):
+    import pyro
+
+    from pyro_vae.evaluate import evaluate_dataset
+    from pyro_vae.runs import evaluation_split, load_run, run_dataset, spread_subset
+
     args = ["evaluate", "--run", str(trained_run), "--num-samples", "20", "--ks", "1,5"]
-    assert main([*args, "--split", "train", "--limit", "30", "--no-progress"]) == 0
-    report = json.loads((trained_run / "eval_train.json").read_text())
+    assert main([*args, "--split", "train", "--limit", "30", "--seed", "7", "--no-progress"]) == 0
+    report = json.loads((trained_run / "eval_train_n30.json").read_text())
     assert report["split"] == "train" and report["num_points"] == 30
+    # the same evaluation in-process: same split, subset, K and seed give the same numbers
+    vae, state = load_run(trained_run)
+    x = evaluation_split(run_dataset(state["config"], "run"), "train")
+    pyro.set_rng_seed(7)
+    ev = evaluate_dataset(
+        vae.model, vae.guide, x[spread_subset(len(x), 30)], num_samples=20, ks=(1, 5)
+    )
+    np.testing.assert_allclose(report["per_point"]["log_px"], ev.log_px.tolist(), rtol=1e-6)
+    np.testing.assert_allclose(report["per_point"]["L_5"], ev.bounds[1].tolist(), rtol=1e-6)
+
+
+def test_evaluate_defaults_fit_small_k_and_json_stays_strict(trained_run):
+    args = ["evaluate", "--run", str(trained_run), "--num-samples", "20", "--limit", "1"]
+    assert main([*args, "--no-progress"]) == 0
+    text = (trained_run / "eval_n1.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # a single image has no std. error
+    report = json.loads(text)
+    assert report["ks"] == [1, 5]  # the default 1,5,50,500 cut to K = 20
+    assert report["summary"]["log_px"]["stderr"] is None
 
 
 @pytest.mark.parametrize(

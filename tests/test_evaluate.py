@@ -119,8 +119,8 @@ def test_one_sample_gives_the_elbo_and_l1_is_the_elbo(lg):
     torch.testing.assert_close(bounds.bounds[0], bounds.elbo)
 
 
-def test_bounds_rise_with_k_towards_log_px():
-    # a deliberately poor guide (prior-like) so that the gaps are large
+def test_poor_guide_gap_and_log_px_against_the_exact_value():
+    # a deliberately poor guide (too narrow) so that the ELBO gap is large
     lg = LinearGaussian(d=3, dim_x=6, s=0.3, seed=2)
     x = lg.sample_x(20)
 
@@ -128,12 +128,12 @@ def test_bounds_rise_with_k_towards_log_px():
         with pyro.plate("data", x.shape[0], dim=-1):
             pyro.sample("z", dist.Normal(lg.posterior_mean(x), 0.6).to_event(1))
 
+    pyro.set_rng_seed(0)
     res = iwae_bounds(lg.model, wide_guide, x, ks=(1, 5, 50, 500), num_samples=5000)
-    means = res.bounds.mean(1).tolist()
-    assert means == sorted(means), means
-    assert means[0] < means[-1] - 1.0  # the guide is poor: a gap of several nats
-    assert res.log_px.mean().item() >= means[-1]
-    assert abs(res.log_px.mean().item() - lg.exact_log_px(x).mean().item()) < 0.05
+    exact = lg.exact_log_px(x)
+    assert (exact - res.elbo).mean() > 1.0  # a gap of several nats
+    # |mean estimate - exact| within 0.05 nats at K = 5000 (seed 0; about 3x the error seen)
+    assert abs(res.log_px.mean().item() - exact.mean().item()) < 0.05
 
 
 def test_streaming_statistics_equal_the_direct_computation():
@@ -167,7 +167,8 @@ def test_per_point_weights_add_up_to_pyros_joint_weights(lg):
     torch.testing.assert_close(ours.sum(1), joint)
 
 
-def test_iwae_bound_agrees_with_renyi_elbo(lg):
+@pytest.mark.parametrize("k", [2, 5, 50])
+def test_iwae_bound_agrees_with_renyi_elbo(lg, k):
     x = lg.sample_x(4)
 
     def poor_guide(x):
@@ -175,12 +176,15 @@ def test_iwae_bound_agrees_with_renyi_elbo(lg):
             pyro.sample("z", dist.Normal(lg.posterior_mean(x) + 0.3, 0.5).to_event(1))
 
     pyro.set_rng_seed(0)
-    ours = iwae_bounds(lg.model, poor_guide, x, ks=(5,), num_samples=2000).bounds[0].sum().item()
-    renyi = RenyiELBO(alpha=0.0, num_particles=5, vectorize_particles=True, max_plate_nesting=1)
+    ours = iwae_bounds(lg.model, poor_guide, x, ks=(k,), num_samples=400 * k)
+    ours = ours.bounds[0].sum().item()
+    renyi = RenyiELBO(alpha=0.0, num_particles=k, vectorize_particles=True, max_plate_nesting=1)
     draws = torch.tensor([-renyi.loss(lg.model, poor_guide, x) for _ in range(400)])
     sem = draws.std().item() / math.sqrt(len(draws))
-    # both estimate sum_i L_5(x_i) from 400 groups of 5; 5 standard errors of one side
+    # independent samples, both estimating sum_i L_k(x_i) from 400 groups of k:
+    # 5 standard errors of one side (about 3.5 of the difference)
     assert abs(ours - draws.mean().item()) < 5 * sem, (ours, draws.mean().item(), sem)
+    assert ours < lg.exact_log_px(x).sum().item()  # a bound below log p(x)
 
 
 class TwoLayer:
@@ -231,27 +235,88 @@ def test_two_latent_sites_against_the_exact_marginal():
     assert (naive.log_px - exact).abs().max() < 0.1  # 0.1 nats: about 5x the spread seen
 
 
-def test_nested_plate_inside_the_data_plate():
-    s, m = 0.5, 3
+@pytest.mark.parametrize("data_dim,repeat_dim", [(-1, -2), (-2, -1)])
+def test_nested_plate_inside_the_data_plate(data_dim, repeat_dim):
+    s, m, n = 0.5, 3, 7
 
-    def model(x):  # x: (m, N); z_i shared by the m observations of point i
-        with pyro.plate("data", x.shape[-1], dim=-1):
+    def model(x):  # z_i shared by the m observations of point i
+        with pyro.plate("data", n, dim=data_dim):
             z = pyro.sample("z", dist.Normal(torch.zeros((), dtype=D64), 1.0))
-            with pyro.plate("repeats", m, dim=-2):
+            with pyro.plate("repeats", m, dim=repeat_dim):
                 pyro.sample("x", dist.Normal(z, s), obs=x)
 
     def guide(x):  # exact posterior
         precision = 1 + m / s**2
-        with pyro.plate("data", x.shape[-1], dim=-1):
-            pyro.sample("z", dist.Normal(x.sum(0) / s**2 / precision, precision**-0.5))
+        with pyro.plate("data", n, dim=data_dim):
+            total = x.sum(0) if data_dim == -1 else x.sum(-1, keepdim=True)  # (n,) or (n, 1)
+            pyro.sample("z", dist.Normal(total / s**2 / precision, precision**-0.5))
 
-    x = torch.randn(m, 7, dtype=D64)
-    exact = dist.MultivariateNormal(
-        torch.zeros(m, dtype=D64), s**2 * torch.eye(m, dtype=D64) + 1
-    ).log_prob(x.T)
+    x_points = torch.randn(n, m, dtype=D64)  # (point, repeat)
+    x = x_points.T if data_dim == -1 else x_points  # data dim last, or second to last
+    cov = s**2 * torch.eye(m, dtype=D64) + 1
+    exact = dist.MultivariateNormal(torch.zeros(m, dtype=D64), cov).log_prob(x_points)
     res = log_likelihood(model, guide, x, num_samples=30)
-    assert res.log_px.shape == (7,)
+    assert res.log_px.shape == (n,)
     torch.testing.assert_close(res.log_px, exact, atol=1e-9, rtol=0)
+
+
+def test_masked_observations_drop_out(lg):
+    x = lg.sample_x(6)
+    observed = torch.tensor([True, False, True, True, False, True])
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", dist.Normal(torch.zeros(lg.d, dtype=D64), 1.0).to_event(1))
+            with pyro.poutine.mask(mask=observed):
+                pyro.sample("x", dist.Normal(z @ lg.W.T + lg.b, lg.s).to_event(1), obs=x)
+
+    def guide(x):  # exact posterior where observed, the prior where masked
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc = torch.where(observed[:, None], lg.posterior_mean(x), 0.0)
+            cov = torch.where(observed[:, None, None], lg.cov, torch.eye(lg.d, dtype=D64))
+            pyro.sample("z", dist.MultivariateNormal(loc, cov))
+
+    res = log_likelihood(model, guide, x, num_samples=20)
+    exact = torch.where(observed, lg.exact_log_px(x), 0.0)  # a masked point has P(x) = 1
+    torch.testing.assert_close(res.log_px, exact, atol=1e-9, rtol=0)
+
+
+def test_sites_named_with_underscores_count(lg):
+    x = lg.sample_x(4)
+
+    def model(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("_z", dist.Normal(torch.zeros(lg.d, dtype=D64), 1.0).to_event(1))
+            pyro.deterministic("_mean", z @ lg.W.T)
+            pyro.sample("_x", dist.Normal(z @ lg.W.T + lg.b, lg.s).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("_z", dist.MultivariateNormal(lg.posterior_mean(x), lg.cov))
+
+    res = log_likelihood(model, guide, x, num_samples=10)
+    torch.testing.assert_close(res.log_px, lg.exact_log_px(x), atol=1e-9, rtol=0)
+
+
+def test_deterministic_sites_outside_the_data_plate_are_ignored(lg):
+    x = lg.sample_x(3)
+
+    def model(x):
+        pyro.deterministic("w_norm", lg.W.norm())
+        lg.model(x)
+
+    res = log_likelihood(model, lg.exact_guide, x, num_samples=5)
+    torch.testing.assert_close(res.log_px, lg.exact_log_px(x), atol=1e-9, rtol=0)
+
+
+def test_subsampled_data_plate_is_refused(lg):
+    def model(x):
+        with pyro.plate("data", x.shape[0], subsample_size=2, dim=-1) as idx:
+            z = pyro.sample("z", dist.Normal(torch.zeros(lg.d, dtype=D64), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z @ lg.W.T + lg.b, lg.s).to_event(1), obs=x[idx])
+
+    with pytest.raises(ValueError, match="subsamples 2 of 5 data points"):
+        log_likelihood(model, None, lg.sample_x(5), num_samples=4, proposal="prior")
 
 
 def test_label_observations_against_quadrature():
@@ -279,19 +344,24 @@ def test_label_observations_against_quadrature():
         assert (res.log_px - exact).abs().max() < 0.01  # 0.01 nats at K = 20,000
 
 
-def test_vae_bounds_are_ordered(toy_binary):
+def test_vae_estimates_agree_with_independent_estimators(toy_binary):
     train, test = toy_binary
     vae = VAE(16, z_dim=2, hidden_dims=(32,))
     fit(vae, train, config=TrainConfig(epochs=10, batch_size=32, lr=1e-2), progress=False)
     res = iwae_bounds(vae.model, vae.guide, test, ks=(1, 5, 50), num_samples=500)
-    means = res.bounds.mean(1).tolist()
-    assert means == sorted(means)
-    assert res.log_px.mean() >= means[-1] - 0.01
     assert res.log_px.shape == res.elbo.shape == res.ess.shape == (len(test),)
     assert (res.ess >= 1).all() and (res.ess <= 500 + 1e-6).all()
+    # the ELBO of the same samples agrees with Trace_ELBO's estimate (independent samples)
+    from pyro_vae import mean_elbo
+
+    trace_elbo = mean_elbo(vae.model, vae.guide, test, num_particles=500)
+    assert abs(res.elbo.mean().item() - trace_elbo) < 0.05  # ~5 s.e. of 64 x 500 samples
+    # the naive estimator with many prior samples agrees on this 2-D latent space
+    naive = log_likelihood(vae.model, None, test, num_samples=20_000, proposal="prior")
+    assert abs(naive.log_px.mean().item() - res.log_px.mean().item()) < 0.1
 
 
-def test_memory_is_bounded_by_the_chunk_not_by_k(lg):
+def test_particles_are_drawn_in_chunks(lg):
     calls = []
 
     def counting_guide(x):
@@ -308,8 +378,10 @@ def test_memory_is_bounded_by_the_chunk_not_by_k(lg):
 
 def test_bad_arguments(lg):
     x = lg.sample_x(3)
-    with pytest.raises(ValueError, match="num_samples must be a positive integer"):
-        log_likelihood(lg.model, lg.exact_guide, x, num_samples=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="num_samples must be a positive integer"):
+            log_likelihood(lg.model, lg.exact_guide, x, num_samples=bad)
+    assert log_likelihood(lg.model, lg.exact_guide, x, num_samples=3.0).num_samples == 3
     with pytest.raises(ValueError, match="unknown proposal"):
         log_likelihood(lg.model, lg.exact_guide, x, proposal="posterior")
     with pytest.raises(ValueError, match=r"every k in ks must lie in \[1, num_samples=10\]"):
@@ -350,7 +422,12 @@ def test_global_latent_is_refused():
 
 
 @pytest.mark.parametrize(
-    "value,message", [(-math.inf, "every importance weight is zero"), (math.nan, "NaN")]
+    "value,message",
+    [
+        (-math.inf, "every importance weight is zero"),
+        (-math.inf, "the ELBO is -inf"),
+        (math.nan, "NaN"),
+    ],
 )
 def test_non_finite_weights_warn(value, message):
     def model(x):
@@ -362,8 +439,10 @@ def test_non_finite_weights_warn(value, message):
         with pyro.plate("data", len(x), dim=-1):
             pyro.sample("z", dist.Normal(0.0, 1.0))
 
-    with pyro.validation_enabled(False), pytest.warns(UserWarning, match=message):
+    with pyro.validation_enabled(False), pytest.warns(UserWarning) as record:
         log_likelihood(model, guide, torch.zeros(3), num_samples=5)
+    assert any(message in str(w.message) for w in record)
+    assert all(w.filename == __file__ for w in record)  # points at the caller
 
 
 def test_finite_weights_do_not_warn(lg):

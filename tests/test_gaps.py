@@ -25,23 +25,30 @@ def test_local_guide_starts_at_the_encoder_output(trained):
 
 def test_fitting_q_star_leaves_the_vae_untouched(trained):
     vae, x = trained
+    vae.zero_grad(set_to_none=True)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     flags = [p.requires_grad for p in vae.parameters()]
     fit_local_guide(vae, x, steps=20)
     assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
     assert [p.requires_grad for p in vae.parameters()] == flags
+    assert all(p.grad is None for p in vae.parameters())  # frozen: no gradients computed
 
 
-def test_gaps_add_up_and_optimizing_helps(trained):
+def test_q_star_improves_on_the_encoder_and_both_proposals_agree(trained):
     vae, x = trained
     torch.manual_seed(0)
-    g = decompose_gap(vae, x, steps=300, num_samples=2000)
+    g = decompose_gap(vae, x, steps=300, num_samples=4000)
+    # identity of the definitions
     torch.testing.assert_close(
         g.approximation_gap + g.amortization_gap, g.log_px - g.elbo_amortized
     )
-    # q* starts at q and climbs the same ELBO: on average it must not be worse
-    # (0.05 nats: Monte Carlo noise of the 2,000-sample ELBO estimates)
-    assert g.amortization_gap.mean() > -0.05
-    assert g.approximation_gap.mean() > -0.05  # log P(x) >= ELBO[q*] up to noise
-    assert g.elbo_optimal.mean() > g.elbo_amortized.mean()
+    # q* starts at q and climbs the ELBO: better on average by far more than the noise
+    # of two independent 4,000-sample ELBO estimates (about 0.01 nats here)
+    assert g.amortization_gap.mean() > 0.05
+    # log P(x) does not depend on the proposal: with q instead of q* (independent
+    # samples) the estimate agrees within 0.1 nats on this 2-D latent space
+    from pyro_vae.evaluate import log_likelihood
+
+    with_q = log_likelihood(vae.model, vae.guide, x, num_samples=4000).log_px
+    assert abs(with_q.mean() - g.log_px.mean()) < 0.1
     assert g.log_px.shape == (12,)
