@@ -21,6 +21,7 @@ from pyro_vae.gaps import decompose_gap
 from pyro_vae.io import write_json, write_text
 from pyro_vae.runs import (
     SPLITS,
+    comparable_bits_per_dim,
     evaluation_split,
     load_run,
     resolve_device,
@@ -113,6 +114,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         gaps = decompose_gap(vae, x[subset], steps=args.gap_steps, num_samples=args.num_samples)
 
     report = build_report(args, state["config"], guided, naive, gaps, len(x))
+    report["bits_per_dim"] = {
+        name: comparable_bits_per_dim(vae, dataset, report["summary"][name]["mean"])
+        for name in ("elbo", "log_px", "log_px_prior")
+    }
     suffix = "" if args.split == "test" else f"_{args.split}"
     suffix += f"_n{len(x)}" if args.limit else ""  # a subset never replaces a full report
     table = report_table(report)
@@ -159,6 +164,7 @@ def build_report(args, config, guided, naive, gaps, num_points: int) -> dict[str
         "dataset": config["data"]["dataset"],
         "split": args.split,
         "binarize": config["data"]["binarize"],
+        "dequantized": config["data"].get("dequantize", False),
         "likelihood": config["model"]["likelihood"],
         "num_points": num_points,
         "num_samples": guided.num_samples,
@@ -218,6 +224,19 @@ def report_table(r: dict[str, Any]) -> str:
         f"| ESS of {k_max}, z from the prior: mean / min | {s['ess_prior']['mean']:.2f} "
         f"| min {s['ess_prior']['min']:.2f} |\n",
     ]
+    bits = r.get("bits_per_dim") or {}
+    if bits.get("log_px") is not None:
+        data = "binarized images" if r["binarize"] != "none" else "the original grey levels"
+        lines.append(
+            f"\nIn bits per dimension of {data}: log P(X) {bits['log_px']:.4f}, "
+            f"ELBO {bits['elbo']:.4f} (lower is better; "
+            + (
+                "continuous density on dequantized pixels"
+                if r.get("dequantized")
+                else "discrete likelihood"
+            )
+            + ")\n"
+        )
     g = r.get("gap_decomposition")
     if g:
         lines += [

@@ -42,6 +42,8 @@ BINARIZE_MODES = ("none", "static", "dynamic")
 SPLIT_SEED = 0
 #: seed of the fixed Bernoulli sample for ``static`` (and the test split under ``dynamic``)
 BINARIZE_SEED = 0
+#: seed of the fixed dequantization noise of the test split
+DEQUANTIZE_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class Dataset:
     #: grey levels of the stored pixels, ``k / (levels - 1)``: 256 for 8-bit images,
     #: 17 for scikit-learn's digits, 2 once binarized; ``None`` if unknown (float npz)
     levels: int | None = None
+    #: the test split holds one fixed uniform dequantization ``(k + u) / levels``, and
+    #: training batches are to be dequantized afresh (:func:`dequantize`)
+    dequantized: bool = False
 
     @property
     def x_dim(self) -> int:
@@ -129,10 +134,14 @@ def dequantize(
     return (k + u) / levels
 
 
+dequantize_ = dequantize  # the name inside load(), whose flag shadows it
+
+
 def load(
     name: str = "mnist5k",
     *,
     binarize: str = "none",
+    dequantize: bool = False,
     data_dir: str | Path = "data",
     download: bool = True,
 ) -> Dataset:
@@ -140,6 +149,9 @@ def load(
 
     :param str name: one of :data:`DATASETS` (``npz:PATH`` with a real path).
     :param str binarize: one of :data:`BINARIZE_MODES`.
+    :param bool dequantize: dequantize the test split once (fixed seed) and mark the
+        data set so that training batches are dequantized afresh; for continuous
+        likelihoods compared in bits per dimension (:mod:`pyro_vae.units`).
     :param data_dir: where torchvision data sets are stored (and downloaded to).
     :param bool download: let torchvision download missing files.
     :raises UsageError: unknown name or mode, unreadable file, empty split,
@@ -171,6 +183,17 @@ def load(
         levels=levels,
     )
     validate(data)
+    if dequantize:
+        if binarize != "none":
+            raise UsageError("dequantization is for grey levels; do not combine it with --binarize")
+        if data.levels is None:
+            raise UsageError(
+                f"dataset {name!r} does not record its number of grey levels, so it cannot be "
+                "dequantized; store pixels as 8-bit integers"
+            )
+        # the training split stays discrete: fit() dequantizes each batch afresh
+        gen = torch.Generator().manual_seed(DEQUANTIZE_SEED)
+        return replace(data, x_test=dequantize_(data.x_test, data.levels, gen), dequantized=True)
     return _binarize(data, binarize)
 
 

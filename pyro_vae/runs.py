@@ -67,14 +67,47 @@ def run_dataset(config: dict[str, Any], source: str) -> data_mod.Dataset:
             "evaluate it from Python with pyro_vae.evaluate"
         )
     d = config["data"]
-    return data_mod.load(d["dataset"], binarize=d["binarize"], data_dir=d.get("data_dir", "data"))
+    return data_mod.load(
+        d["dataset"],
+        binarize=d["binarize"],
+        dequantize=d.get("dequantize", False),
+        data_dir=d.get("data_dir", "data"),
+    )
+
+
+def batch_transform(dataset: data_mod.Dataset):
+    """The per-batch transform training needs for ``dataset``: a fresh Bernoulli sample
+    (dynamic binarization), fresh dequantization noise, or nothing."""
+    if dataset.binarize == "dynamic":
+        return data_mod.binarize_batch
+    if dataset.dequantized:
+        levels = dataset.levels
+        return lambda x: data_mod.dequantize(x, levels)
+    return None
+
+
+def comparable_bits_per_dim(vae, dataset: data_mod.Dataset, log_p):
+    """``log_p`` (nats per image) in bits per dimension, or ``None`` where not comparable.
+
+    Discrete likelihoods count directly (Bernoulli of binarized images: bits of the
+    binarized data); continuous densities only on dequantized data.
+    """
+    from pyro_vae.units import bits_per_dim
+
+    return bits_per_dim(
+        log_p,
+        vae.x_dim,
+        discrete=vae.likelihood.discrete,
+        levels=dataset.levels,
+        dequantized=dataset.dequantized,
+    )
 
 
 def evaluation_split(dataset: data_mod.Dataset, split: str) -> torch.Tensor:
     """The images of ``split`` as the model is scored on them.
 
-    Under dynamic binarization the test split already holds one fixed sample; the
-    training split gets one too (seed ``BINARIZE_SEED + 1``), so scores repeat.
+    Under dynamic binarization (or dequantization) the test split already holds one
+    fixed sample; the training split gets one too, so scores repeat.
 
     :param str split: ``"test"`` or ``"train"``.
     """
@@ -84,6 +117,11 @@ def evaluation_split(dataset: data_mod.Dataset, split: str) -> torch.Tensor:
         return dataset.x_test
     if dataset.binarize == "dynamic":
         return data_mod.binarize_fixed(dataset.x_train, seed=data_mod.BINARIZE_SEED + 1)
+    if dataset.dequantized:  # one fixed dequantization of the training images
+        gen = torch.Generator(device=dataset.x_train.device).manual_seed(
+            data_mod.DEQUANTIZE_SEED + 1
+        )
+        return data_mod.dequantize(dataset.x_train, dataset.levels, gen)
     return dataset.x_train
 
 

@@ -36,3 +36,49 @@ def test_dequantize_keeps_each_value_in_its_own_bin():
     assert (y >= 0).all() and (y < 1).all()
     # u is uniform: the position inside the bin averages 1/2 (3 s.e. of 1700 draws)
     assert abs((y * levels - k).mean().item() - 0.5) < 3 * (1 / 12 / 1700) ** 0.5
+
+
+def test_load_dequantizes_the_test_split_once_and_marks_the_data():
+    from pyro_vae import data
+    from pyro_vae.errors import UsageError
+
+    grey = data.load("digits")
+    d = data.load("digits", dequantize=True)
+    assert d.dequantized and d.levels == 17
+    assert torch.equal(d.x_train, grey.x_train)  # batches are dequantized during training
+    k = (grey.x_test * 16).round()
+    assert torch.equal((d.x_test * 17).floor(), k)  # every value stays in its own bin
+    assert torch.equal(d.x_test, data.load("digits", dequantize=True).x_test)  # fixed seed
+    with pytest.raises(UsageError, match="do not combine it with --binarize"):
+        data.load("digits", dequantize=True, binarize="static")
+
+
+def test_cli_reports_bits_per_dim_only_where_comparable(tmp_path):
+    import json
+
+    from pyro_vae.cli import main
+
+    base = ["train", "--dataset", "digits", "--epochs", "1", "--hidden-dims", "16", "--z-dim", "2"]
+    cases = {
+        "dequantized": ["--likelihood", "gaussian", "--dequantize"],
+        "grey": ["--likelihood", "gaussian"],
+        "binarized": ["--likelihood", "bernoulli"],
+    }
+    results = {}
+    for name, extra in cases.items():
+        assert main([*base, *extra, "--out", str(tmp_path / name), "--no-progress"]) == 0
+        results[name] = json.loads((tmp_path / name / "results.json").read_text())
+    d = results["dequantized"]
+    expected = -(d["test_elbo"] - 64 * math.log(17)) / (64 * math.log(2))
+    assert d["test_elbo_bits_per_dim"] == pytest.approx(expected)
+    assert results["grey"]["test_elbo_bits_per_dim"] is None  # a density on raw grey levels
+    b = results["binarized"]
+    assert b["test_elbo_bits_per_dim"] == pytest.approx(-b["test_elbo"] / (64 * math.log(2)))
+    # evaluate converts its log P(X) the same way
+    args = ["evaluate", "--run", str(tmp_path / "dequantized"), "--num-samples", "10"]
+    assert main([*args, "--no-progress"]) == 0
+    report = json.loads((tmp_path / "dequantized" / "eval.json").read_text())
+    log_px = report["summary"]["log_px"]["mean"]
+    assert report["bits_per_dim"]["log_px"] == pytest.approx(
+        -(log_px - 64 * math.log(17)) / (64 * math.log(2))
+    )
