@@ -7,19 +7,24 @@ with SVI, with the likelihood P(x|z) a swappable value.
 
 __version__ = "0.1.0"
 
-from pyro_vae.data import Dataset, binarize_batch, load
+from pyro_vae.data import Dataset, binarize_batch, dequantize, load
 from pyro_vae.engine import Engine, make_engine, make_objective, scale_latents
 from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.likelihoods import (
     LIKELIHOODS,
     Bernoulli,
+    Beta,
+    ContinuousBernoulli,
+    DiscretizedLogistic,
     Gaussian,
+    Laplace,
     Likelihood,
     get_likelihood,
 )
 from pyro_vae.networks import MLP, GaussianEncoder
 from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
+from pyro_vae.units import bits_per_dim
 from pyro_vae.vae import VAE
 
 __all__ = [
@@ -27,18 +32,24 @@ __all__ = [
     "MLP",
     "VAE",
     "Bernoulli",
+    "Beta",
+    "ContinuousBernoulli",
     "Dataset",
+    "DiscretizedLogistic",
     "Engine",
     "Gaussian",
     "GaussianEncoder",
     "History",
+    "Laplace",
     "Likelihood",
     "TrainConfig",
     "TrainingDiverged",
     "UsageError",
     "__version__",
     "binarize_batch",
+    "bits_per_dim",
     "check_fit_inputs",
+    "dequantize",
     "fit",
     "get_likelihood",
     "load",

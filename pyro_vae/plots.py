@@ -127,3 +127,21 @@ def bounds_figure(report: dict):
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def labelled_rows_figure(rows, image_shape: Sequence[int], title: str):
+    """One row of images per label: ``rows`` is a list of ``(label, images)`` pairs,
+    ``images`` of shape ``(n, height * width)``; rows may differ in length."""
+    from matplotlib.figure import Figure
+
+    ncols = max(len(images) for _, images in rows)
+    fig = Figure(figsize=(1.0 + 0.75 * ncols, 0.85 * len(rows) + 0.6))
+    axes = fig.subplots(len(rows), 1, squeeze=False)[:, 0]
+    for ax, (label, images) in zip(axes, rows, strict=True):
+        ax.imshow(image_grid(images, image_shape, ncols=ncols), cmap="gray", vmin=0, vmax=1)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

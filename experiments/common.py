@@ -1,0 +1,100 @@
+"""Shared pieces of the experiment scripts: options, training, evaluation, output.
+
+Each experiment is ``python experiments/NAME.py [--quick] [--out DIR]`` with a
+``main(argv)`` that writes ``results.json``, ``results.md`` and figures to its
+folder (default ``results/NAME``). ``--quick`` shrinks every budget so that a
+run takes seconds: for the test suite and a first look, not for conclusions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyro
+import torch
+
+from pyro_vae import VAE, TrainConfig, fit, get_likelihood
+from pyro_vae import data as data_mod
+from pyro_vae.evaluate import evaluate_dataset
+from pyro_vae.runs import batch_transform, comparable_bits_per_dim, spread_subset
+
+
+@dataclass
+class Budget:
+    """What one experiment spends per model: the same for every model it compares."""
+
+    epochs: int = 50  # passes over the 4,000 training images
+    z_dim: int = 20
+    hidden_dims: tuple[int, ...] = (400,)
+    num_samples: int = 5000  # importance samples per test image for log P(X)
+    test_images: int = 1000  # evenly spaced test images scored
+    seed: int = 0
+
+    @classmethod
+    def quick(cls, seed: int = 0) -> Budget:
+        return cls(epochs=1, z_dim=4, hidden_dims=(32,), num_samples=20, test_images=40, seed=seed)
+
+
+def parser(name: str, description: str) -> argparse.ArgumentParser:
+    """Options every experiment takes."""
+    p = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=description)
+    p.add_argument("--out", type=Path, default=Path("results") / name, help="output folder")
+    p.add_argument("--quick", action="store_true", help="tiny budgets: seconds, not conclusions")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, help="override the budget's epochs")
+    p.add_argument("--num-samples", type=int, help="override K, importance samples per image")
+    p.add_argument("--test-images", type=int, help="override the number of test images scored")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    return p
+
+
+def budget_from(args) -> Budget:
+    b = Budget.quick(args.seed) if args.quick else Budget(seed=args.seed)
+    for field in ("epochs", "num_samples", "test_images"):
+        if getattr(args, field) is not None:
+            setattr(b, field, getattr(args, field))
+    torch.set_num_threads(args.threads)
+    return b
+
+
+def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget):
+    """Train a VAE with ``likelihood`` on ``dataset`` and score its test images.
+
+    :returns: ``(vae, history, evaluation, test_images, seconds)``.
+    """
+    pyro.set_rng_seed(budget.seed)
+    vae = VAE(
+        dataset.x_dim,
+        z_dim=budget.z_dim,
+        hidden_dims=budget.hidden_dims,
+        likelihood=get_likelihood(**likelihood),
+        image_shape=dataset.image_shape,
+    )
+    t0 = time.perf_counter()
+    history = fit(
+        vae,
+        dataset.x_train,
+        dataset.x_test,
+        config=TrainConfig(epochs=budget.epochs, seed=budget.seed),
+        batch_transform=batch_transform(dataset),
+        progress=False,
+    )
+    seconds = time.perf_counter() - t0
+    vae.eval()
+    x = dataset.x_test[spread_subset(len(dataset.x_test), budget.test_images)]
+    pyro.set_rng_seed(budget.seed)
+    ks = tuple(k for k in (1, 5, 50, 500) if k <= budget.num_samples)
+    evaluation = evaluate_dataset(vae.model, vae.guide, x, num_samples=budget.num_samples, ks=ks)
+    return vae, history, evaluation, x, seconds
+
+
+def bits(vae, dataset, value):
+    """Bits per dimension of a nats-per-image value, or None where not comparable."""
+    return comparable_bits_per_dim(vae, dataset, value)
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
