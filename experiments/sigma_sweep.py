@@ -24,6 +24,7 @@ from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr
 from pyro_vae.io import write_json, write_text
 from pyro_vae.plots import labelled_rows_figure, save_figure
+from pyro_vae.runs import spread_subset
 
 SIGMAS = [0.03, 0.1, 0.2, 0.5, 1.0, "shared"]
 #: Burda et al. 2016: a unit is active if Cov_x(E_q[z_d]) exceeds this
@@ -59,7 +60,8 @@ def main(argv=None) -> dict:
         s = ev.summary()
         learned = None
         if sigma == "shared":
-            learned = float(vae.likelihood.loc_scale(torch.zeros(1, dataset.x_dim))[1])
+            with torch.no_grad():
+                learned = float(vae.likelihood.loc_scale(torch.zeros(1, dataset.x_dim))[1])
         label = f"sigma {sigma}" if learned is None else f"learned sigma ({learned:.3f})"
         rows.append(
             {
@@ -73,7 +75,7 @@ def main(argv=None) -> dict:
                 "train_seconds": seconds,
             }
         )
-        show = x[:10]
+        show = x[spread_subset(len(x), 10)]  # the split is ordered by class
         with torch.no_grad():
             recon_rows.append((label, vae.reconstruct(show).clamp(0, 1)))
             gen = torch.Generator().manual_seed(budget.seed)
