@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyro
@@ -19,6 +19,7 @@ import torch
 from pyro_vae import VAE, TrainConfig, fit, get_likelihood
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
+from pyro_vae.io import write_json, write_text
 from pyro_vae.runs import batch_transform, comparable_bits_per_dim, spread_subset
 
 
@@ -32,6 +33,9 @@ class Budget:
     num_samples: int = 5000  # importance samples per test image for log P(X)
     test_images: int = 1000  # evenly spaced test images scored
     seed: int = 0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "hidden_dims": list(self.hidden_dims)}
 
     @classmethod
     def quick(cls, seed: int = 0) -> Budget:
@@ -89,6 +93,13 @@ def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget)
     ks = tuple(k for k in (1, 5, 50, 500) if k <= budget.num_samples)
     evaluation = evaluate_dataset(vae.model, vae.guide, x, num_samples=budget.num_samples, ks=ks)
     return vae, history, evaluation, x, seconds
+
+
+def write_results(out: Path, results: dict, markdown: str) -> None:
+    """``results.json`` and ``results.md`` in ``out``, written atomically."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", results)
+    write_text(out / "results.md", markdown)
 
 
 def bits(vae, dataset, value):

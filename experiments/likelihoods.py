@@ -18,7 +18,6 @@ import common
 import torch
 
 from pyro_vae import data as data_mod
-from pyro_vae.io import write_json, write_text
 from pyro_vae.plots import labelled_rows_figure, save_figure
 
 #: (label, likelihood constructor arguments, data options)
@@ -76,12 +75,10 @@ def main(argv=None) -> dict:
     results = {
         "experiment": "likelihoods",
         "dataset": "mnist5k",
-        "budget": vars(budget) | {"hidden_dims": list(budget.hidden_dims)},
+        "budget": budget.to_dict(),
         "models": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "results.json", results)
-    write_text(args.out / "results.md", table(results))
+    common.write_results(args.out, results, table(results))
     save_figure(
         labelled_rows_figure(
             sample_rows, (28, 28), "10 samples from the prior per likelihood (mean of P(x|z))"

@@ -22,7 +22,6 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr
-from pyro_vae.io import write_json, write_text
 from pyro_vae.plots import labelled_rows_figure, save_figure
 from pyro_vae.runs import spread_subset
 
@@ -87,16 +86,13 @@ def main(argv=None) -> dict:
             flush=True,
         )
 
-    budget_dict = vars(budget) | {"hidden_dims": list(budget.hidden_dims)}
     results = {
         "experiment": "sigma_sweep",
         "dataset": "mnist5k (dequantized)",
-        "budget": budget_dict,
+        "budget": budget.to_dict(),
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "results.json", results)
-    write_text(args.out / "results.md", table(results))
+    common.write_results(args.out, results, table(results))
     save_figure(
         labelled_rows_figure(
             [("input", show), *recon_rows], (28, 28), "test images and their reconstructions"
