@@ -7,6 +7,7 @@ with SVI, with the likelihood P(x|z) a swappable value.
 
 __version__ = "0.1.0"
 
+from pyro_vae.cvae import CVAE, Regressor
 from pyro_vae.data import Dataset, binarize_batch, dequantize, load
 from pyro_vae.engine import Engine, make_engine, make_objective, scale_latents
 from pyro_vae.errors import TrainingDiverged, UsageError
@@ -28,6 +29,7 @@ from pyro_vae.units import bits_per_dim
 from pyro_vae.vae import VAE
 
 __all__ = [
+    "CVAE",
     "LIKELIHOODS",
     "MLP",
     "VAE",
@@ -42,6 +44,7 @@ __all__ = [
     "History",
     "Laplace",
     "Likelihood",
+    "Regressor",
     "TrainConfig",
     "TrainingDiverged",
     "UsageError",

@@ -148,12 +148,15 @@ def check_fit_inputs(
                 raise UsageError(
                     f"the {name} data hold NaN or infinite values; remove or impute them"
                 )
-    check_data = getattr(vae, "check_data", None)
+    check_data = getattr(vae, "check_data", None)  # check_data(*tensors, what)
     if check_data is not None:
         if batch_transform is None:
-            check_data(train[0], "the training split")
+            check_data(*train, what="the training split")
+        else:  # check what the model will see: one transformed copy of the first tensor
+            seen = (batch_transform(train[0]), *train[1:])
+            check_data(*seen, what="the training split (as each batch is transformed)")
         if test is not None:
-            check_data(_as_tuple(test)[0], "the test split")
+            check_data(*_as_tuple(test), what="the test split")
 
 
 def fit(
