@@ -60,3 +60,17 @@ def test_sigma_sweep_experiment(tmp_path):
     assert rows["shared"]["learned_sigma"] > 1e-3  # bounded below, as documented
     for name in ("reconstructions.png", "samples.png", "tradeoff.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_cvae_completion_experiment(tmp_path):
+    results = run("cvae_completion", tmp_path)
+    tasks = {r["task"]: r for r in results["tasks"]}
+    assert set(tasks) == {"center-column", "quadrants-1", "quadrants-2", "quadrants-3", "label"}
+    assert tasks["center-column"]["x_dim"] == 28 and tasks["label"]["x_dim"] == 10
+    for name, r in tasks.items():
+        assert r["regressor"]["mean"] < 0  # an exact Bernoulli log-probability
+        for prior in ("fixed", "learned"):
+            m = r[f"cvae_{prior}"]
+            # the K-sample estimate is at least the mean log weight of the same samples
+            assert m["log_p_y_given_x"]["mean"] >= m["elbo"]["mean"]
+        assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
