@@ -134,9 +134,6 @@ def dequantize(
     return (k + u) / levels
 
 
-dequantize_ = dequantize  # the name inside load(), whose flag shadows it
-
-
 def load(
     name: str = "mnist5k",
     *,
@@ -191,9 +188,7 @@ def load(
                 f"dataset {name!r} does not record its number of grey levels, so it cannot be "
                 "dequantized; store pixels as 8-bit integers"
             )
-        # the training split stays discrete: fit() dequantizes each batch afresh
-        gen = torch.Generator().manual_seed(DEQUANTIZE_SEED)
-        return replace(data, x_test=dequantize_(data.x_test, data.levels, gen), dequantized=True)
+        return _dequantize_test_split(data)
     return _binarize(data, binarize)
 
 
@@ -363,6 +358,12 @@ def _flatten_images(x: np.ndarray, path: Path, key: str):
     elif not np.issubdtype(x.dtype, np.floating):
         raise UsageError(f"dataset 'npz:{path}': {key} has dtype {x.dtype}; use floats or uint8")
     return x.astype(np.float32), shape
+
+
+def _dequantize_test_split(data: Dataset) -> Dataset:
+    # the training split stays discrete: fit() dequantizes each batch afresh
+    gen = torch.Generator().manual_seed(DEQUANTIZE_SEED)
+    return replace(data, x_test=dequantize(data.x_test, data.levels, gen), dequantized=True)
 
 
 def _binarize(data: Dataset, mode: str) -> Dataset:

@@ -110,10 +110,11 @@ def log_weights(
     :param int max_plate_nesting: plates the model nests; inferred when ``None``.
     :param kwargs: keyword arguments of model and guide.
     """
-    chunks = log_weight_chunks(
-        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
+    return _concatenate(
+        log_weight_chunks(
+            model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
+        )
     )
-    return torch.cat(list(chunks), dim=0)
 
 
 @torch.no_grad()
@@ -142,12 +143,9 @@ def log_likelihood(
     :raises ValueError: ``num_samples < 1``, an unknown proposal, no ``"data"`` plate,
         a model latent site the guide lacks, or a site outside the ``"data"`` plate.
     """
-    stats = Accumulator(num_samples, ks=())
-    for chunk in log_weight_chunks(
-        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
-    ):
-        stats.add(chunk)
-    log_px, elbo, ess, _ = stats.finish()
+    log_px, elbo, ess, _ = _estimate(
+        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks=()
+    )
     return LogLikelihood(log_px, elbo, ess, num_samples, proposal)
 
 
@@ -179,12 +177,9 @@ def iwae_bounds(
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1 or max(ks) > num_samples:
         raise ValueError(f"every k in ks must lie in [1, num_samples={num_samples}], got {ks}")
-    stats = Accumulator(num_samples, ks)
-    for chunk in log_weight_chunks(
-        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
-    ):
-        stats.add(chunk)
-    log_px, elbo, ess, bounds = stats.finish()
+    log_px, elbo, ess, bounds = _estimate(
+        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks
+    )
     return IWAEBounds(ks, bounds, log_px, elbo, ess, num_samples)
 
 
@@ -222,6 +217,21 @@ def mean_elbo(
         batch = tuple(t[start : start + batch_size] for t in data)
         total += objective.differentiable_loss(model, guide, *batch)
     return -total.item() / n
+
+
+def _concatenate(chunks) -> torch.Tensor:
+    # one private frame, as in _estimate: warnings raised inside point at the caller
+    return torch.cat(list(chunks), dim=0)
+
+
+def _estimate(model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn, ks):
+    """Fold the weight chunks into per-point statistics: ``(log_px, elbo, ess, bounds)``."""
+    stats = Accumulator(num_samples, ks)
+    for chunk in log_weight_chunks(
+        model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn
+    ):
+        stats.add(chunk)
+    return stats.finish()
 
 
 class DatasetEvaluation(NamedTuple):

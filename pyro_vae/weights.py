@@ -154,7 +154,7 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
         warnings.warn(
             "poutine.scale factors in the model or guide are ignored: the estimates are of "
             "the unscaled log-densities",
-            stacklevel=5,
+            stacklevel=6,
         )
     max_plate_nesting = max([-f.dim for f in frames if f.dim is not None] + [1])
     return _Layout(int(num_points), int(data_dim), max_plate_nesting)
@@ -237,14 +237,14 @@ def _warn_if_degenerate(log_px: torch.Tensor, elbo: torch.Tensor) -> None:
         warnings.warn(
             f"{nan} per-point estimates are NaN: some log weights were NaN (a NaN in the model "
             "or guide's parameters or data?)",
-            stacklevel=5,
+            stacklevel=6,
         )
     neg_inf_elbo = int((elbo == -math.inf).sum())
     if neg_inf_elbo:
         warnings.warn(
             f"the ELBO is -inf for {neg_inf_elbo} data point(s): some importance weight is "
             "zero there (the model gives a sample zero density)",
-            stacklevel=5,
+            stacklevel=6,
         )
     neg_inf = int((log_px == -math.inf).sum())
     if neg_inf:
@@ -252,10 +252,10 @@ def _warn_if_degenerate(log_px: torch.Tensor, elbo: torch.Tensor) -> None:
             f"every importance weight is zero for {neg_inf} data point(s), so log P(x) = -inf "
             "there: the proposal never lands where the model gives the data positive density; "
             "use the guide as proposal or more samples",
-            stacklevel=5,
+            stacklevel=6,
         )
     pos_inf = int((log_px == math.inf).sum())
     if pos_inf:
         warnings.warn(
-            f"{pos_inf} per-point estimates are +inf: a log weight overflowed", stacklevel=5
+            f"{pos_inf} per-point estimates are +inf: a log weight overflowed", stacklevel=6
         )
