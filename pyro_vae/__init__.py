@@ -24,6 +24,7 @@ from pyro_vae.likelihoods import (
     get_likelihood,
 )
 from pyro_vae.networks import MLP, GaussianEncoder
+from pyro_vae.tasks import TASKS, conditional_data
 from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
 from pyro_vae.units import bits_per_dim
 from pyro_vae.vae import VAE
@@ -32,6 +33,7 @@ __all__ = [
     "CVAE",
     "LIKELIHOODS",
     "MLP",
+    "TASKS",
     "VAE",
     "Bernoulli",
     "Beta",
@@ -52,6 +54,7 @@ __all__ = [
     "binarize_batch",
     "bits_per_dim",
     "check_fit_inputs",
+    "conditional_data",
     "dequantize",
     "fit",
     "get_likelihood",

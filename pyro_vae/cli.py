@@ -1,4 +1,4 @@
-"""Command line: ``pyro-vae train`` and ``pyro-vae sample``.
+"""Command line: ``pyro-vae train``, ``sample``, ``complete`` and ``evaluate``.
 
 Bad input (unknown names, unusable data, a mismatched checkpoint) prints one
 ``pyro-vae: error: ...`` line and exits with status 2; a diverged run exits 1.
@@ -19,12 +19,14 @@ import torch
 
 from pyro_vae import __version__
 from pyro_vae import data as data_mod
+from pyro_vae.cvae import PRIORS
 from pyro_vae.engine import ENGINES, OBJECTIVES
 from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.io import write_json, write_text
 from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, get_likelihood
 from pyro_vae.runs import (
+    MODELS,
     batch_transform,
     comparable_bits_per_dim,
     evaluation_split,
@@ -32,12 +34,17 @@ from pyro_vae.runs import (
     resolve_device,
     spread_subset,
 )
+from pyro_vae.tasks import TASKS
 from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
 from pyro_vae.vae import VAE
 
+MODEL_KINDS = tuple(MODELS)
 #: defaults of ``pyro-vae train``; options default to None so that we can tell
 #: which ones the user gave (for ``--resume``)
 TRAIN_DEFAULTS: dict[str, Any] = {
+    "model": "vae",
+    "task": None,  # required for the conditional models
+    "prior": "fixed",
     "dataset": "mnist5k",
     "data_dir": "data",
     "binarize": None,  # "dynamic" for bernoulli, "none" otherwise
@@ -50,17 +57,14 @@ TRAIN_DEFAULTS: dict[str, Any] = {
 }
 #: options that may differ from the stored run on --resume
 RESUME_MAY_CHANGE = {"epochs", "validate", "data_dir"}
-#: files of a run folder
-RUN_FILES = (
-    "config.json",
-    "checkpoint.pt",
-    "history.json",
-    "results.json",
-    "results.md",
-    "loss.png",
-    "samples.png",
-    "reconstructions.png",
-)
+#: files of a run folder (a VAE run draws samples and reconstructions, a
+#: conditional run completions)
+RUN_FILES = ("config.json", "checkpoint.pt", "history.json", "results.json", "results.md")
+FIGURES = {
+    "vae": ("loss.png", "samples.png", "reconstructions.png"),
+    "cvae": ("loss.png", "completions.png"),
+    "regressor": ("loss.png", "completions.png"),
+}
 #: particles per data point for the final ELBO table
 FINAL_ELBO_PARTICLES = 10
 
@@ -93,7 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     d = TRAIN_DEFAULTS
-    t = sub.add_parser("train", help="train a VAE and write its run folder")
+    t = sub.add_parser(
+        "train", help="train a VAE (or a conditional model) and write its run folder"
+    )
+    t.add_argument(
+        "--model",
+        choices=MODEL_KINDS,
+        help="vae: P(z)P(X|z); cvae: P(z|X)P(Y|z,X) on a --task; regressor: the deterministic "
+        "P(Y|X) baseline on a --task (default vae)",
+    )
+    t.add_argument(
+        "--task",
+        choices=TASKS,
+        help="how a conditional model splits each image into the condition X and the target Y",
+    )
+    t.add_argument(
+        "--prior",
+        choices=PRIORS,
+        help="the CVAE's P(z|X): fixed N(0, I) (Doersch) or learned (Sohn et al.) (default fixed)",
+    )
     t.add_argument(
         "--dataset", help=f"one of {', '.join(data_mod.DATASETS)} (default {d['dataset']})"
     )
@@ -154,7 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check distribution arguments every step (slower)",
     )
     t.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    t.add_argument("--out", type=Path, help="run folder (default runs/DATASET-LIKELIHOOD-TIME)")
+    t.add_argument(
+        "--out", type=Path, help="run folder (default runs/DATASET-[MODEL-TASK-]LIKELIHOOD-TIME)"
+    )
     t.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
@@ -172,8 +196,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     s.set_defaults(func=cmd_sample)
 
+    from pyro_vae.cli_conditional import add_complete_parser
     from pyro_vae.cli_evaluate import add_evaluate_parser
 
+    add_complete_parser(sub)
     add_evaluate_parser(sub)
     return parser
 
@@ -221,7 +247,7 @@ def _int_list(text: str) -> list[int]:
 def run_config(options: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]:
     """The ``config.json`` of a run, from resolved options and the model's config."""
     train_keys = [f.name for f in fields(TrainConfig)]
-    data = {k: options[k] for k in ("dataset", "binarize", "dequantize", "data_dir")}
+    data = {k: options[k] for k in ("dataset", "binarize", "dequantize", "data_dir", "task")}
     data["data_dir"] = str(Path(data["data_dir"]).resolve())  # runs are evaluated from anywhere
     return {
         "pyro_vae_version": __version__,
@@ -232,15 +258,46 @@ def run_config(options: dict[str, Any], model: dict[str, Any]) -> dict[str, Any]
 
 
 def _options_from_config(config: dict[str, Any]) -> dict[str, Any]:
-    likelihood = config["model"]["likelihood"]
+    model = config["model"]
+    likelihood = model["likelihood"]
     return {
+        "task": None,
         **config["data"],
         **config["train"],
+        "model": model.get("kind", "vae"),
+        "prior": model.get("prior", TRAIN_DEFAULTS["prior"]),
         "likelihood": likelihood["name"],
         "sigma": likelihood.get("sigma", likelihood.get("scale", TRAIN_DEFAULTS["sigma"])),
-        "z_dim": config["model"]["z_dim"],
-        "hidden_dims": list(config["model"]["hidden_dims"]),
+        "z_dim": model.get("z_dim", TRAIN_DEFAULTS["z_dim"]),
+        "hidden_dims": list(model["hidden_dims"]),
     }
+
+
+def check_model_options(given: dict[str, Any], options: dict[str, Any]) -> None:
+    """The options that go with ``--model``: a task for the conditional models and
+    none for the VAE, a prior only for the CVAE, no latent size for the regressor.
+
+    :raises UsageError: naming the option and the fix.
+    """
+    kind = options["model"]
+    if kind == "vae":
+        for option in ("task", "prior"):
+            if option in given:
+                raise UsageError(
+                    f"--{option} applies to the conditional models; add --model cvae "
+                    f"(or --model regressor for --task), or drop --{option}"
+                )
+        return
+    if options["task"] is None:
+        raise UsageError(f"--model {kind} needs --task, one of {', '.join(TASKS)}")
+    if kind == "regressor":
+        for option in ("prior", "z_dim"):
+            if option in given:
+                flag = "--" + option.replace("_", "-")
+                raise UsageError(
+                    f"{flag} does not apply to --model regressor, which has no latent "
+                    f"variable; drop {flag} or use --model cvae"
+                )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -278,11 +335,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if out is None:
             stamp = time.strftime("%Y%m%d-%H%M%S")
-            name = re.sub(r"[^A-Za-z0-9_.-]+", "_", given.get("dataset", TRAIN_DEFAULTS["dataset"]))
-            out = (
-                Path("runs")
-                / f"{name}-{given.get('likelihood', TRAIN_DEFAULTS['likelihood'])}-{stamp}"
-            )
+            parts = [given.get("dataset", TRAIN_DEFAULTS["dataset"])]
+            if given.get("model", "vae") != "vae":
+                parts += [given["model"], given.get("task") or "notask"]
+            parts += [given.get("likelihood", TRAIN_DEFAULTS["likelihood"]), stamp]
+            out = Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
             checkpoint = out / "checkpoint.pt"
         elif out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file; give a folder for the run")
@@ -295,6 +352,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if options["binarize"] is None:
             options["binarize"] = "dynamic" if options["likelihood"] == "bernoulli" else "none"
 
+    check_model_options(given, options)
     train_config = TrainConfig(**{f.name: options[f.name] for f in fields(TrainConfig)})
     train_config.check()
     dataset = data_mod.load(
@@ -306,31 +364,41 @@ def cmd_train(args: argparse.Namespace) -> int:
     likelihood = build_likelihood(options, dataset)
     dataset = dataset.to(device)
     pyro.set_rng_seed(train_config.seed)  # the initial weights belong to the seeded run
-    vae = VAE(
-        dataset.x_dim,
-        z_dim=options["z_dim"],
-        hidden_dims=options["hidden_dims"],
-        likelihood=likelihood,
-        image_shape=dataset.image_shape,
-    ).to(device)
+    cond = None
+    if options["model"] == "vae":
+        vae = VAE(
+            dataset.x_dim,
+            z_dim=options["z_dim"],
+            hidden_dims=options["hidden_dims"],
+            likelihood=likelihood,
+            image_shape=dataset.image_shape,
+        ).to(device)
+        train, test, transform = dataset.x_train, dataset.x_test, batch_transform(dataset)
+    else:
+        from pyro_vae.cli_conditional import build_conditional
+
+        vae, cond = build_conditional(options, dataset, likelihood)
+        vae = vae.to(device)
+        train, test, transform = cond.train, cond.test, cond.transforms
     config = run_config(options, vae.config())
-    transform = batch_transform(dataset)
     # every check fit() makes, before any file is written
-    check_fit_inputs(vae, dataset.x_train, dataset.x_test, train_config, transform)
+    check_fit_inputs(vae, train, test, train_config, transform)
+    files = RUN_FILES + FIGURES[options["model"]]
     if not args.resume:
         if args.overwrite and out.exists():
-            for stale in RUN_FILES:
+            for stale in {*RUN_FILES, *(f for figs in FIGURES.values() for f in figs)}:
                 (out / stale).unlink(missing_ok=True)
         write_json(out / "config.json", config)
 
+    what = "" if cond is None else f" {options['model']}, task {cond.task.name},"
     print(
-        f"pyro-vae: training on {dataset.name} ({len(dataset.x_train)} train, "
+        f"pyro-vae: training{what} on {dataset.name} ({len(dataset.x_train)} train, "
         f"{len(dataset.x_test)} test, binarize={dataset.binarize}) -> {out}"
     )
     history = fit(
         vae,
-        dataset.x_train,
-        dataset.x_test,
+        train,
+        test,
         config=train_config,
         batch_transform=transform,
         checkpoint=checkpoint,
@@ -339,33 +407,58 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     write_json(out / "history.json", history.to_dict())
-    results = _final_results(vae, dataset, train_config, history)
+    results = _final_results(vae, dataset, train_config, history, cond)
     write_json(out / "results.json", results)
     table = _results_table(results)
     write_text(out / "results.md", table)
-    _write_figures(vae, dataset, history, out, seed=train_config.seed)
+    if cond is None:
+        _write_figures(vae, dataset, history, out, seed=train_config.seed)
+    else:
+        from pyro_vae import plots
+        from pyro_vae.cli_conditional import completion_rows
+
+        plots.save_figure(
+            plots.history_figure(history, f"{dataset.name}, {cond.task.name}: ELBO per image"),
+            out / "loss.png",
+        )
+        x, rows = completion_rows(
+            vae, cond.test, num_inputs=8, num_samples=5, seed=train_config.seed
+        )
+        plots.save_figure(plots.completion_figure(cond.task, x, rows), out / "completions.png")
     print(table, end="")
-    print(f"pyro-vae: wrote {out}/ ({', '.join(RUN_FILES)})")
+    print(f"pyro-vae: wrote {out}/ ({', '.join(files)})")
     return 0
 
 
 def _final_results(
-    vae: VAE, dataset: data_mod.Dataset, config: TrainConfig, history: History
+    vae, dataset: data_mod.Dataset, config: TrainConfig, history: History, cond=None
 ) -> dict:
     vae.eval()
-    x_train = evaluation_split(dataset, "train")
+    if cond is None:
+        splits = (("train", evaluation_split(dataset, "train")), ("test", dataset.x_test))
+    else:
+        from pyro_vae.tasks import pairs
+
+        splits = (("train", pairs(cond.task, dataset, "train")), ("test", cond.test))
     torch.manual_seed(config.seed)
     elbo = {
         split: mean_elbo(
             vae.model,
             vae.guide,
-            x,
+            data,
             num_particles=FINAL_ELBO_PARTICLES,
             batch_size=config.eval_batch_size,
         )
-        for split, x in (("train", x_train), ("test", dataset.x_test))
+        for split, data in splits
     }
+    kind = vae.config()["kind"]
     return {
+        "model": kind,
+        "task": None if cond is None else cond.task.name,
+        # the ELBO bounds log P(X), or log P(Y|X) for the conditional models; with no
+        # latent variable (the regressor) it is the exact log-likelihood
+        "target": "X" if cond is None else "Y|X",
+        "exact": kind == "regressor",
         "dataset": dataset.name,
         "split": {"train": len(dataset.x_train), "test": len(dataset.x_test)},
         "binarize": dataset.binarize,
@@ -386,17 +479,25 @@ def _final_results(
 
 def _results_table(r: dict) -> str:
     lik = ", ".join(f"{k}={v}" for k, v in r["likelihood"].items())
+    model = r.get("model", "vae")
+    if model == "vae":
+        what, column = f"ELBO from {r['elbo_particles']} samples of z per image", "ELBO"
+    elif r.get("exact"):
+        what, column = "regressor on task " + r["task"], "log P(Y\\|X), exact"
+    else:
+        what = f"CVAE on task {r['task']}, ELBO from {r['elbo_particles']} samples of z per image"
+        column = "ELBO of log P(Y\\|X)"
     return (
         f"\n{r['dataset']} ({r['split']['train']} train / {r['split']['test']} test images, "
         f"binarize={r['binarize']}, dequantized={r['dequantized']}), likelihood {lik}, "
-        f"{r['epochs']} epochs, seed {r['seed']}; "
-        f"ELBO from {r['elbo_particles']} samples of z per image, one run\n\n"
-        "| split | ELBO (nats per image) |\n"
+        f"{r['epochs']} epochs, seed {r['seed']}; {what}, one run\n\n"
+        f"| split | {column} (nats per image) |\n"
         "|---|---|\n"
         f"| train | {r['train_elbo']:.2f} |\n"
         f"| test | {r['test_elbo']:.2f} |\n"
         + (
-            f"\nTest ELBO as bits per dimension (an upper bound): {bpd:.4f}\n\n"
+            f"\nTest {'log-likelihood' if r.get('exact') else 'ELBO'} as bits per dimension "
+            f"({'exact' if r.get('exact') else 'an upper bound'}): {bpd:.4f}\n\n"
             if (bpd := r["test_elbo_bits_per_dim"]) is not None
             else "\n"
         )
@@ -439,6 +540,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise UsageError(f"-n must be at least 1, got {args.num_samples}")
     device = resolve_device(args.device)
     vae, _ = load_run(args.run, device)
+    if not isinstance(vae, VAE):
+        raise UsageError(
+            f"{args.run} holds a conditional model ({vae.config()['kind']}), which draws Y "
+            f"given a condition X; use `pyro-vae complete --run {args.run}`"
+        )
     if vae.image_shape is None:
         raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
     gen = torch.Generator(device=device).manual_seed(args.seed)

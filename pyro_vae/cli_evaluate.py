@@ -3,6 +3,11 @@
 Writes ``eval.json`` (summary and per-point values), ``eval.md`` (the table it
 prints) and ``bounds.png`` into the run folder (``eval_train.*`` and
 ``bounds_train.png`` for ``--split train``).
+
+For a CVAE run the same quantities are conditional: log P(Y|X) with z from
+Q(z|X,Y) and from the prior P(z|X), the IWAE bounds, and the 10-particle negative
+ELBO that Pyro's CVAE tutorial reports. A regressor has no latent variable: its
+log P(Y|X) is exact, and no sampling takes place.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ from typing import Any
 
 import pyro
 
+from pyro_vae.cvae import CVAE, Regressor
 from pyro_vae.errors import UsageError
-from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr
+from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr, mean_elbo
 from pyro_vae.gaps import decompose_gap
 from pyro_vae.io import write_json, write_text
 from pyro_vae.runs import (
@@ -30,6 +36,8 @@ from pyro_vae.runs import (
 )
 
 DEFAULT_KS = (1, 5, 50, 500)
+#: particles of the negative ELBO that Pyro's CVAE tutorial reports as its metric
+TUTORIAL_ELBO_PARTICLES = 10
 
 
 def add_evaluate_parser(sub) -> None:
@@ -82,9 +90,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--seed must be in [0, 2**32), got {args.seed}")
     device = resolve_device(args.device)
     vae, state = load_run(args.run, device)
-    dataset = run_dataset(state["config"], str(args.run / "checkpoint.pt")).to(device)
-    x_all = evaluation_split(dataset, args.split)
-    x = x_all[spread_subset(len(x_all), args.limit).to(device)]
+    config = state["config"]
+    dataset = run_dataset(config, str(args.run / "checkpoint.pt")).to(device)
+    conditional = isinstance(vae, (CVAE, Regressor))
+    if conditional and args.gap_decomposition:
+        raise UsageError(
+            "--gap-decomposition fits q*(z|X) per image of a VAE; it does not support the "
+            f"conditional model in {args.run}. Drop --gap-decomposition"
+        )
+    if conditional:
+        from pyro_vae.tasks import pairs, task_for
+
+        data = pairs(task_for(config["data"]["task"], dataset), dataset, args.split)
+    else:
+        data = (evaluation_split(dataset, args.split),)
+    subset = spread_subset(len(data[0]), args.limit).to(device)
+    data = tuple(t[subset] for t in data)
+    x = data[0]
+    suffix = "" if args.split == "test" else f"_{args.split}"
+    suffix += f"_n{len(x)}" if args.limit else ""  # a subset never replaces a full report
+    if isinstance(vae, Regressor):
+        return _evaluate_regressor(args, config, vae, dataset, data, suffix)
     progress = not args.no_progress
 
     pyro.set_rng_seed(args.seed)
@@ -92,7 +118,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     guided = evaluate_dataset(
         vae.model,
         vae.guide,
-        x,
+        data,
         num_samples=args.num_samples,
         ks=ks,
         batch_size=args.batch_size,
@@ -101,7 +127,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     naive = evaluate_dataset(
         vae.model,
         None,
-        x,
+        data,
         num_samples=args.num_samples,
         ks=(1,),
         proposal="prior",
@@ -113,13 +139,22 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         subset = spread_subset(len(x), args.gap_points).to(device)
         gaps = decompose_gap(vae, x[subset], steps=args.gap_steps, num_samples=args.num_samples)
 
-    report = build_report(args, state["config"], guided, naive, gaps, len(x))
+    report = build_report(args, config, guided, naive, gaps, len(x))
     report["bits_per_dim"] = {
         name: comparable_bits_per_dim(vae, dataset, report["summary"][name]["mean"])
         for name in ("elbo", "log_px", "log_px_prior")
     }
-    suffix = "" if args.split == "test" else f"_{args.split}"
-    suffix += f"_n{len(x)}" if args.limit else ""  # a subset never replaces a full report
+    if conditional:
+        report["task"] = config["data"]["task"]
+        report["target"] = "Y|X"
+        pyro.set_rng_seed(args.seed)
+        report["negative_elbo_10_particles"] = -mean_elbo(
+            vae.model,
+            vae.guide,
+            data,
+            num_particles=TUTORIAL_ELBO_PARTICLES,
+            batch_size=args.batch_size,
+        )
     table = report_table(report)
     write_json(args.run / f"eval{suffix}.json", report)
     write_text(args.run / f"eval{suffix}.md", table)
@@ -132,6 +167,44 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if report["order_violations"]:
         return 1
     print(f"pyro-vae: wrote {args.run}/eval{suffix}.json, eval{suffix}.md, bounds{suffix}.png")
+    return 0
+
+
+def _evaluate_regressor(args, config, model, dataset, data, suffix: str) -> int:
+    """The exact log P(Y|X) of a regressor run: no latent variable, nothing to sample."""
+    log_p = model.log_likelihood(*data).cpu()
+    summary = mean_and_stderr(log_p)
+    report = {
+        "run": str(args.run),
+        "model": "regressor",
+        "target": "Y|X",
+        "task": config["data"]["task"],
+        "dataset": config["data"]["dataset"],
+        "split": args.split,
+        "binarize": config["data"]["binarize"],
+        "dequantized": config["data"].get("dequantize", False),
+        "likelihood": config["model"]["likelihood"],
+        "num_points": len(log_p),
+        "exact": True,
+        "unit": "nats per image",
+        "summary": {"log_px": summary},
+        "bits_per_dim": {"log_px": comparable_bits_per_dim(model, dataset, summary["mean"])},
+        "per_point": {"log_px": log_p.tolist()},
+    }
+    bits = report["bits_per_dim"]["log_px"]
+    table = (
+        f"\n{report['dataset']}, {args.split} split ({len(log_p)} images, "
+        f"binarize={report['binarize']}), regressor on task {report['task']}: "
+        "no latent variable, so log P(Y|X) is exact; nats per image, standard errors over "
+        "images\n\n| quantity | mean | std. error |\n|---|---|---|\n"
+        f"| log P(Y\\|X), exact | {summary['mean']:.2f} | {summary['stderr']:.2f} |\n"
+        + (f"\nIn bits per dimension of Y: {bits:.4f}\n" if bits is not None else "")
+        + "\n"
+    )
+    write_json(args.run / f"eval{suffix}.json", report)
+    write_text(args.run / f"eval{suffix}.md", table)
+    print(table, end="")
+    print(f"pyro-vae: wrote {args.run}/eval{suffix}.json, eval{suffix}.md")
     return 0
 
 
@@ -204,31 +277,43 @@ def report_table(r: dict[str, Any]) -> str:
     """The Markdown table that ``evaluate`` prints and writes to ``eval.md``."""
     s = r["summary"]
     k_max = r["num_samples"]
+    conditional = r.get("target") == "Y|X"
+    p, q, prior = ("P(Y|X)", "Q(z|X,Y)", "P(z|X)") if conditional else ("P(X)", "Q(z|X)", "P(z)")
+    posterior = "P(z|X,Y)" if conditional else "P(z|X)"
 
-    def row(label, key):
+    def row(label, key):  # a "|" inside a cell must be escaped in Markdown tables
+        label = label.replace("|", "\\|")
         return f"| {label} | {s[key]['mean']:.2f} | {s[key]['stderr']:.2f} |\n"
 
+    model = f"CVAE on task {r['task']}; " if conditional else ""
     lines = [
-        f"\n{r['dataset']}, {r['split']} split ({r['num_points']} images, "
+        f"\n{model}{r['dataset']}, {r['split']} split ({r['num_points']} images, "
         f"binarize={r['binarize']}), "
         f"K = {k_max} importance samples per image, seed {r['seed']}, one run; "
         "nats per image, standard errors over images\n\n",
         "| quantity | mean | std. error |\n|---|---|---|\n",
         row("ELBO (= L_1)", "elbo"),
         *[row(f"L_{k} (IWAE bound, {k_max // k} groups)", f"L_{k}") for k in r["ks"] if k > 1],
-        row(f"log P(X), z from Q(z|X) (K = {k_max})", "log_px"),
-        row(f"log P(X), naive: z from the prior (K = {k_max})", "log_px_prior"),
-        row("gap log P(X) - ELBO, estimates D[Q(z|X) || P(z|X)]", "gap"),
+        row(f"log {p}, z from {q} (K = {k_max})", "log_px"),
+        row(f"log {p}, z from the prior {prior} (K = {k_max})", "log_px_prior"),
+        row(f"gap log {p} - ELBO, estimates D[{q} || {posterior}]", "gap"),
         f"| ESS of {k_max}, z from Q: mean / min | {s['ess']['mean']:.1f} "
         f"| min {s['ess']['min']:.1f} |\n",
         f"| ESS of {k_max}, z from the prior: mean / min | {s['ess_prior']['mean']:.2f} "
         f"| min {s['ess_prior']['min']:.2f} |\n",
     ]
+    if conditional:
+        lines.append(
+            f"| -ELBO with {TUTORIAL_ELBO_PARTICLES} particles (Pyro's CVAE tutorial metric, "
+            f"an upper bound on -log P(Y\\|X)) | {r['negative_elbo_10_particles']:.2f} | |\n"
+        )
     bits = r.get("bits_per_dim") or {}
     if bits.get("log_px") is not None:
         data = "binarized images" if r["binarize"] != "none" else "the original grey levels"
+        if conditional:
+            data = f"Y ({data})"
         lines.append(
-            f"\nIn bits per dimension of {data}: log P(X) {bits['log_px']:.4f}, "
+            f"\nIn bits per dimension of {data}: log {p} {bits['log_px']:.4f}, "
             f"ELBO {bits['elbo']:.4f} (lower is better; "
             + (
                 "continuous density on dequantized pixels"

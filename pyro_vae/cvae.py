@@ -162,6 +162,7 @@ class CVAE(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain data (see :meth:`from_config`)."""
         return {
+            "kind": "cvae",
             "x_dim": self.x_dim,
             "y_dim": self.y_dim,
             "z_dim": self.z_dim,
@@ -174,6 +175,7 @@ class CVAE(nn.Module):
     def from_config(cls, config: dict[str, Any]) -> CVAE:
         """Build an untrained CVAE from :meth:`config` output."""
         config = dict(config)
+        config.pop("kind", None)
         return cls(likelihood=get_likelihood(**config.pop("likelihood")), **config)
 
 
@@ -201,10 +203,13 @@ class Regressor(nn.Module):
         name: str | None = None,
     ) -> None:
         super().__init__()
+        if min(x_dim, y_dim, *hidden_dims) < 1:
+            raise UsageError("Regressor sizes must be at least 1")
         self.x_dim, self.y_dim = int(x_dim), int(y_dim)
+        self.hidden_dims = tuple(int(h) for h in hidden_dims)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.setup(self.y_dim)
-        self.net = MLP(self.x_dim, hidden_dims, self.y_dim * self.likelihood.params_per_dim)
+        self.net = MLP(self.x_dim, self.hidden_dims, self.y_dim * self.likelihood.params_per_dim)
         self.name = name if name is not None else f"regressor{next(_ids)}"
 
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
@@ -228,7 +233,25 @@ class Regressor(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``P(Y|X)``, ``(N, y_dim)``."""
+        _check_pair(x, None, self.x_dim, self.y_dim, "Regressor.predict")
         return self.likelihood.mean(self.net(x))
+
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain data (see :meth:`from_config`)."""
+        return {
+            "kind": "regressor",
+            "x_dim": self.x_dim,
+            "y_dim": self.y_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood.config(),
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Regressor:
+        """Build an untrained regressor from :meth:`config` output."""
+        config = dict(config)
+        config.pop("kind", None)
+        return cls(likelihood=get_likelihood(**config.pop("likelihood")), **config)
 
     def check_data(self, x: torch.Tensor, y: torch.Tensor, what: str = "data") -> None:
         """As :meth:`CVAE.check_data`."""

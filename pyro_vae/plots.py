@@ -110,7 +110,8 @@ def bounds_figure(report: dict):
         ks, means, yerr=errs, marker="o", capsize=3, label="IWAE bound $L_k$ ($L_1$ = ELBO)"
     )
     log_px, log_px_se = elbo + paired["log_px"]["mean"], paired["log_px"]["stderr"]
-    ax.axhline(log_px, color="C1", linestyle="--", label=f"log P(X), z from Q (K={k_max})")
+    p = "P(Y|X)" if report.get("target") == "Y|X" else "P(X)"
+    ax.axhline(log_px, color="C1", linestyle="--", label=f"log {p}, z from Q (K={k_max})")
     ax.axhspan(log_px - log_px_se, log_px + log_px_se, color="C1", alpha=0.15)
     ax.plot([k_max], [log_px], marker="s", color="C1", linestyle="none")
     ax.set_xscale("log")
@@ -119,7 +120,7 @@ def bounds_figure(report: dict):
     naive = s["log_px_prior"]["mean"]
     ax.set_title(
         f"{report['dataset']} {report['split']}, {report['num_points']} images: "
-        f"bounds rise towards log P(X)\nnaive estimate (z from the prior, K={k_max}): {naive:.2f}\n"
+        f"bounds rise towards log {p}\nnaive estimate (z from the prior, K={k_max}): {naive:.2f}\n"
         "error bars: standard error of the gain over the ELBO",
         fontsize=9,
     )
@@ -142,6 +143,60 @@ def labelled_rows_figure(rows, image_shape: Sequence[int], title: str):
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+#: RGB tint of the observed condition X in completion figures (Y stays grey)
+CONDITION_TINT = (0.3, 0.6, 1.0)
+CONDITION_OFFSET = (0.0, 0.1, 0.3)
+
+
+def condition_rgb(task, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Images reassembled from ``(X, Y)`` as RGB ``(n, height, width, 3)``, with the
+    pixels of X tinted blue so that the condition stands out from the completion.
+
+    :param task: a :class:`pyro_vae.tasks.Task`.
+    """
+    from pyro_vae.tasks import merge
+
+    h, w = task.image_shape
+    image = merge(task, x, y).detach().float().cpu().clamp(0, 1).reshape(-1, h, w)
+    rgb = image.unsqueeze(-1).repeat(1, 1, 1, 3)
+    if task.name != "label":
+        m = task.x_mask.cpu().reshape(h, w)
+        # black becomes dark blue, white light blue
+        rgb[:, m] = rgb[:, m] * torch.tensor(CONDITION_TINT) + torch.tensor(CONDITION_OFFSET)
+    return rgb.clamp(0, 1)
+
+
+def completion_figure(task, x: torch.Tensor, rows, title: str | None = None):
+    """Conditional completions: one column per condition, one row per ``(label, Y)``.
+
+    :param task: a :class:`pyro_vae.tasks.Task`.
+    :param x: conditions ``(n, x_dim)``.
+    :param rows: ``(label, y)`` pairs, ``y`` of shape ``(n, y_dim)``: the ground
+        truth, a regressor's mean, samples of a CVAE.
+    :param str title: default names the condition and the target.
+    """
+    from matplotlib.figure import Figure
+
+    n = len(x)
+    fig = Figure(figsize=(1.1 * n + 1.6, 1.15 * len(rows) + 0.7))
+    axes = fig.subplots(len(rows), n, squeeze=False)
+    for r, (label, y) in enumerate(rows):
+        for c, image in enumerate(condition_rgb(task, x, y)):
+            ax = axes[r, c]
+            ax.imshow(image.numpy(), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if task.name == "label" and r == 0:
+                ax.set_title(f"X = {int(x[c].argmax())}", fontsize=8)
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    if title is None:
+        condition = "the one-hot label" if task.name == "label" else "the blue pixels"
+        title = f"{task.name}: X = {condition}, Y = the rest"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

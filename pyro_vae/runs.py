@@ -10,6 +10,7 @@ import torch
 
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
+from pyro_vae.cvae import CVAE, Regressor
 from pyro_vae.errors import UsageError
 from pyro_vae.vae import VAE
 
@@ -39,19 +40,32 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[VAE, dict[str, Any]]:
-    """Rebuild the trained VAE of a run folder (or of a folder holding a ``fit`` checkpoint).
+#: model classes by the ``"kind"`` of their ``config()``
+MODELS = {"vae": VAE, "cvae": CVAE, "regressor": Regressor}
 
-    :returns: ``(vae, checkpoint_dict)``, the VAE in eval mode on ``device``.
+
+def load_run(run: str | Path, device: torch.device | str = "cpu") -> tuple[Any, dict[str, Any]]:
+    """Rebuild the trained model of a run folder (or of a folder holding a ``fit`` checkpoint).
+
+    :returns: ``(model, checkpoint_dict)``, the :class:`~pyro_vae.vae.VAE`,
+        :class:`~pyro_vae.cvae.CVAE` or :class:`~pyro_vae.cvae.Regressor` that the
+        config's ``"kind"`` names, in eval mode on ``device``.
     :raises UsageError: if the folder holds no readable checkpoint with a model config.
     """
     path = Path(run) / "checkpoint.pt"
     state = ckpt_io.load(path)
     if "model" not in state["config"]:
         raise UsageError(f"{path} holds no model configuration; it was not written by pyro_vae.fit")
-    vae = VAE.from_config(copy.deepcopy(state["config"]["model"]))
-    ckpt_io.load_model_state(vae, state["model_state"], str(run))
-    return vae.to(device).eval(), state
+    config = copy.deepcopy(state["config"]["model"])
+    kind = config.get("kind", "vae")
+    if kind not in MODELS:
+        raise UsageError(
+            f"{path} holds a model of kind {kind!r}, which this version of pyro_vae does not "
+            f"know ({', '.join(MODELS)}); upgrade pyro_vae"
+        )
+    model = MODELS[kind].from_config(config)
+    ckpt_io.load_model_state(model, state["model_state"], str(run))
+    return model.to(device).eval(), state
 
 
 def run_dataset(config: dict[str, Any], source: str) -> data_mod.Dataset:
@@ -90,13 +104,14 @@ def comparable_bits_per_dim(vae, dataset: data_mod.Dataset, log_p):
     """``log_p`` (nats per image) in bits per dimension, or ``None`` where not comparable.
 
     Discrete likelihoods count directly (Bernoulli of binarized images: bits of the
-    binarized data); continuous densities only on dequantized data.
+    binarized data); continuous densities only on dequantized data. For a
+    conditional model the dimensions are those of Y.
     """
     from pyro_vae.units import bits_per_dim
 
     return bits_per_dim(
         log_p,
-        vae.x_dim,
+        getattr(vae, "y_dim", vae.x_dim),  # conditional models score Y only
         discrete=vae.likelihood.discrete,
         levels=dataset.levels,
         dequantized=dataset.dequantized,

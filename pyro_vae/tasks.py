@@ -11,16 +11,24 @@ output. The tasks here build X and Y from any image data set:
   the bottom-right. Y is the rest.
 - ``label``: X is the one-hot class label, Y the whole image (class-conditional
   generation).
+
+:func:`conditional_data` turns a loaded :class:`~pyro_vae.data.Dataset` into
+training and test pairs ``(X, Y)`` with per-batch transforms for :func:`~pyro_vae.fit`.
+Y follows the data set's binarization (dynamic: a fresh sample every pass; the
+test split holds one fixed sample); X is made from the same pixels.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
+from pyro_vae import data as data_mod
 from pyro_vae.errors import UsageError
+from pyro_vae.runs import batch_transform, evaluation_split
 
 TASKS = ("center-column", "quadrants-1", "quadrants-2", "quadrants-3", "label")
 #: quadrants given to X, in the order they are added: top-left, bottom-left, top-right
@@ -35,6 +43,7 @@ class Task(NamedTuple):
     :ivar y_mask: ``(height * width,)`` bool, pixels in Y.
     :ivar int x_dim: size of X (pixels, or 10 classes for ``label``).
     :ivar int y_dim: size of Y.
+    :ivar image_shape: ``(height, width)`` of the images.
     """
 
     name: str
@@ -42,6 +51,7 @@ class Task(NamedTuple):
     y_mask: torch.Tensor
     x_dim: int
     y_dim: int
+    image_shape: tuple[int, int]
 
 
 def make_task(name: str, image_shape: tuple[int, int], num_classes: int = 10) -> Task:
@@ -65,8 +75,8 @@ def make_task(name: str, image_shape: tuple[int, int], num_classes: int = 10) ->
             grid[regions[quadrant]] = True
     x_mask = grid.flatten()
     if name == "label":
-        return Task(name, x_mask, ~x_mask, num_classes, h * w)
-    return Task(name, x_mask, ~x_mask, int(x_mask.sum()), int((~x_mask).sum()))
+        return Task(name, x_mask, ~x_mask, num_classes, h * w, (h, w))
+    return Task(name, x_mask, ~x_mask, int(x_mask.sum()), int((~x_mask).sum()), (h, w))
 
 
 def split(task: Task, images: torch.Tensor, labels: torch.Tensor | None = None):
@@ -104,3 +114,81 @@ def merge(task: Task, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def binarize_condition(x: torch.Tensor) -> torch.Tensor:
     """Doersch's centre-column input: a fresh Bernoulli sample with ``P(1)`` = intensity."""
     return torch.bernoulli(x)
+
+
+#: seed of the one fixed binarization of the centre column used for scoring
+CONDITION_SEED = 20160619
+
+
+class ConditionalData(NamedTuple):
+    """Pairs ``(X, Y)`` of a task, ready for :func:`pyro_vae.fit`.
+
+    :ivar Task task: the task.
+    :ivar train: ``(X, Y)`` of the training split, before the per-batch transforms.
+    :ivar test: ``(X, Y)`` of the test split, fixed (one binarization, if any).
+    :ivar transforms: ``(for X, for Y)``, each a callable or ``None``: pass as
+        ``fit(..., batch_transform=transforms)``.
+    """
+
+    task: Task
+    train: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    transforms: tuple[Callable | None, Callable | None]
+
+
+def task_for(name: str, dataset: data_mod.Dataset) -> Task:
+    """:func:`make_task` for the images (and labels) of ``dataset``.
+
+    :raises UsageError: for an unknown task, a data set without images, or the
+        ``label`` task on a data set without labels.
+    """
+    if dataset.image_shape is None:
+        raise UsageError(
+            f"conditional tasks split images, and {dataset.name} holds no image shape; "
+            "use an image data set"
+        )
+    if name == "label" and dataset.y_train is None:
+        raise UsageError(
+            f"the label task needs class labels, and {dataset.name} has none; "
+            "choose a data set with labels or another --task"
+        )
+    labels = [t for t in (dataset.y_train, dataset.y_test) if t is not None and len(t)]
+    num_classes = max(int(t.max()) for t in labels) + 1 if labels else 10
+    return make_task(name, dataset.image_shape, num_classes)
+
+
+def pairs(task: Task, dataset: data_mod.Dataset, split_name: str = "test"):
+    """Fixed ``(X, Y)`` of one split for scoring (see :func:`pyro_vae.runs.evaluation_split`).
+
+    The centre column is binarized once with :data:`CONDITION_SEED`, as the tutorial
+    feeds the network a binary column (a no-op on images binarized already).
+
+    :param str split_name: ``"test"`` or ``"train"``.
+    """
+    labels = dataset.y_test if split_name == "test" else dataset.y_train
+    x, y = split(task, evaluation_split(dataset, split_name), labels)
+    if task.name == "center-column":
+        x = data_mod.binarize_fixed(x, seed=CONDITION_SEED)
+    return x, y
+
+
+def conditional_data(name: str, dataset: data_mod.Dataset) -> ConditionalData:
+    """Training and test pairs of task ``name`` on ``dataset``.
+
+    The pixel transform of the data set (dynamic binarization or dequantization,
+    :func:`pyro_vae.runs.batch_transform`) applies to X and Y alike; the centre
+    column is binarized afresh every pass whatever the mode, as in the tutorial;
+    a one-hot label is never transformed.
+
+    :raises UsageError: as :func:`task_for`.
+    """
+    task = task_for(name, dataset)
+    pixel = batch_transform(dataset)
+    if task.name == "label":
+        x_transform = None
+    elif task.name == "center-column":
+        x_transform = binarize_condition
+    else:
+        x_transform = pixel
+    train = split(task, dataset.x_train, dataset.y_train)
+    return ConditionalData(task, train, pairs(task, dataset, "test"), (x_transform, pixel))

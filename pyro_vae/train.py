@@ -148,12 +148,13 @@ def check_fit_inputs(
                 raise UsageError(
                     f"the {name} data hold NaN or infinite values; remove or impute them"
                 )
+    transforms = _transforms(batch_transform, len(train))
     check_data = getattr(vae, "check_data", None)  # check_data(*tensors, what)
     if check_data is not None:
-        if batch_transform is None:
+        if not any(transforms):
             check_data(*train, what="the training split")
-        else:  # check what the model will see: one transformed copy of the first tensor
-            seen = (batch_transform(train[0]), *train[1:])
+        else:  # check what the model will see: one transformed copy of the data
+            seen = _apply(transforms, train)
             check_data(*seen, what="the training split (as each batch is transformed)")
         if test is not None:
             check_data(*_as_tuple(test), what="the test split")
@@ -165,7 +166,7 @@ def fit(
     test: torch.Tensor | Sequence[torch.Tensor] | None = None,
     *,
     config: TrainConfig | None = None,
-    batch_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    batch_transform: Callable | Sequence[Callable | None] | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
     run_config: dict[str, Any] | None = None,
@@ -180,7 +181,9 @@ def fit(
     :param test: held-out data in the same form, scored each epoch; optional.
     :param TrainConfig config: optimization settings.
     :param batch_transform: applied to the first tensor of every training
-        mini-batch (e.g. :func:`pyro_vae.data.binarize_batch`).
+        mini-batch (e.g. :func:`pyro_vae.data.binarize_batch`); or a sequence with
+        one callable (or ``None``) per data tensor, e.g. ``(binarize_batch,
+        binarize_batch)`` to binarize both X and Y of a conditional model afresh.
     :param checkpoint: file written atomically after every epoch. It holds
         ``config = {"model": vae.config(), "train": ..., **run_config}``, the
         weights, the optimizer state, the history and the RNG states.
@@ -200,6 +203,7 @@ def fit(
     check_fit_inputs(vae, train, test, config, batch_transform)
     train = _as_tuple(train)
     test = _as_tuple(test) if test is not None else None
+    transforms = _transforms(batch_transform, len(train))
     device = train[0].device
     n_train = train[0].shape[0]
     steps_per_epoch = math.ceil(n_train / config.batch_size)
@@ -247,8 +251,7 @@ def fit(
                 for i in range(steps_per_epoch):
                     idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
                     batch = tuple(t[idx] for t in train)
-                    if batch_transform is not None:
-                        batch = (batch_transform(batch[0]), *batch[1:])
+                    batch = _apply(transforms, batch)
                     weight = config.kl_weight(epoch * steps_per_epoch + i, steps_per_epoch)
                     try:
                         total += engine.step(batch, weight)
@@ -322,6 +325,23 @@ def _load_for_resume(checkpoint, vae, config: TrainConfig) -> dict[str, Any]:
         )
     ckpt_io.load_model_state(vae, state["model_state"], str(checkpoint))
     return state
+
+
+def _transforms(batch_transform, num_tensors: int) -> tuple:
+    """One transform (or ``None``) per data tensor."""
+    if batch_transform is None or callable(batch_transform):
+        return (batch_transform,) + (None,) * (num_tensors - 1)
+    transforms = tuple(batch_transform)
+    if len(transforms) != num_tensors or not all(t is None or callable(t) for t in transforms):
+        raise UsageError(
+            f"batch_transform: expected a callable or {num_tensors} callables (or None), "
+            f"one per data tensor; got {batch_transform!r}"
+        )
+    return transforms
+
+
+def _apply(transforms: tuple, batch: tuple) -> tuple:
+    return tuple(t if f is None else f(t) for f, t in zip(transforms, batch, strict=True))
 
 
 def _as_tuple(data):

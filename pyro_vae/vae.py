@@ -149,6 +149,7 @@ class VAE(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain data: :meth:`from_config` rebuilds the architecture."""
         return {
+            "kind": "vae",
             "x_dim": self.x_dim,
             "z_dim": self.z_dim,
             "hidden_dims": list(self.hidden_dims),
@@ -163,5 +164,6 @@ class VAE(nn.Module):
         :param dict config: as returned by :meth:`config`.
         """
         config = dict(config)
+        config.pop("kind", None)  # absent from runs of pyro_vae 0.1
         likelihood = get_likelihood(**config.pop("likelihood"))
         return cls(likelihood=likelihood, **config)

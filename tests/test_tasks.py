@@ -43,3 +43,62 @@ def test_bad_task_input():
         split(task, torch.rand(3, 63))
     with pytest.raises(UsageError, match="needs class labels"):
         split(make_task("label", (8, 8)), torch.rand(3, 64))
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_conditional_data_splits_train_and_test(name):
+    from pyro_vae import data as data_mod
+    from pyro_vae.tasks import binarize_condition, conditional_data
+
+    dataset = data_mod.load("digits", binarize="dynamic")
+    cond = conditional_data(name, dataset)
+    (x, y), (xt, yt) = cond.train, cond.test
+    assert x.shape == (1438, cond.task.x_dim) and y.shape == (1438, cond.task.y_dim)
+    assert xt.shape == (359, cond.task.x_dim) and yt.shape == (359, cond.task.y_dim)
+    # training pairs keep the grey levels that each pass binarizes afresh; the test
+    # pairs hold one fixed binarization, and X and Y together are the test image
+    assert not set(y.unique().tolist()) <= {0.0, 1.0}
+    assert set(yt.unique().tolist()) <= {0.0, 1.0} and set(xt.unique().tolist()) <= {0.0, 1.0}
+    x_transform, y_transform = cond.transforms
+    assert y_transform is data_mod.binarize_batch
+    if name == "label":
+        assert x_transform is None and torch.equal(xt.argmax(-1), dataset.y_test)
+        assert torch.equal(yt, dataset.x_test)
+    else:
+        assert x_transform is (binarize_condition if name == "center-column" else y_transform)
+        assert torch.equal(merge(cond.task, xt, yt), dataset.x_test)
+
+
+def test_centre_column_is_binarized_even_on_grey_data():
+    """Doersch feeds the network a binary column: on grey-level data (a Gaussian Y) the
+    condition is binarized each pass for training and once, reproducibly, for scoring."""
+    from pyro_vae import data as data_mod
+    from pyro_vae.tasks import binarize_condition, conditional_data, pairs
+
+    dataset = data_mod.load("digits")
+    cond = conditional_data("center-column", dataset)
+    xt, yt = cond.test
+    assert set(xt.unique().tolist()) <= {0.0, 1.0}
+    assert not set(yt.unique().tolist()) <= {0.0, 1.0}  # Y keeps its grey levels
+    assert cond.transforms == (binarize_condition, None)
+    again, _ = pairs(cond.task, dataset, "test")
+    assert torch.equal(again, xt)
+    # P(1) = intensity: averaged over the column, the binary mean matches the grey mean
+    grey = split(cond.task, dataset.x_test)[0]
+    # tolerance: 4 standard errors of a mean of 359 * 8 Bernoulli draws, sd <= 0.5 each
+    assert xt.mean().item() == pytest.approx(grey.mean().item(), abs=4 * 0.5 / grey.numel() ** 0.5)
+
+
+def test_tasks_refuse_data_they_cannot_split():
+    from pyro_vae import data as data_mod
+    from pyro_vae.tasks import conditional_data
+
+    dataset = data_mod.load("digits")
+    flat = data_mod.Dataset("flat", dataset.x_train, dataset.x_test, None, None, None)
+    with pytest.raises(UsageError, match="holds no image shape; use an image data set"):
+        conditional_data("quadrants-1", flat)
+    unlabelled = data_mod.Dataset("u", dataset.x_train, dataset.x_test, None, None, (8, 8))
+    with pytest.raises(UsageError, match="the label task needs class labels, and u has none"):
+        conditional_data("label", unlabelled)
+    with pytest.raises(UsageError, match="unknown task 'halves'"):
+        conditional_data("halves", dataset)

@@ -257,3 +257,27 @@ def test_resume_refuses_changed_settings_and_missing_checkpoints(toy_binary, tmp
         progress=False,
     )
     assert history.epoch == [1, 2]
+
+
+def test_batch_transform_per_tensor():
+    """A sequence of transforms applies one per data tensor; ``None`` leaves one alone."""
+    from pyro_vae.cvae import Regressor
+
+    seen = []
+
+    class Spy(Regressor):
+        def model(self, x, y=None):
+            seen.append((x.clone(), y.clone()))
+            return super().model(x, y)
+
+    torch.manual_seed(0)
+    reg = Spy(3, 4, hidden_dims=(8,))
+    x, y = torch.full((20, 3), 0.5), torch.full((20, 4), 0.5)
+    config = TrainConfig(epochs=1, batch_size=10)
+    fit(reg, (x, y), config=config, batch_transform=(None, torch.bernoulli), progress=False)
+    assert len(seen) == 2  # two batches of 10
+    for bx, by in seen:
+        assert torch.equal(bx, torch.full_like(bx, 0.5))  # X untouched
+        assert set(by.unique().tolist()) <= {0.0, 1.0}  # Y binarized
+    with pytest.raises(UsageError, match="expected a callable or 2 callables"):
+        fit(reg, (x, y), config=config, batch_transform=(torch.bernoulli,), progress=False)

@@ -1,0 +1,146 @@
+"""``pyro-vae train --model cvae|regressor --task``, ``complete`` and ``evaluate`` on them."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pyro_vae.cli import main
+from pyro_vae.cvae import CVAE, Regressor
+from pyro_vae.runs import load_run
+
+FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def cvae_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cvae") / "run"
+    args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--z-dim", "2"]
+    assert main([*args, "--prior", "learned", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def regressor_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("regressor") / "run"
+    assert main(["train", *FAST, "--model", "regressor", "--task", "label", "--out", str(out)]) == 0
+    return out
+
+
+def test_cvae_run_writes_its_files_and_config(cvae_run):
+    names = {p.name for p in cvae_run.iterdir()}
+    assert {"config.json", "checkpoint.pt", "results.json", "loss.png", "completions.png"} <= names
+    assert "samples.png" not in names  # a conditional model has no unconditional samples
+    config = json.loads((cvae_run / "config.json").read_text())
+    assert config["data"]["task"] == "quadrants-2"
+    assert config["model"]["kind"] == "cvae" and config["model"]["prior"] == "learned"
+    assert (config["model"]["x_dim"], config["model"]["y_dim"]) == (32, 32)  # 8x8 halves
+    results = json.loads((cvae_run / "results.json").read_text())
+    assert results["model"] == "cvae" and results["target"] == "Y|X"
+    # 32 binary pixels of Y: between coin flips (-32 log 2, with training slack) and 0
+    assert -32 * np.log(2) - 5 < results["test_elbo"] < 0
+    assert "ELBO of log P(Y\\|X)" in (cvae_run / "results.md").read_text()
+    model, _ = load_run(cvae_run)
+    assert isinstance(model, CVAE) and model.prior_net is not None
+
+
+def test_complete_draws_several_completions(cvae_run, tmp_path):
+    out = tmp_path / "c.png"
+    args = ["complete", "--run", str(cvae_run), "-n", "3", "--inputs", "4", "--out", str(out)]
+    assert main(args) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert main(["complete", "--run", str(cvae_run), "--split", "train", "-n", "2"]) == 0
+    assert (cvae_run / "completions_train_n2.png").is_file()
+
+
+def test_evaluate_cvae_reports_conditional_bounds(cvae_run):
+    args = ["evaluate", "--run", str(cvae_run), "--num-samples", "100", "--ks", "1,10"]
+    assert main([*args, "--limit", "50", "--no-progress"]) == 0
+    report = json.loads((cvae_run / "eval_n50.json").read_text())
+    assert report["target"] == "Y|X" and report["task"] == "quadrants-2"
+    s = report["summary"]
+    assert s["elbo"]["mean"] <= s["L_10"]["mean"] <= s["log_px"]["mean"] < 0
+    # the tutorial's metric is the negative ELBO with fresh samples: close to -ELBO
+    # (tolerance: 3 standard errors of the per-image ELBO, which bounds its noise)
+    assert report["negative_elbo_10_particles"] == pytest.approx(
+        -s["elbo"]["mean"], abs=3 * s["elbo"]["stderr"]
+    )
+    table = (cvae_run / "eval_n50.md").read_text()
+    assert "log P(Y\\|X), z from Q(z\\|X,Y)" in table and "CVAE tutorial metric" in table
+    for line in table.splitlines():  # every table row has exactly three cells
+        if line.startswith("| "):
+            assert line.replace("\\|", "").count("|") == 4, line
+
+
+def test_regressor_evaluation_is_exact(regressor_run):
+    assert main(["evaluate", "--run", str(regressor_run)]) == 0
+    report = json.loads((regressor_run / "eval.json").read_text())
+    assert report["exact"] and report["task"] == "label"
+    model, _ = load_run(regressor_run)
+    assert isinstance(model, Regressor) and model.x_dim == 10
+    # the same number three ways: the evaluator, by hand, and training's final score
+    from pyro_vae import data as data_mod
+    from pyro_vae.tasks import pairs, task_for
+
+    dataset = data_mod.load("digits", binarize="dynamic")
+    x, y = pairs(task_for("label", dataset), dataset, "test")
+    logits = model.net(x)
+    by_hand = -torch.nn.functional.binary_cross_entropy_with_logits(logits, y, reduction="none")
+    expected = by_hand.sum(-1).mean().item()
+    assert report["summary"]["log_px"]["mean"] == pytest.approx(expected, abs=1e-4)
+    results = json.loads((regressor_run / "results.json").read_text())
+    assert results["exact"] and results["test_elbo"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, capsys):
+    resume = ["train", "--out", str(cvae_run), "--resume"]
+    assert main([*resume, "--epochs", "3", "--no-progress"]) == 0
+    assert json.loads((cvae_run / "history.json").read_text())["epoch"] == [1, 2, 3]
+    assert main([*resume, "--task", "label"]) == 2
+    assert "--task label (run has quadrants-2)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--task", "label"], "--task applies to the conditional models; add --model cvae"),
+        (["--prior", "learned"], "--prior applies to the conditional models"),
+        (["--model", "cvae"], "--model cvae needs --task, one of center-column, quadrants-1"),
+        (["--model", "regressor", "--task", "label", "--prior", "fixed"], "no latent variable"),
+        (["--model", "regressor", "--task", "label", "--z-dim", "3"], "drop --z-dim"),
+    ],
+)
+def test_bad_model_options_exit_2(tmp_path, capsys, args, message):
+    assert main(["train", *FAST, *args, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pyro-vae: error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()
+
+
+def test_bad_task_name_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--model", "cvae", "--task", "halves"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'halves'" in capsys.readouterr().err
+
+
+def test_label_task_without_labels_exits_2(tmp_path, capsys):
+    path = tmp_path / "nolabels.npz"
+    images = np.random.default_rng(0).random((40, 4, 4)).astype(np.float32)
+    np.savez(path, x_train=images[:30], x_test=images[30:])
+    args = ["train", "--dataset", f"npz:{path}", "--model", "cvae", "--task", "label"]
+    assert main([*args, "--batch-size", "10", "--out", str(tmp_path / "r")]) == 2
+    assert "the label task needs class labels" in capsys.readouterr().err
+
+
+def test_commands_refuse_the_wrong_kind_of_run(cvae_run, tmp_path, capsys):
+    vae_run = tmp_path / "vae"
+    assert main(["train", *FAST, "--epochs", "1", "--out", str(vae_run)]) == 0
+    capsys.readouterr()
+    assert main(["complete", "--run", str(vae_run)]) == 2
+    assert "holds a VAE, which has no condition" in capsys.readouterr().err
+    assert main(["sample", "--run", str(cvae_run)]) == 2
+    assert "use `pyro-vae complete" in capsys.readouterr().err
+    assert main(["evaluate", "--run", str(cvae_run), "--gap-decomposition"]) == 2
+    assert "Drop --gap-decomposition" in capsys.readouterr().err
