@@ -1,7 +1,8 @@
 """The conditional models on the command line: ``pyro-vae train --model cvae|regressor
 --task ...`` builds them here, and ``pyro-vae complete`` draws their completions.
 
-``complete`` writes ``completions_SPLIT_nN.png`` into the run folder (or ``--out``):
+``complete`` writes ``completions_SPLIT_nN.png`` (a regressor's: ``completions_SPLIT.png``)
+into the run folder (or ``--out``):
 one column per condition X, rows of ground truth and completions Y, the condition
 tinted blue.
 """
@@ -119,7 +120,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
     x, rows = completion_rows(
         model, pairs(task, dataset, args.split), args.inputs, args.num_samples, args.seed
     )
-    out = args.out or args.run / f"completions_{args.split}_n{args.num_samples}.png"
+    # a regressor has one output per condition, whatever -n says
+    n = "" if isinstance(model, Regressor) else f"_n{args.num_samples}"
+    out = args.out or args.run / f"completions_{args.split}{n}.png"
     plots.save_figure(plots.completion_figure(task, x, rows), out)
     print(f"pyro-vae: wrote {out}")
     return 0

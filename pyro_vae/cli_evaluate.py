@@ -198,7 +198,13 @@ def _evaluate_regressor(args, config, model, dataset, data, suffix: str) -> int:
         "no latent variable, so log P(Y|X) is exact; nats per image, standard errors over "
         "images\n\n| quantity | mean | std. error |\n|---|---|---|\n"
         f"| log P(Y\\|X), exact | {summary['mean']:.2f} | {summary['stderr']:.2f} |\n"
-        + (f"\nIn bits per dimension of Y: {bits:.4f}\n" if bits is not None else "")
+        + (
+            f"\nIn bits per dimension of Y: {bits:.4f}"
+            + (" (an upper bound, from one dequantization)" if report["dequantized"] else "")
+            + "\n"
+            if bits is not None
+            else ""
+        )
         + "\n"
     )
     write_json(args.run / f"eval{suffix}.json", report)
@@ -273,6 +279,11 @@ def build_report(args, config, guided, naive, gaps, num_points: int) -> dict[str
     return report
 
 
+def _cell(text: str) -> str:
+    """``text`` for a Markdown table cell, where a bare ``|`` would start a new cell."""
+    return text.replace("|", "\\|")
+
+
 def report_table(r: dict[str, Any]) -> str:
     """The Markdown table that ``evaluate`` prints and writes to ``eval.md``."""
     s = r["summary"]
@@ -281,9 +292,8 @@ def report_table(r: dict[str, Any]) -> str:
     p, q, prior = ("P(Y|X)", "Q(z|X,Y)", "P(z|X)") if conditional else ("P(X)", "Q(z|X)", "P(z)")
     posterior = "P(z|X,Y)" if conditional else "P(z|X)"
 
-    def row(label, key):  # a "|" inside a cell must be escaped in Markdown tables
-        label = label.replace("|", "\\|")
-        return f"| {label} | {s[key]['mean']:.2f} | {s[key]['stderr']:.2f} |\n"
+    def row(label, key):
+        return f"| {_cell(label)} | {s[key]['mean']:.2f} | {s[key]['stderr']:.2f} |\n"
 
     model = f"CVAE on task {r['task']}; " if conditional else ""
     lines = [
@@ -297,15 +307,17 @@ def report_table(r: dict[str, Any]) -> str:
         row(f"log {p}, z from {q} (K = {k_max})", "log_px"),
         row(f"log {p}, z from the prior {prior} (K = {k_max})", "log_px_prior"),
         row(f"gap log {p} - ELBO, estimates D[{q} || {posterior}]", "gap"),
-        f"| ESS of {k_max}, z from Q: mean / min | {s['ess']['mean']:.1f} "
-        f"| min {s['ess']['min']:.1f} |\n",
-        f"| ESS of {k_max}, z from the prior: mean / min | {s['ess_prior']['mean']:.2f} "
-        f"| min {s['ess_prior']['min']:.2f} |\n",
+        f"\nEffective sample size of the K = {k_max} importance weights per image:\n\n",
+        "| z drawn from | mean ESS | min ESS |\n|---|---|---|\n",
+        f"| {_cell(q)} | {s['ess']['mean']:.2f} | {s['ess']['min']:.2f} |\n",
+        f"| the prior {_cell(prior)} | {s['ess_prior']['mean']:.2f} "
+        f"| {s['ess_prior']['min']:.2f} |\n",
     ]
     if conditional:
         lines.append(
-            f"| -ELBO with {TUTORIAL_ELBO_PARTICLES} particles (Pyro's CVAE tutorial metric, "
-            f"an upper bound on -log P(Y\\|X)) | {r['negative_elbo_10_particles']:.2f} | |\n"
+            f"\nPyro's CVAE tutorial reports the negative ELBO with {TUTORIAL_ELBO_PARTICLES} "
+            f"particles, an upper bound on -log {p}: {r['negative_elbo_10_particles']:.2f} "
+            "nats per image (fresh samples of z; compare with minus the ELBO above).\n"
         )
     bits = r.get("bits_per_dim") or {}
     if bits.get("log_px") is not None:

@@ -331,6 +331,11 @@ def _labels(y: np.ndarray, n: int, path: Path, key: str) -> np.ndarray:
             f"dataset 'npz:{path}': {key} must be {n} integer labels, one per image; "
             f"got dtype {y.dtype}, shape {y.shape}"
         )
+    if len(y) and y.min() < 0:
+        raise UsageError(
+            f"dataset 'npz:{path}': {key} holds negative labels (min {y.min()}); "
+            "store class labels as 0, 1, 2, ..."
+        )
     return y.astype(np.int64)
 
 

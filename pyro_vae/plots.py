@@ -195,8 +195,10 @@ def completion_figure(task, x: torch.Tensor, rows, title: str | None = None):
                 ax.set_title(f"X = {int(x[c].argmax())}", fontsize=8)
         axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
     if title is None:
-        condition = "the one-hot label" if task.name == "label" else "the blue pixels"
-        title = f"{task.name}: X = {condition}, Y = the rest"
+        if task.name == "label":
+            title = "label: X = the one-hot class label (above each column), Y = the image"
+        else:
+            title = f"{task.name}: X = the blue pixels, Y = the rest"
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig

@@ -147,13 +147,22 @@ def task_for(name: str, dataset: data_mod.Dataset) -> Task:
             f"conditional tasks split images, and {dataset.name} holds no image shape; "
             "use an image data set"
         )
-    if name == "label" and dataset.y_train is None:
+    if name != "label":
+        return make_task(name, dataset.image_shape)
+    missing = [s for s, t in (("train", dataset.y_train), ("test", dataset.y_test)) if t is None]
+    if missing:
         raise UsageError(
-            f"the label task needs class labels, and {dataset.name} has none; "
-            "choose a data set with labels or another --task"
+            f"the label task needs class labels, and {dataset.name} has none for its "
+            f"{' and '.join(missing)} split; choose a data set with labels or another --task"
         )
-    labels = [t for t in (dataset.y_train, dataset.y_test) if t is not None and len(t)]
-    num_classes = max(int(t.max()) for t in labels) + 1 if labels else 10
+    # the one-hot width is fixed by the training labels: an unseen class has no input
+    num_classes = int(dataset.y_train.max()) + 1
+    if len(dataset.y_test) and int(dataset.y_test.max()) >= num_classes:
+        raise UsageError(
+            f"{dataset.name}: the test split has class {int(dataset.y_test.max())}, which no "
+            f"training image has (classes 0 to {num_classes - 1}); the label task cannot "
+            "condition on it"
+        )
     return make_task(name, dataset.image_shape, num_classes)
 
 
@@ -168,6 +177,9 @@ def pairs(task: Task, dataset: data_mod.Dataset, split_name: str = "test"):
     labels = dataset.y_test if split_name == "test" else dataset.y_train
     x, y = split(task, evaluation_split(dataset, split_name), labels)
     if task.name == "center-column":
+        if dataset.dequantized:  # back to the grey level k / (levels - 1) that training sees
+            levels = dataset.levels
+            x = ((x * levels).floor().clamp(max=levels - 1)) / (levels - 1)
         x = data_mod.binarize_fixed(x, seed=CONDITION_SEED)
     return x, y
 

@@ -59,15 +59,17 @@ def test_evaluate_cvae_reports_conditional_bounds(cvae_run):
     assert main([*args, "--limit", "50", "--no-progress"]) == 0
     report = json.loads((cvae_run / "eval_n50.json").read_text())
     assert report["target"] == "Y|X" and report["task"] == "quadrants-2"
-    s = report["summary"]
-    assert s["elbo"]["mean"] <= s["L_10"]["mean"] <= s["log_px"]["mean"] < 0
-    # the tutorial's metric is the negative ELBO with fresh samples: close to -ELBO
-    # (tolerance: 3 standard errors of the per-image ELBO, which bounds its noise)
-    assert report["negative_elbo_10_particles"] == pytest.approx(
-        -s["elbo"]["mean"], abs=3 * s["elbo"]["stderr"]
-    )
+    assert report["order_violations"] == []
+    per_point = {k: np.array(v) for k, v in report["per_point"].items()}
+    # two estimators of one quantity, z from Q(z|X,Y) and from the learned P(z|X):
+    # they agree within 4 paired standard errors over the images
+    diff = per_point["log_px"] - per_point["log_px_prior"]
+    assert abs(diff.mean()) < 4 * diff.std(ddof=1) / np.sqrt(len(diff))
+    # the tutorial's metric is minus the ELBO from fresh samples; 0.1 nats bounds the
+    # Monte Carlo noise of 500 log weights against 5,000 here (measured: 0.01)
+    assert report["negative_elbo_10_particles"] == pytest.approx(-per_point["elbo"].mean(), abs=0.1)
     table = (cvae_run / "eval_n50.md").read_text()
-    assert "log P(Y\\|X), z from Q(z\\|X,Y)" in table and "CVAE tutorial metric" in table
+    assert "log P(Y\\|X), z from Q(z\\|X,Y)" in table and "Pyro's CVAE tutorial" in table
     for line in table.splitlines():  # every table row has exactly three cells
         if line.startswith("| "):
             assert line.replace("\\|", "").count("|") == 4, line
@@ -93,10 +95,18 @@ def test_regressor_evaluation_is_exact(regressor_run):
     assert results["exact"] and results["test_elbo"] == pytest.approx(expected, abs=1e-3)
 
 
-def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, capsys):
+def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, tmp_path, capsys):
     resume = ["train", "--out", str(cvae_run), "--resume"]
     assert main([*resume, "--epochs", "3", "--no-progress"]) == 0
-    assert json.loads((cvae_run / "history.json").read_text())["epoch"] == [1, 2, 3]
+    resumed = json.loads((cvae_run / "history.json").read_text())
+    assert resumed["epoch"] == [1, 2, 3]
+    # the same three epochs in one go give the same numbers
+    args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--z-dim", "2"]
+    once = tmp_path / "once"
+    assert main([*args, "--prior", "learned", "--epochs", "3", "--out", str(once)]) == 0
+    uninterrupted = json.loads((once / "history.json").read_text())
+    for key in ("train_objective", "test_elbo"):
+        assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-6)
     assert main([*resume, "--task", "label"]) == 2
     assert "--task label (run has quadrants-2)" in capsys.readouterr().err
 
@@ -109,6 +119,8 @@ def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, capsys):
         (["--model", "cvae"], "--model cvae needs --task, one of center-column, quadrants-1"),
         (["--model", "regressor", "--task", "label", "--prior", "fixed"], "no latent variable"),
         (["--model", "regressor", "--task", "label", "--z-dim", "3"], "drop --z-dim"),
+        (["--model", "regressor", "--task", "label", "--beta", "0.5"], "drop --beta"),
+        (["--model", "regressor", "--task", "label", "--objective", "iwae"], "drop --objective"),
     ],
 )
 def test_bad_model_options_exit_2(tmp_path, capsys, args, message):
@@ -132,6 +144,29 @@ def test_label_task_without_labels_exits_2(tmp_path, capsys):
     args = ["train", "--dataset", f"npz:{path}", "--model", "cvae", "--task", "label"]
     assert main([*args, "--batch-size", "10", "--out", str(tmp_path / "r")]) == 2
     assert "the label task needs class labels" in capsys.readouterr().err
+
+
+def test_negative_labels_exit_2(tmp_path, capsys):
+    path = tmp_path / "neg.npz"
+    images = np.random.default_rng(0).random((40, 4, 4)).astype(np.float32)
+    labels = np.arange(40) % 3 - 1
+    np.savez(path, x_train=images[:30], x_test=images[30:], y_train=labels[:30], y_test=labels[30:])
+    args = ["train", "--dataset", f"npz:{path}", "--model", "cvae", "--task", "label"]
+    assert main([*args, "--batch-size", "10", "--out", str(tmp_path / "r")]) == 2
+    assert "y_train holds negative labels (min -1)" in capsys.readouterr().err
+
+
+def test_overwrite_removes_the_old_runs_evaluations(cvae_run, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", *FAST, "--epochs", "1", "--model", "regressor", "--task", "label"]
+    assert main([*args, "--out", str(run)]) == 0
+    assert main(["evaluate", "--run", str(run), "--limit", "20"]) == 0
+    assert main(["complete", "--run", str(run)]) == 0
+    assert (run / "eval_n20.json").is_file() and (run / "completions_test.png").is_file()
+    assert main(["train", *FAST, "--epochs", "1", "--out", str(run), "--overwrite"]) == 0
+    names = {p.name for p in run.iterdir()}
+    assert not names & {"eval_n20.json", "eval_n20.md", "completions_test.png"}
+    assert "samples.png" in names
 
 
 def test_commands_refuse_the_wrong_kind_of_run(cvae_run, tmp_path, capsys):

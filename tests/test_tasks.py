@@ -62,11 +62,13 @@ def test_conditional_data_splits_train_and_test(name):
     x_transform, y_transform = cond.transforms
     assert y_transform is data_mod.binarize_batch
     if name == "label":
-        assert x_transform is None and torch.equal(xt.argmax(-1), dataset.y_test)
-        assert torch.equal(yt, dataset.x_test)
+        assert x_transform is None
+        assert torch.equal(xt.argmax(-1), dataset.y_test) and torch.equal(yt, dataset.x_test)
+        assert torch.equal(x.argmax(-1), dataset.y_train) and torch.equal(y, dataset.x_train)
     else:
         assert x_transform is (binarize_condition if name == "center-column" else y_transform)
         assert torch.equal(merge(cond.task, xt, yt), dataset.x_test)
+        assert torch.equal(merge(cond.task, x, y), dataset.x_train)  # X and Y of one image
 
 
 def test_centre_column_is_binarized_even_on_grey_data():
@@ -100,5 +102,26 @@ def test_tasks_refuse_data_they_cannot_split():
     unlabelled = data_mod.Dataset("u", dataset.x_train, dataset.x_test, None, None, (8, 8))
     with pytest.raises(UsageError, match="the label task needs class labels, and u has none"):
         conditional_data("label", unlabelled)
+    half = data_mod.Dataset("h", dataset.x_train, dataset.x_test, dataset.y_train, None, (8, 8))
+    with pytest.raises(UsageError, match="has none for its test split"):
+        conditional_data("label", half)
+    unseen = data_mod.Dataset(
+        "s", dataset.x_train, dataset.x_test, dataset.y_train % 9, dataset.y_test, (8, 8)
+    )
+    with pytest.raises(UsageError, match="the test split has class 9, which no training image"):
+        conditional_data("label", unseen)
     with pytest.raises(UsageError, match="unknown task 'halves'"):
         conditional_data("halves", dataset)
+
+
+def test_centre_column_on_dequantized_data_is_scored_like_it_is_trained():
+    """Scoring maps the dequantized test pixel (k + u) / levels back to k / (levels - 1),
+    the grey level that training binarizes, before the fixed binarization."""
+    from pyro_vae import data as data_mod
+    from pyro_vae.tasks import CONDITION_SEED, pairs
+
+    grey = data_mod.load("digits")
+    dq = data_mod.load("digits", dequantize=True)
+    task = make_task("center-column", (8, 8))
+    expected = data_mod.binarize_fixed(split(task, grey.x_test)[0], seed=CONDITION_SEED)
+    assert torch.equal(pairs(task, dq, "test")[0], expected)
