@@ -74,3 +74,62 @@ def test_cvae_completion_experiment(tmp_path):
             # the K-sample estimate is at least the mean log weight of the same samples
             assert m["log_p_y_given_x"]["mean"] >= m["elbo"]["mean"]
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def experiment_module(name: str):
+    """Import ``experiments/NAME.py`` (its folder holds ``common.py``, which it imports)."""
+    import importlib
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_ring_experiment(tmp_path):
+    ring = experiment_module("ring")
+    results = run("ring", tmp_path)
+    assert results["exact_mean_radius"] == pytest.approx(1 + math.sqrt(math.pi / 2) / 10)
+    r = results["radius"]["data"]
+    # the test points are samples of g(z): 4 standard errors around the exact mean radius
+    assert abs(r["mean"] - results["exact_mean_radius"]) < 4 * r["stderr"]
+    assert results["fraction_in_hole"]["data"] == 0.0  # no data point inside r = 0.9
+    # D[p || P_model] >= 0 in expectation: the model cannot beat the exact density by
+    # more than noise (4 paired standard errors)
+    kl = results["kl_data_to_model"]
+    assert kl["mean"] > -4 * kl["stderr"]
+    assert (tmp_path / "ring.png").read_bytes()[:4] == b"\x89PNG"
+    # the exact density integrates to one (midpoint rule on a 0.004 grid; the mass
+    # beyond radius 2 is exp(-50))
+    import torch
+
+    axis = torch.arange(-2.0, 2.0, 0.004) + 0.002
+    xx, yy = torch.meshgrid(axis, axis, indexing="xy")
+    points = torch.stack([xx.flatten(), yy.flatten()], -1).double()
+    total = ring.exact_log_density(points).exp().sum().item() * 0.004**2
+    assert total == pytest.approx(1.0, abs=2e-3)
+
+
+def test_pixel_distance_experiment(tmp_path):
+    pd = experiment_module("pixel_distance")
+    import torch
+
+    # one lit pixel shifted by half a pixel spreads over four: (3/4)^2 + 3 (1/4)^2 = 0.75
+    dot = torch.zeros(1, 5, 5)
+    dot[0, 2, 2] = 1
+    assert pd.sq_distance(dot, pd.shift_half_pixel(dot)).item() == pytest.approx(0.75)
+    # erasing removes exactly the ink of the lowest rows: their squares are the distance
+    image = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(0))
+    image[:, 6:] = 0  # the lowest ink is in row 5
+    erased = pd.erase_bottom(image, rows=2)
+    assert torch.equal(erased[:, :4], image[:, :4]) and (erased[:, 4:] == 0).all()
+    expected = (image[:, 4:6] ** 2).flatten(1).sum(-1)
+    torch.testing.assert_close(pd.sq_distance(image, erased), expected)
+
+    results = run("pixel_distance", tmp_path)
+    sweep = [e["sq_distance_erased"]["mean"] for e in results["erase_sweep"]]
+    assert sweep == sorted(sweep)  # erasing more rows moves further from X
+    ess = results["ess_of_training_digits"]
+    assert 1.0 <= ess["median"] <= ess["max"] <= results["train_images"]
+    assert (tmp_path / "pixel_distance.png").read_bytes()[:4] == b"\x89PNG"
