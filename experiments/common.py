@@ -64,10 +64,11 @@ def budget_from(args) -> Budget:
     return b
 
 
-def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget):
-    """Train a VAE with ``likelihood`` on ``dataset`` and score its test images.
+def train_vae(dataset: data_mod.Dataset, likelihood: dict, budget: Budget, **train_options):
+    """Train a VAE with ``likelihood`` on ``dataset`` within ``budget``.
 
-    :returns: ``(vae, history, evaluation, test_images, seconds)``.
+    :param train_options: more :class:`~pyro_vae.TrainConfig` fields (objective, ...).
+    :returns: ``(vae, history, seconds)``, the VAE in eval mode.
     """
     pyro.set_rng_seed(budget.seed)
     vae = VAE(
@@ -82,12 +83,20 @@ def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget)
         vae,
         dataset.x_train,
         dataset.x_test,
-        config=TrainConfig(epochs=budget.epochs, seed=budget.seed),
+        config=TrainConfig(epochs=budget.epochs, seed=budget.seed, **train_options),
         batch_transform=batch_transform(dataset),
         progress=False,
     )
     seconds = time.perf_counter() - t0
-    vae.eval()
+    return vae.eval(), history, seconds
+
+
+def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget):
+    """Train a VAE with ``likelihood`` on ``dataset`` and score its test images.
+
+    :returns: ``(vae, history, evaluation, test_images, seconds)``.
+    """
+    vae, history, seconds = train_vae(dataset, likelihood, budget)
     x = dataset.x_test[spread_subset(len(dataset.x_test), budget.test_images)]
     pyro.set_rng_seed(budget.seed)
     ks = tuple(k for k in (1, 5, 50, 500) if k <= budget.num_samples)

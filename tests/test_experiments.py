@@ -133,3 +133,31 @@ def test_pixel_distance_experiment(tmp_path):
     ess = results["ess_of_training_digits"]
     assert 1.0 <= ess["median"] <= ess["max"] <= results["train_images"]
     assert (tmp_path / "pixel_distance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_naive_vs_importance_experiment(tmp_path):
+    nvi = experiment_module("naive_vs_importance")
+    import torch
+
+    assert nvi.sample_sizes(1000) == [1, 3, 10, 30, 100, 300, 1000]
+    assert nvi.sample_sizes(300) == [1, 3, 10, 30, 100, 300]
+    # prefix estimates equal log-mean-exp of each prefix, computed directly
+    log_w = torch.randn(50, 4, generator=torch.Generator().manual_seed(0)) * 10
+    got = nvi.prefix_estimates(log_w, [1, 7, 50])
+    for row, k in zip(got, [1, 7, 50], strict=True):
+        expected = torch.logsumexp(log_w[:k], 0) - math.log(k)
+        torch.testing.assert_close(row, expected)
+
+    results = run("naive_vs_importance", tmp_path)
+    first, last = results["rows"][0], results["rows"][-1]
+    assert first["k"] == 1 and last["k"] == results["k_max"]
+    # at K = 1 the naive estimate is log P(X|z) for one z from the prior: by Jensen its
+    # expectation lies below log P(X), and on real digits by tens of nats
+    assert first["prior"]["mean_minus_reference"] < -10
+    # more samples raise both estimators towards log P(X)
+    for name in ("prior", "guide"):
+        assert last[name]["mean_minus_reference"] > first[name]["mean_minus_reference"]
+    # z from Q gets within 1 nat at the largest K; the prior does not even come close
+    assert abs(last["guide"]["mean_minus_reference"]) < 1
+    assert last["prior"]["mean_minus_reference"] < -10
+    assert (tmp_path / "naive_vs_importance.png").read_bytes()[:4] == b"\x89PNG"
