@@ -161,3 +161,43 @@ def test_naive_vs_importance_experiment(tmp_path):
     assert abs(last["guide"]["mean_minus_reference"]) < 1
     assert last["prior"]["mean_minus_reference"] < -10
     assert (tmp_path / "naive_vs_importance.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_prior_samples_experiment(tmp_path):
+    ps = experiment_module("prior_samples")
+    import torch
+
+    reference = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    queries = torch.tensor([[0.0, 0.0], [3.0, 0.0], [3.0, 5.0]])
+    torch.testing.assert_close(
+        ps.nearest_sq_distance(queries, reference), torch.tensor([0.0, 9.0, 1.0])
+    )
+    results = run("prior_samples", tmp_path)
+    d = results["nearest_training_sq_distance"]
+    # a binary image differs from a binary training image in whole pixels: distances
+    # are counts, at least one pixel for a sample that is not a copy
+    assert d["binary_samples"]["mean"] >= 1 and d["test_images"]["mean"] >= 1
+    assert results["test_elbo"] < 0
+    for name in ("samples.png", "binary_samples.png", "reconstructions.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_manifold_2d_experiment(tmp_path):
+    m2 = experiment_module("manifold_2d")
+    import torch
+
+    grid = m2.quantile_grid(4)  # quantiles 1/8, 3/8, 5/8, 7/8 of N(0, 1)
+    q = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor([0.125, 0.375, 0.625, 0.875]))
+    assert grid.shape == (16, 2)
+    torch.testing.assert_close(grid[:4, 0], q)  # the first row runs along z_1 ...
+    assert (grid[:4, 1] == q[-1]).all()  # ... at the highest z_2
+    train_z = torch.tensor([[0.0], [0.1], [5.0], [5.1], [5.2]])
+    train_y = torch.tensor([0, 0, 1, 1, 1])
+    test_z, test_y = torch.tensor([[0.05], [5.05]]), torch.tensor([0, 0])
+    assert m2.knn_accuracy(train_z, train_y, test_z, test_y, k=1) == 0.5
+
+    results = run("manifold_2d", tmp_path)
+    assert results["budget"]["z_dim"] == 2 and len(results["posterior_mean_std"]) == 2
+    assert results["log_px"]["mean"] >= results["elbo"]["mean"]  # same samples: Jensen
+    for name in ("manifold.png", "latent.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
