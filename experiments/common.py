@@ -104,6 +104,18 @@ def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget)
     return vae, history, evaluation, x, seconds
 
 
+#: Burda et al. 2016: latent unit d is active if Cov_x(E_q[z_d]) exceeds this
+ACTIVE_UNIT_THRESHOLD = 0.01
+
+
+@torch.no_grad()
+def active_units(vae, x: torch.Tensor) -> tuple[int, list[float]]:
+    """Active latent units of ``vae`` on images ``x`` and the activity of every unit:
+    the variance over images of the posterior mean ``E_q[z_d]``."""
+    activity = vae.encoder(x)[0].var(0)
+    return int((activity > ACTIVE_UNIT_THRESHOLD).sum()), activity.tolist()
+
+
 def write_results(out: Path, results: dict, markdown: str) -> None:
     """``results.json`` and ``results.md`` in ``out``, written atomically."""
     out.mkdir(parents=True, exist_ok=True)

@@ -26,8 +26,6 @@ from pyro_vae.plots import labelled_rows_figure, save_figure
 from pyro_vae.runs import spread_subset
 
 SIGMAS = [0.03, 0.1, 0.2, 0.5, 1.0, "shared"]
-#: Burda et al. 2016: a unit is active if Cov_x(E_q[z_d]) exceeds this
-ACTIVE_UNIT_THRESHOLD = 0.01
 
 
 @torch.no_grad()
@@ -37,12 +35,12 @@ def diagnostics(vae, x: torch.Tensor) -> dict:
     recon = vae.likelihood.mean(vae.decoder(loc))
     sq_error = ((x - recon) ** 2).sum(-1)
     kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)  # KL(N(loc, scale) || N(0, I))
-    activity = loc.var(0)
+    active, activity = common.active_units(vae, x)
     return {
         "reconstruction_sq_error": mean_and_stderr(sq_error),
         "kl": mean_and_stderr(kl),
-        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
-        "unit_activity": activity.tolist(),
+        "active_units": active,
+        "unit_activity": activity,
     }
 
 

@@ -201,3 +201,15 @@ def test_manifold_2d_experiment(tmp_path):
     assert results["log_px"]["mean"] >= results["elbo"]["mean"]  # same samples: Jensen
     for name in ("manifold.png", "latent.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_latent_dim_experiment(tmp_path):
+    results = run("latent_dim", tmp_path)
+    rows = {r["z_dim"]: r for r in results["rows"]}
+    assert set(rows) == {2, 8}
+    for z_dim, r in rows.items():
+        assert 0 <= r["active_units"] <= z_dim  # a unit is counted at most once
+        assert r["log_px"]["mean"] >= r["elbo"]["mean"]  # same samples: Jensen
+        assert r["gap"]["mean"] == pytest.approx(r["log_px"]["mean"] - r["elbo"]["mean"])
+    for name in ("samples.png", "latent_dim.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
