@@ -64,19 +64,29 @@ def budget_from(args) -> Budget:
     return b
 
 
-def train_vae(dataset: data_mod.Dataset, likelihood: dict, budget: Budget, **train_options):
+def train_vae(
+    dataset: data_mod.Dataset,
+    likelihood: dict,
+    budget: Budget,
+    vae_class: type = VAE,
+    vae_options: dict | None = None,
+    **train_options,
+):
     """Train a VAE with ``likelihood`` on ``dataset`` within ``budget``.
 
+    :param vae_class: :class:`~pyro_vae.VAE` or a subclass; ``vae_options`` are more
+        constructor arguments.
     :param train_options: more :class:`~pyro_vae.TrainConfig` fields (objective, ...).
     :returns: ``(vae, history, seconds)``, the VAE in eval mode.
     """
     pyro.set_rng_seed(budget.seed)
-    vae = VAE(
+    vae = vae_class(
         dataset.x_dim,
         z_dim=budget.z_dim,
         hidden_dims=budget.hidden_dims,
         likelihood=get_likelihood(**likelihood),
         image_shape=dataset.image_shape,
+        **(vae_options or {}),
     )
     t0 = time.perf_counter()
     history = fit(
