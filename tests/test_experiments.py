@@ -248,3 +248,16 @@ def test_autoencoder_limit_experiment(tmp_path):
             -r["elbo"]["mean"], abs=0.5 * r["elbo"]["stderr"]
         )
     assert (tmp_path / "samples.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_gap_over_training_experiment(tmp_path):
+    results = run("gap_over_training", tmp_path)
+    assert set(results["curves"]) == {"elbo", "iwae"}
+    for rows in results["curves"].values():
+        assert [r["epoch"] for r in rows] == [1, 2]
+        for r in rows:
+            assert r["gap"]["mean"] == pytest.approx(r["log_px"]["mean"] - r["elbo"]["mean"])
+            assert r["gap"]["mean"] >= 0  # same samples: log-mean-exp >= mean
+        # a second epoch of training raises log P(X) by far more than the estimate's noise
+        assert rows[1]["log_px"]["mean"] > rows[0]["log_px"]["mean"] + 10
+    assert (tmp_path / "gap_over_training.png").read_bytes()[:4] == b"\x89PNG"
