@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyro
@@ -33,33 +33,55 @@ class Budget:
     num_samples: int = 5000  # importance samples per test image for log P(X)
     test_images: int = 1000  # evenly spaced test images scored
     seed: int = 0
+    is_quick: bool = False  # a --quick budget: checks the code, not the claims
+    #: options that changed the defaults; the documented results have none
+    overrides: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden_dims": list(self.hidden_dims)}
 
     @classmethod
     def quick(cls, seed: int = 0) -> Budget:
-        return cls(epochs=1, z_dim=4, hidden_dims=(32,), num_samples=20, test_images=40, seed=seed)
+        return cls(
+            epochs=1,
+            z_dim=4,
+            hidden_dims=(32,),
+            num_samples=20,
+            test_images=40,
+            seed=seed,
+            is_quick=True,
+        )
 
 
 def parser(name: str, description: str) -> argparse.ArgumentParser:
     """Options every experiment takes."""
     p = argparse.ArgumentParser(prog=f"experiments/{name}.py", description=description)
-    p.add_argument("--out", type=Path, default=Path("results") / name, help="output folder")
+    p.add_argument(
+        "--out", type=Path, help=f"output folder (default results/{name}, or results/quick/{name})"
+    )
     p.add_argument("--quick", action="store_true", help="tiny budgets: seconds, not conclusions")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, help="override the budget's epochs")
     p.add_argument("--num-samples", type=int, help="override K, importance samples per image")
     p.add_argument("--test-images", type=int, help="override the number of test images scored")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.set_defaults(experiment=name)
     return p
 
 
 def budget_from(args) -> Budget:
+    """The budget the options ask for; also settles ``args.out`` (quick runs go to
+    ``results/quick/NAME`` so that they never overwrite a full run's results) and the
+    thread count."""
     b = Budget.quick(args.seed) if args.quick else Budget(seed=args.seed)
-    for field in ("epochs", "num_samples", "test_images"):
-        if getattr(args, field) is not None:
-            setattr(b, field, getattr(args, field))
+    for name in ("epochs", "num_samples", "test_images"):
+        if getattr(args, name) is not None:
+            setattr(b, name, getattr(args, name))
+            b.overrides.append(name)
+    if args.seed != 0:
+        b.overrides.append("seed")
+    if args.out is None:
+        args.out = Path("results") / ("quick" if args.quick else "") / args.experiment
     torch.set_num_threads(args.threads)
     return b
 
@@ -126,9 +148,15 @@ def active_units(vae, x: torch.Tensor) -> tuple[int, list[float]]:
     return int((activity > ACTIVE_UNIT_THRESHOLD).sum()), activity.tolist()
 
 
+#: when this experiment's process imported this module: its wall time starts here
+STARTED = time.perf_counter()
+
+
 def write_results(out: Path, results: dict, markdown: str) -> None:
-    """``results.json`` and ``results.md`` in ``out``, written atomically."""
+    """``results.json`` (with the process's ``wall_seconds`` so far) and ``results.md``
+    in ``out``, written atomically."""
     out.mkdir(parents=True, exist_ok=True)
+    results = {**results, "wall_seconds": time.perf_counter() - STARTED}
     write_json(out / "results.json", results)
     write_text(out / "results.md", markdown)
 

@@ -45,10 +45,12 @@ def main(argv=None) -> dict:
     """Train with both objectives; returns the results written to ``results.json``."""
     args = common.parser("gap_over_training", __doc__.splitlines()[0]).parse_args(argv)
     budget = common.budget_from(args)
-    checkpoints = [e for e in (QUICK_CHECKPOINTS if args.quick else CHECKPOINTS)]
+    checkpoints = list(QUICK_CHECKPOINTS if args.quick else CHECKPOINTS)
     if args.epochs is not None:
         checkpoints = [e for e in checkpoints if e < args.epochs] + [args.epochs]
     n_images = min(budget.test_images, EVAL_IMAGES)
+    if args.quick:  # enough samples for L_50, so that the quick run takes every path
+        budget.num_samples = max(budget.num_samples, BOUND_K)
     ks = tuple(k for k in (1, BOUND_K) if k <= budget.num_samples)
     dataset = data_mod.load("mnist5k", binarize="dynamic")
     x = dataset.x_test[spread_subset(len(dataset.x_test), n_images)]

@@ -4,9 +4,10 @@ For z_dim in {2, 4, 10, 30, 100, 1000}, the default VAE (mnist5k, dynamic
 binarization, Bernoulli, 784-400-z) is trained on the same split and budget. Per
 model: the test ELBO and importance-sampled log P(X), the gap between them, the
 number of active units (Var over test images of E_q[z_d] > 0.01, Burda et al. 2016),
-and samples from the prior. A small z cannot hold a digit's variations; a large one
-leaves most units inactive (they carry no information about X, and the KL term keeps
-them at the prior), so the useful size saturates while the ELBO stays flat or drops.
+the units whose KL term averages more than 0.01 nats, the KL term itself, and samples
+from the prior. A small z cannot hold a digit's variations; in a large one most units
+should carry no information about X (the KL term pulls them to the prior), so the
+useful size saturates while the ELBO stays flat or drops.
 
 Usage: ``python experiments/latent_dim.py [--quick] [--out results/latent_dim]``
 """
@@ -23,7 +24,16 @@ from pyro_vae import data as data_mod
 from pyro_vae.plots import labelled_rows_figure, save_figure
 
 Z_DIMS = (2, 4, 10, 30, 100, 1000)
+#: a unit "carries information" if its KL term, averaged over test images, exceeds this
+KL_UNIT_THRESHOLD = 0.01
 QUICK_Z_DIMS = (2, 8)
+
+
+@torch.no_grad()
+def unit_kl(vae, x: torch.Tensor) -> torch.Tensor:
+    """Per latent unit, ``D[Q(z_d|X) || N(0, 1)]`` averaged over the images ``x``."""
+    loc, scale = vae.encoder(x)
+    return (0.5 * (scale**2 + loc**2 - 1) - scale.log()).mean(0)
 
 
 def main(argv=None) -> dict:
@@ -37,6 +47,7 @@ def main(argv=None) -> dict:
         vae, _, ev, x, seconds = common.train_and_score(dataset, {"name": "bernoulli"}, b)
         s = ev.summary()
         active, _ = common.active_units(vae, x)
+        kl_per_unit = unit_kl(vae, x)
         rows.append(
             {
                 "z_dim": z_dim,
@@ -44,6 +55,9 @@ def main(argv=None) -> dict:
                 "log_px": s["log_px"],
                 "gap": s["gap"],
                 "active_units": active,
+                "informative_units": int((kl_per_unit > KL_UNIT_THRESHOLD).sum()),
+                "kl": float(kl_per_unit.sum()),
+                "kl_per_unit_sorted": kl_per_unit.sort(descending=True).values.tolist(),
                 "train_seconds": seconds,
             }
         )
@@ -59,6 +73,7 @@ def main(argv=None) -> dict:
         "experiment": "latent_dim",
         "budget": {k: v for k, v in budget.to_dict().items() if k != "z_dim"},
         "threshold": common.ACTIVE_UNIT_THRESHOLD,
+        "kl_unit_threshold": KL_UNIT_THRESHOLD,
         "rows": rows,
     }
     common.write_results(args.out, results, table(results))
@@ -92,7 +107,12 @@ def latent_figure(rows):
     left.set_ylabel("nats per test image")
     left.legend()
     left.grid(alpha=0.3)
-    right.plot(z, [r["active_units"] for r in rows], marker="o", label="active units")
+    right.plot(
+        z, [r["active_units"] for r in rows], marker="o", label="active: Var(E_q[z_d]) > 0.01"
+    )
+    right.plot(
+        z, [r["informative_units"] for r in rows], marker="s", label="KL of the unit > 0.01 nats"
+    )
     right.plot(z, [min(v, max(z)) for v in z], linestyle=":", color="grey", label="z_dim")
     right.set_xscale("log")
     right.set_yscale("log")
@@ -109,16 +129,17 @@ def table(results: dict) -> str:
         f"\nmnist5k VAE (dynamic binarization, Bernoulli, 784-{b['hidden_dims'][0]}-z, "
         f"{b['epochs']} epochs, seed {b['seed']}), one run per row; {b['test_images']} test "
         f"images, K = {b['num_samples']}; nats per image, mean ± s.e.; active: Var(E_q[z_d]) > "
-        f"{results['threshold']}.\n\n",
-        "| z_dim | ELBO | log P(X) | gap | active units | train seconds |\n"
-        "|---|---|---|---|---|---|\n",
+        f"{results['threshold']}; informative: the unit's KL term averages more than "
+        f"{results['kl_unit_threshold']} nats; KL: the whole KL term.\n\n",
+        "| z_dim | ELBO | log P(X) | gap | KL | active units | informative units "
+        "| train seconds |\n|---|---|---|---|---|---|---|---|\n",
     ]
     for r in results["rows"]:
         lines.append(
             f"| {r['z_dim']} | {r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f} "
             f"| {r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f} "
-            f"| {r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f} | {r['active_units']} "
-            f"| {r['train_seconds']:.0f} |\n"
+            f"| {r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f} | {r['kl']:.1f} "
+            f"| {r['active_units']} | {r['informative_units']} | {r['train_seconds']:.0f} |\n"
         )
     return "".join(lines) + "\n"
 

@@ -89,6 +89,7 @@ def main(argv=None) -> dict:
 
     results = {
         "experiment": "pixel_distance",
+        "budget": budget.to_dict(),
         "test_images": len(x),
         "train_images": len(train),
         "erase_rows": ERASE_ROWS,
@@ -97,6 +98,12 @@ def main(argv=None) -> dict:
         "sq_distance_shifted": mean_and_stderr(d_shifted),
         "sq_distance_nearest_training_digit_same_class": mean_and_stderr(nearest_same),
         "fraction_erased_closer_than_shifted": float((d_erased < d_shifted).float().mean()),
+        "fraction_erased_closer_by_class": [
+            float((d_erased < d_shifted)[labels == c].float().mean())
+            if (labels == c).any()
+            else None
+            for c in range(10)
+        ],
         "sigma": mean_and_stderr(sigma2.sqrt()),
         "shifted_minus_log_ratio_nats": mean_and_stderr(shifted_nats),
         "training_digits_closer_than_erased": {
@@ -184,7 +191,13 @@ def table(r: dict) -> str:
                 row(f"sigma that rejects (b) by e^-{r['reject_nats']:g}", "sigma"),
                 row("-log P(c)/P(exact copy) at that sigma, nats", "shifted_minus_log_ratio_nats"),
                 f"\nThe erased digit is closer than the shifted one for "
-                f"{100 * r['fraction_erased_closer_than_shifted']:.1f}% of test digits. At the "
+                f"{100 * r['fraction_erased_closer_than_shifted']:.1f}% of test digits ("
+                + ", ".join(
+                    f"{c}s {100 * v:.0f}%"
+                    for c, v in enumerate(r["fraction_erased_closer_by_class"])
+                    if v is not None
+                )
+                + "). At the "
                 f"sigma that rejects (b), a median of {closer['median']:.0f} of the "
                 f"{r['train_images']} training digits is closer to X than (b) (none at all for "
                 f"{100 * closer['fraction_of_test_digits_with_none']:.1f}% of test digits), and "

@@ -68,8 +68,9 @@ def main(argv=None) -> dict:
     args = common.parser("ring", __doc__.splitlines()[0]).parse_args(argv)
     budget = common.budget_from(args)
     hidden = (16,) if args.quick else (128, 128)
-    _, x_train = ring_data(TRAIN_POINTS, seed=budget.seed)
-    z_show, x_test = ring_data(TEST_POINTS, seed=budget.seed + 1)
+    # separate streams: no seed's test points are another seed's training points
+    _, x_train = ring_data(TRAIN_POINTS, seed=2 * budget.seed)
+    z_show, x_test = ring_data(TEST_POINTS, seed=2 * budget.seed + 1)
     x_test = x_test[: max(budget.test_images, 1)]
 
     pyro.set_rng_seed(budget.seed)

@@ -210,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pyro_vae.cli_conditional import add_complete_parser
     from pyro_vae.cli_evaluate import add_evaluate_parser
+    from pyro_vae.reproduce import add_reproduce_parser
 
     add_complete_parser(sub)
     add_evaluate_parser(sub)
+    add_reproduce_parser(sub)
     return parser
 
 

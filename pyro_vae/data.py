@@ -50,13 +50,13 @@ DEQUANTIZE_SEED = 0
 class Dataset:
     """A train/test split held as tensors.
 
-    :ivar str name: data set name as given to :func:`load`.
+    :ivar name: data set name as given to :func:`load`.
     :ivar x_train: ``(N_train, x_dim)`` float32 in ``[0, 1]``.
     :ivar x_test: ``(N_test, x_dim)`` float32 in ``[0, 1]``.
     :ivar y_train: ``(N_train,)`` int64 labels, or ``None``.
     :ivar y_test: ``(N_test,)`` int64 labels, or ``None``.
     :ivar image_shape: ``(height, width)`` of one image, or ``None``.
-    :ivar str binarize: the binarization mode applied.
+    :ivar binarize: the binarization mode applied.
     :ivar levels: number of grey levels, or ``None``.
     """
 

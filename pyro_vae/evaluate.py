@@ -52,8 +52,8 @@ class LogLikelihood(NamedTuple):
     :ivar log_px: ``(N,)`` estimate ``log (1/K) sum_k w_k`` of ``log P(x)``.
     :ivar elbo: ``(N,)`` mean log weight: the ELBO for ``proposal="guide"``.
     :ivar ess: ``(N,)`` effective sample size, between 1 and ``num_samples``.
-    :ivar int num_samples: K, samples per data point.
-    :ivar str proposal: ``"guide"`` or ``"prior"``.
+    :ivar num_samples: K, samples per data point.
+    :ivar proposal: ``"guide"`` or ``"prior"``.
     """
 
     log_px: torch.Tensor
@@ -72,7 +72,7 @@ class IWAEBounds(NamedTuple):
     :ivar log_px: ``(N,)``, as in :class:`LogLikelihood`.
     :ivar elbo: ``(N,)``, as in :class:`LogLikelihood`.
     :ivar ess: ``(N,)``, as in :class:`LogLikelihood`.
-    :ivar int num_samples: K.
+    :ivar num_samples: K.
     """
 
     ks: tuple[int, ...]
@@ -242,8 +242,8 @@ class DatasetEvaluation(NamedTuple):
     :ivar log_px: ``(N,)`` importance-sampled ``log P(x)``.
     :ivar elbo: ``(N,)`` ELBO (mean log weight).
     :ivar ess: ``(N,)`` effective sample size.
-    :ivar int num_samples: K per data point.
-    :ivar str proposal: ``"guide"`` or ``"prior"``.
+    :ivar num_samples: K per data point.
+    :ivar proposal: ``"guide"`` or ``"prior"``.
     """
 
     ks: tuple[int, ...]

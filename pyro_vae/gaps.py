@@ -40,8 +40,8 @@ class GapDecomposition(NamedTuple):
     :ivar elbo_optimal: ELBO of the per-point optimum ``q*``.
     :ivar approximation_gap: ``log_px - elbo_optimal``.
     :ivar amortization_gap: ``elbo_optimal - elbo_amortized``.
-    :ivar int steps: SVI steps used to fit ``q*``.
-    :ivar int num_samples: importance samples per point.
+    :ivar steps: SVI steps used to fit ``q*``.
+    :ivar num_samples: importance samples per point.
     """
 
     log_px: torch.Tensor

@@ -38,11 +38,11 @@ _QUADRANT_ORDER = ("top-left", "bottom-left", "top-right")
 class Task(NamedTuple):
     """A conditional task on images of one shape.
 
-    :ivar str name: one of :data:`TASKS`.
+    :ivar name: one of :data:`TASKS`.
     :ivar x_mask: ``(height * width,)`` bool, pixels in X (all False for ``label``).
     :ivar y_mask: ``(height * width,)`` bool, pixels in Y.
-    :ivar int x_dim: size of X (pixels, or 10 classes for ``label``).
-    :ivar int y_dim: size of Y.
+    :ivar x_dim: size of X (pixels, or 10 classes for ``label``).
+    :ivar y_dim: size of Y.
     :ivar image_shape: ``(height, width)`` of the images.
     """
 
@@ -123,7 +123,7 @@ CONDITION_SEED = 20160619
 class ConditionalData(NamedTuple):
     """Pairs ``(X, Y)`` of a task, ready for :func:`pyro_vae.fit`.
 
-    :ivar Task task: the task.
+    :ivar task: the task.
     :ivar train: ``(X, Y)`` of the training split, before the per-batch transforms.
     :ivar test: ``(X, Y)`` of the test split, fixed (one binarization, if any).
     :ivar transforms: ``(for X, for Y)``, each a callable or ``None``: pass as

@@ -1,0 +1,270 @@
+"""``pyro-vae reproduce``: run every experiment and collect the results in one page.
+
+Each experiment is a script ``experiments/NAME.py`` in the repository (see
+:data:`EXPERIMENTS`); ``reproduce`` runs them one after another in fresh
+processes, each writing ``results.json``, ``results.md`` and its figures to
+``OUT/NAME/``, and then writes ``OUT/results.md`` with every table and figure.
+The full run also copies that page and its figures into ``docs/`` (``docs/results.md``
+and ``docs/results/``); ``--quick`` (tiny budgets, for CI and a first look) leaves
+``docs/`` alone.
+
+The experiments are part of the repository, not of the installed package:
+``reproduce`` needs a clone (``pip install -e .``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from pyro_vae.errors import UsageError
+from pyro_vae.io import write_text
+
+
+class Experiment(NamedTuple):
+    """One experiment script: its name, what it shows, and its doc page."""
+
+    name: str
+    title: str
+    page: str
+    minutes: float  # measured wall time of the full run on a 2-core CPU
+
+
+#: every experiment, in the order ``reproduce`` runs them
+EXPERIMENTS = (
+    Experiment("ring", "Figure 2: a ring from N(0, I), and a VAE that learns it", "ring.md", 1),
+    Experiment("pixel_distance", "Figure 3: squared pixel distance", "pixel_distance.md", 0.2),
+    Experiment(
+        "naive_vs_importance",
+        "Sections 2 and 2.3: log P(X) with z from the prior against z from Q",
+        "naive_vs_importance.md",
+        8,
+    ),
+    Experiment(
+        "prior_samples",
+        "Section 2.3: samples from the prior, reconstructions",
+        "prior_samples.md",
+        1,
+    ),
+    Experiment("latent_dim", "How many latent dimensions", "latent_dim.md", 10),
+    Experiment("manifold_2d", "A 2-D latent: the learned manifold", "manifold_2d.md", 2),
+    Experiment(
+        "gap_over_training",
+        "The ELBO gap over training, Trace_ELBO against IWAE",
+        "gap_over_training.md",
+        6,
+    ),
+    Experiment(
+        "autoencoder_limit",
+        "A fixed encoder variance: the autoencoder limit",
+        "autoencoder_limit.md",
+        12,
+    ),
+    Experiment(
+        "sigma_sweep", "Section 2.4.3: the Gaussian's sigma as regularizer", "sigma_sweep.md", 15
+    ),
+    Experiment("likelihoods", "Swapping the likelihood", "likelihoods.md", 18),
+    Experiment("cvae_completion", "Section 3: the conditional VAE", "cvae.md", 25),
+)
+
+
+def repository_root() -> Path:
+    """The clone this package was installed from (editable install).
+
+    :raises UsageError: if the experiments are not next to the package.
+    """
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "experiments" / "common.py").is_file():
+        raise UsageError(
+            f"the experiments are not next to the installed package ({root / 'experiments'} "
+            "is missing); clone the repository and install it with `pip install -e .`"
+        )
+    return root
+
+
+def add_reproduce_parser(sub) -> None:
+    """Register the ``reproduce`` subcommand on an ``argparse`` subparsers object."""
+    total = sum(e.minutes for e in EXPERIMENTS)
+    r = sub.add_parser(
+        "reproduce",
+        help=f"run every experiment (about {total:.0f} minutes on 2 CPU cores; --quick: "
+        "about 2 minutes) and collect the results",
+    )
+    r.add_argument(
+        "--quick", action="store_true", help="tiny budgets: minutes, for CI and a first look"
+    )
+    r.add_argument(
+        "--only",
+        type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
+        help=f"comma-separated subset of: {', '.join(e.name for e in EXPERIMENTS)}",
+    )
+    r.add_argument("--out", type=Path, help="results folder (default results/, or results/quick)")
+    r.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    r.add_argument(
+        "--collect",
+        action="store_true",
+        help="run nothing: rebuild the results page from the experiments already in --out",
+    )
+    r.set_defaults(func=cmd_reproduce)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """``pyro-vae reproduce``: see ``pyro-vae reproduce --help``."""
+    root = repository_root()
+    known = {e.name: e for e in EXPERIMENTS}
+    chosen = list(EXPERIMENTS)
+    if args.only:
+        unknown = [name for name in args.only if name not in known]
+        if unknown:
+            raise UsageError(
+                f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(known)}"
+            )
+        chosen = [known[name] for name in args.only]
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    out = args.out or (Path("results") / "quick" if args.quick else Path("results"))
+    if not args.quick and not args.collect:
+        minutes = sum(e.minutes for e in chosen)
+        print(f"pyro-vae: {len(chosen)} experiments, about {minutes:.0f} minutes on 2 CPU cores")
+    failed, seconds = [], {}
+    for i, experiment in enumerate([] if args.collect else chosen, 1):
+        command = [
+            sys.executable,
+            str(root / "experiments" / f"{experiment.name}.py"),
+            "--out",
+            str(out / experiment.name),
+            "--threads",
+            str(args.threads),
+            *(["--quick"] if args.quick else []),
+        ]
+        print(f"pyro-vae: [{i}/{len(chosen)}] {experiment.name}: {experiment.title}", flush=True)
+        for stale in _figures(out / experiment.name):  # figures of an earlier run
+            stale.unlink()
+        t0 = time.perf_counter()
+        done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        seconds[experiment.name] = time.perf_counter() - t0
+        if done.returncode != 0:
+            failed.append(experiment.name)
+            print(done.stderr[-3000:], file=sys.stderr)
+            print(f"pyro-vae: error: {experiment.name} failed (exit {done.returncode})")
+        else:
+            print(f"pyro-vae:   done in {seconds[experiment.name]:.0f} s", flush=True)
+    if args.collect:
+        missing = [e.name for e in chosen if not (out / e.name / "results.json").is_file()]
+        if missing:
+            raise UsageError(
+                f"--collect: no results of {', '.join(missing)} in {out}; run them first "
+                f"(`pyro-vae reproduce --only {','.join(missing)}`)"
+            )
+    succeeded = [e for e in chosen if e.name not in failed]
+    budgets = {e.name: _budget(out / e.name) for e in succeeded}
+    quick = args.quick or any(b.get("is_quick", True) for b in budgets.values())
+    page = results_page(succeeded, out, seconds, quick=quick, failed=failed, docs=root / "docs")
+    write_text(out / "results.md", page)
+    print(f"pyro-vae: wrote {out / 'results.md'}")
+    unpublishable = [
+        name for name, b in budgets.items() if b.get("is_quick", True) or b.get("overrides")
+    ]
+    if not args.only and not failed and not unpublishable:
+        publish(out, root / "docs", succeeded, seconds)
+        print(f"pyro-vae: updated {root / 'docs' / 'results.md'} and docs/results/")
+    elif not quick and not args.only and unpublishable:
+        print(
+            "pyro-vae: docs/results.md left as it was: the results of "
+            f"{', '.join(unpublishable)} were not made with the default budgets"
+        )
+    if failed:
+        print(f"pyro-vae: error: {len(failed)} experiment(s) failed: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+def results_page(
+    experiments,
+    out: Path,
+    seconds: dict[str, float],
+    quick: bool,
+    failed: list[str] = (),
+    docs: Path | None = None,
+    figures: str | None = None,
+) -> str:
+    """Every experiment's table and figures, in one Markdown page.
+
+    :param failed: experiments that failed in this run; the page names them.
+    :param docs: where the discussion pages are; links are made relative to ``out``
+        (default: the pages sit next to the results page).
+    :param figures: folder that image links point into (relative to the page);
+        default: each experiment's own folder next to the page.
+    """
+    command = "pyro-vae reproduce --quick" if quick else "pyro-vae reproduce"
+    caveat = " (tiny budgets: these numbers check the code, not the claims)" if quick else ""
+    pages = "" if docs is None else os.path.relpath(docs, out.resolve()) + "/"
+    lines = [
+        "# Results of every experiment\n\n",
+        f"Written by `{command}`{caveat}, pyro_vae {_version()}. Each section names its "
+        "script, its wall time on the machine that ran it, and its page in these docs, "
+        "which explains the numbers.\n",
+    ]
+    if failed:
+        lines.append(f"\n**Failed in this run, so missing below:** {', '.join(failed)}.\n")
+    for e in experiments:
+        folder = out / e.name
+        link = f"{figures}/{e.name}" if figures is not None else e.name
+        lines += [
+            f"\n## {e.title}\n\n",
+            f"`python experiments/{e.name}.py{' --quick' if quick else ''}`: "
+            f"{_wall_minutes(folder, seconds, e)}. Discussion: [{e.page}]({pages}{e.page}).\n",
+            (folder / "results.md").read_text(),
+        ]
+        lines += [f"![{e.name}: {png.stem}]({link}/{png.name})\n\n" for png in _figures(folder)]
+    return "".join(lines)
+
+
+def publish(out: Path, docs: Path, experiments, seconds: dict[str, float]) -> None:
+    """Copy the results page and figures into ``docs/results.md`` and ``docs/results/``,
+    replacing the figures of an earlier run."""
+    target = docs / "results"
+    for e in experiments:
+        folder = target / e.name
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        for png in _figures(out / e.name):
+            shutil.copyfile(png, folder / png.name)
+    page = results_page(experiments, out, seconds, quick=False, figures="results")
+    write_text(docs / "results.md", page)
+
+
+def _budget(folder: Path) -> dict:
+    """The budget an experiment's ``results.json`` records, with ``is_quick`` and
+    ``overrides`` filled in for results written before budgets recorded them."""
+    budget = json.loads((folder / "results.json").read_text()).get("budget")
+    if budget is None:
+        return {"is_quick": True}  # nothing says how it was made: never publish it
+    return {"is_quick": budget.get("epochs", 0) <= 1, "overrides": [], **budget}
+
+
+def _wall_minutes(folder: Path, measured: dict[str, float], e: Experiment) -> str:
+    if e.name in measured:
+        return f"{measured[e.name] / 60:.1f} minutes"
+    seconds = json.loads((folder / "results.json").read_text()).get("wall_seconds")
+    if seconds is None:
+        return f"about {e.minutes:g} minutes (expected; this run did not record it)"
+    return f"{seconds / 60:.1f} minutes"
+
+
+def _figures(folder: Path) -> list[Path]:
+    return sorted(folder.glob("*.png"))
+
+
+def _version() -> str:
+    from pyro_vae import __version__
+
+    return __version__
