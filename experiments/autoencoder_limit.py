@@ -32,7 +32,7 @@ import torch
 from pyro_vae import VAE
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr
-from pyro_vae.plots import labelled_rows_figure, save_figure
+from pyro_vae.plots import labelled_rows_figure
 from pyro_vae.runs import spread_subset
 
 SCALES = (1.0, 0.1, 0.01)
@@ -140,15 +140,18 @@ def main(argv=None) -> dict:
             sample_rows.append((label, vae.sample(12, generator=gen)))
         print(f"{label}: ELBO {guided['elbo']['mean']:.2f}", flush=True)
     results = {"experiment": "autoencoder_limit", "budget": budget.to_dict(), "rows": rows}
-    common.write_results(args.out, results, table(results))
-    save_figure(
-        labelled_rows_figure(
-            sample_rows, dataset.image_shape, "samples from the prior: z ~ N(0, I), mean of P(X|z)"
-        ),
-        args.out / "samples.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "samples.png": labelled_rows_figure(
+                sample_rows,
+                dataset.image_shape,
+                "samples from the prior: z ~ N(0, I), mean of P(X|z)",
+            )
+        },
     )
-    print(table(results), end="")
-    return results
 
 
 def table(results: dict) -> str:

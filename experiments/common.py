@@ -20,6 +20,7 @@ from pyro_vae import VAE, TrainConfig, fit, get_likelihood
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.io import write_json, write_text
+from pyro_vae.plots import save_figure
 from pyro_vae.runs import batch_transform, comparable_bits_per_dim, spread_subset
 
 
@@ -159,6 +160,17 @@ def write_results(out: Path, results: dict, markdown: str) -> None:
     results = {**results, "wall_seconds": time.perf_counter() - STARTED}
     write_json(out / "results.json", results)
     write_text(out / "results.md", markdown)
+
+
+def finish(out: Path, results: dict, markdown: str, figures: dict | None = None) -> dict:
+    """The end of every experiment: ``results.json``, ``results.md`` and the figures
+    (``{file name: matplotlib figure}``) in ``out``, each written atomically; the table
+    printed. Returns ``results``."""
+    write_results(out, results, markdown)
+    for name, figure in (figures or {}).items():
+        save_figure(figure, out / name)
+    print(markdown, end="")
+    return results
 
 
 def bits(vae, dataset, value):

@@ -99,9 +99,7 @@ def main(argv=None) -> dict:
             f"{row['cvae_fixed']['log_p_y_given_x']['mean']:.1f} nats",
             flush=True,
         )
-    common.write_results(args.out, results, table(results))
-    print(table(results), end="")
-    return results
+    return common.finish(args.out, results, table(results))
 
 
 @torch.no_grad()

@@ -27,7 +27,6 @@ import pyro
 from pyro_vae import VAE, Bernoulli, TrainConfig, fit
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
-from pyro_vae.plots import save_figure
 from pyro_vae.runs import batch_transform, spread_subset
 
 CHECKPOINTS = (1, 2, 5, 10, 20, 30, 40, 50)
@@ -106,10 +105,9 @@ def main(argv=None) -> dict:
         "bound_k": BOUND_K,
         "curves": curves,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(gap_figure(results), args.out / "gap_over_training.png")
-    print(table(results), end="")
-    return results
+    return common.finish(
+        args.out, results, table(results), {"gap_over_training.png": gap_figure(results)}
+    )
 
 
 def gap_figure(results: dict):

@@ -21,7 +21,7 @@ import common
 import torch
 
 from pyro_vae import data as data_mod
-from pyro_vae.plots import labelled_rows_figure, save_figure
+from pyro_vae.plots import labelled_rows_figure
 
 Z_DIMS = (2, 4, 10, 30, 100, 1000)
 #: a unit "carries information" if its KL term, averaged over test images, exceeds this
@@ -76,14 +76,17 @@ def main(argv=None) -> dict:
         "kl_unit_threshold": KL_UNIT_THRESHOLD,
         "rows": rows,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(
-        labelled_rows_figure(sample_rows, dataset.image_shape, "samples from the prior per z_dim"),
-        args.out / "samples.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "samples.png": labelled_rows_figure(
+                sample_rows, dataset.image_shape, "samples from the prior per z_dim"
+            ),
+            "latent_dim.png": latent_figure(rows),
+        },
     )
-    save_figure(latent_figure(rows), args.out / "latent_dim.png")
-    print(table(results), end="")
-    return results
 
 
 def latent_figure(rows):

@@ -18,7 +18,7 @@ import common
 import torch
 
 from pyro_vae import data as data_mod
-from pyro_vae.plots import labelled_rows_figure, save_figure
+from pyro_vae.plots import labelled_rows_figure
 
 #: (label, likelihood constructor arguments, data options)
 MODELS = [
@@ -78,15 +78,16 @@ def main(argv=None) -> dict:
         "budget": budget.to_dict(),
         "models": rows,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(
-        labelled_rows_figure(
-            sample_rows, (28, 28), "10 samples from the prior per likelihood (mean of P(x|z))"
-        ),
-        args.out / "samples.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "samples.png": labelled_rows_figure(
+                sample_rows, (28, 28), "10 samples from the prior per likelihood (mean of P(x|z))"
+            )
+        },
     )
-    print(table(results), end="")
-    return results
 
 
 def table(results: dict) -> str:

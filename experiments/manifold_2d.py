@@ -23,7 +23,7 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
-from pyro_vae.plots import grid_figure, save_figure
+from pyro_vae.plots import grid_figure
 from pyro_vae.runs import evaluation_split, spread_subset
 
 GRID = 20
@@ -73,14 +73,17 @@ def main(argv=None) -> dict:
         "posterior_mean_std": test_z.std(0).tolist(),
         "train_seconds": seconds,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(
-        grid_figure(grid, dataset.image_shape, "decoder means at prior quantiles", ncols=GRID),
-        args.out / "manifold.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "manifold.png": grid_figure(
+                grid, dataset.image_shape, "decoder means at prior quantiles", ncols=GRID
+            ),
+            "latent.png": latent_figure(test_z, dataset.y_test),
+        },
     )
-    save_figure(latent_figure(test_z, dataset.y_test), args.out / "latent.png")
-    print(table(results), end="")
-    return results
 
 
 def latent_figure(z: torch.Tensor, labels: torch.Tensor):

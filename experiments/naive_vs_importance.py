@@ -28,7 +28,6 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import log_weights
-from pyro_vae.plots import save_figure
 from pyro_vae.runs import spread_subset
 
 K_MAX, REPEATS, IMAGES = 100_000, 3, 100
@@ -136,10 +135,9 @@ def main(argv=None) -> dict:
         "rows": rows,
         "first_k_within": first_within,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(estimator_figure(results), args.out / "naive_vs_importance.png")
-    print(table(results), end="")
-    return results
+    return common.finish(
+        args.out, results, table(results), {"naive_vs_importance.png": estimator_figure(results)}
+    )
 
 
 def estimator_figure(results: dict):

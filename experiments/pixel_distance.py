@@ -27,7 +27,6 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr
-from pyro_vae.plots import save_figure
 from pyro_vae.runs import spread_subset
 
 #: rows of ink erased from the bottom of each digit for the "bad sample" (b)
@@ -131,13 +130,16 @@ def main(argv=None) -> dict:
     # says how common that is)
     like_tutorial = (labels == 2) & (d_erased < d_shifted)
     example = int(torch.nonzero(like_tutorial)[0]) if like_tutorial.any() else 0
-    common.write_results(args.out, results, table(results))
-    save_figure(
-        distance_figure(x[example], erased[example], shifted[example], d_erased, d_shifted, ess),
-        args.out / "pixel_distance.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "pixel_distance.png": distance_figure(
+                x[example], erased[example], shifted[example], d_erased, d_shifted, ess
+            )
+        },
     )
-    print(table(results), end="")
-    return results
 
 
 def distance_figure(x, erased, shifted, d_erased, d_shifted, ess):

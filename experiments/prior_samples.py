@@ -20,7 +20,7 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr, mean_elbo
-from pyro_vae.plots import grid_figure, reconstruction_figure, save_figure
+from pyro_vae.plots import grid_figure, reconstruction_figure
 from pyro_vae.runs import evaluation_split, spread_subset
 
 NUM_SAMPLES = 100
@@ -60,23 +60,23 @@ def main(argv=None) -> dict:
         "train_seconds": seconds,
         "nearest_training_sq_distance": distances,
     }
-    common.write_results(args.out, results, table(results))
     shape = dataset.image_shape
     title = "z ~ N(0, I) through the decoder: mean of P(X|z)"
-    save_figure(grid_figure(means, shape, title, ncols=10), args.out / "samples.png")
-    save_figure(
-        grid_figure(binary, shape, "one binary draw from P(X|z) per sample", ncols=10),
-        args.out / "binary_samples.png",
-    )
     shown = x_test[spread_subset(len(x_test), 40)]
-    save_figure(
-        reconstruction_figure(
-            shown, recon, shape, "test digits (odd rows) and reconstructions (even rows)"
-        ),
-        args.out / "reconstructions.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "samples.png": grid_figure(means, shape, title, ncols=10),
+            "binary_samples.png": grid_figure(
+                binary, shape, "one binary draw from P(X|z) per sample", ncols=10
+            ),
+            "reconstructions.png": reconstruction_figure(
+                shown, recon, shape, "test digits (odd rows) and reconstructions (even rows)"
+            ),
+        },
     )
-    print(table(results), end="")
-    return results
 
 
 def table(r: dict) -> str:

@@ -32,7 +32,6 @@ import torch
 
 from pyro_vae import VAE, Gaussian, TrainConfig, fit
 from pyro_vae.evaluate import evaluate_dataset, log_likelihood, mean_and_stderr
-from pyro_vae.plots import save_figure
 
 #: Rayleigh scale of the radius minus one: g(z) = z / 10 + z / ||z||
 RING_SCALE = 0.1
@@ -124,10 +123,12 @@ def main(argv=None) -> dict:
         "final_test_elbo": history.test_elbo[-1],
         "train_seconds": seconds,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(ring_figure(z_show, means, samples, density), args.out / "ring.png")
-    print(table(results), end="")
-    return results
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {"ring.png": ring_figure(z_show, means, samples, density)},
+    )
 
 
 @torch.no_grad()

@@ -22,7 +22,7 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr
-from pyro_vae.plots import labelled_rows_figure, save_figure
+from pyro_vae.plots import labelled_rows_figure
 from pyro_vae.runs import spread_subset
 
 SIGMAS = [0.03, 0.1, 0.2, 0.5, 1.0, "shared"]
@@ -90,20 +90,20 @@ def main(argv=None) -> dict:
         "budget": budget.to_dict(),
         "rows": rows,
     }
-    common.write_results(args.out, results, table(results))
-    save_figure(
-        labelled_rows_figure(
-            [("input", show), *recon_rows], (28, 28), "test images and their reconstructions"
-        ),
-        args.out / "reconstructions.png",
+    return common.finish(
+        args.out,
+        results,
+        table(results),
+        {
+            "reconstructions.png": labelled_rows_figure(
+                [("input", show), *recon_rows], (28, 28), "test images and their reconstructions"
+            ),
+            "samples.png": labelled_rows_figure(
+                sample_rows, (28, 28), "samples from the prior (mean of P(x|z))"
+            ),
+            "tradeoff.png": tradeoff_figure(rows, budget.z_dim),
+        },
     )
-    save_figure(
-        labelled_rows_figure(sample_rows, (28, 28), "samples from the prior (mean of P(x|z))"),
-        args.out / "samples.png",
-    )
-    save_figure(tradeoff_figure(rows, budget.z_dim), args.out / "tradeoff.png")
-    print(table(results), end="")
-    return results
 
 
 def tradeoff_figure(rows, z_dim: int):
