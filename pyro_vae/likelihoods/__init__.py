@@ -1,0 +1,73 @@
+"""Likelihoods P(x|z): small objects that turn decoder output into a Pyro distribution.
+
+A likelihood is a value handed to the model's constructor, so swapping
+Bernoulli for Gaussian (or your own) changes nothing else in the model, the
+guide or the training loop. Each one says how many decoder outputs it needs per
+data dimension (:attr:`Likelihood.params_per_dim`), which values it supports,
+and returns a distribution with one event dimension (the flattened pixels), so
+that a ``pyro.plate("data")`` indexes data points.
+
+A likelihood is an :class:`torch.nn.Module`, so learnable parameters (a learned
+sigma, say) live in it and the model registers them with ``pyro.module`` like
+the networks.
+
+Registry names (``--likelihood``):
+
+=====================  ==============================================  =====================
+name                   P(x | z) from decoder output                    data
+=====================  ==============================================  =====================
+bernoulli              Bernoulli(logits)                               binary 0/1
+continuous-bernoulli   ContinuousBernoulli(logits) (Loaiza-Ganem and   grey levels in [0, 1]
+                       Cunningham 2019: normalized, unlike BCE)
+gaussian               Normal(f(z), sigma): sigma fixed, or learned    real values
+                       (shared, per-pixel, or predicted per pixel)
+laplace                Laplace(f(z), scale), same scale options        real values
+beta                   Beta(a, b) on pixels squeezed into (eps, 1-eps) grey levels in [0, 1]
+discretized-logistic   logistic CDF over the pixel's bin (exact        k / (levels - 1)
+                       probability of a discrete grey level)
+=====================  ==============================================  =====================
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyro_vae.errors import UsageError
+from pyro_vae.likelihoods.base import SCALE_MODES, Likelihood
+from pyro_vae.likelihoods.discretized import DiscretizedLogistic, DiscretizedLogisticDistribution
+from pyro_vae.likelihoods.locscale import Gaussian, Laplace
+from pyro_vae.likelihoods.pixels import Bernoulli, Beta, ContinuousBernoulli
+
+LIKELIHOODS: dict[str, type[Likelihood]] = {
+    cls.name: cls
+    for cls in (Bernoulli, ContinuousBernoulli, Gaussian, Laplace, Beta, DiscretizedLogistic)
+}
+
+
+def get_likelihood(name: str, **kwargs: Any) -> Likelihood:
+    """Build a likelihood by registry name.
+
+    :param str name: one of :data:`LIKELIHOODS`.
+    :param kwargs: constructor arguments (``sigma`` for ``gaussian``, ...).
+    :raises UsageError: for an unknown name.
+    """
+    if name not in LIKELIHOODS:
+        raise UsageError(
+            f"unknown likelihood {name!r}; valid names: {', '.join(sorted(LIKELIHOODS))}"
+        )
+    return LIKELIHOODS[name](**kwargs)
+
+
+__all__ = [
+    "LIKELIHOODS",
+    "SCALE_MODES",
+    "Bernoulli",
+    "Beta",
+    "ContinuousBernoulli",
+    "DiscretizedLogistic",
+    "DiscretizedLogisticDistribution",
+    "Gaussian",
+    "Laplace",
+    "Likelihood",
+    "get_likelihood",
+]
