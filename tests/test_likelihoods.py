@@ -1,5 +1,6 @@
 import math
 
+import mpmath
 import numpy as np
 import pytest
 import torch
@@ -95,29 +96,95 @@ def test_beta_density_of_squeezed_pixels_with_jacobian():
     torch.testing.assert_close(mean, (a / (a + b) - 1e-3) / (1 - 2e-3))
 
 
+def mp_discretized_logistic_log_prob(x, loc, scale, levels):
+    """``log P(x)`` computed directly in mpmath: ``log(sigmoid(u) - sigmoid(l))`` with
+    ``u, l = (x - loc +- h) / scale`` and the first and last bins open to -inf, +inf.
+
+    The inputs are taken as the exact binary values of the floats given. Where both
+    sigmoids are near 1 the difference cancels ``log10(e) * l`` digits, so the working
+    precision is 50 digits plus that many.
+    """
+    k = round(x * (levels - 1))
+    x, loc, scale = mpmath.mpf(x), mpmath.mpf(loc), mpmath.mpf(scale)
+    h = mpmath.mpf(0.5 / (levels - 1))  # the float the library uses
+    u, lower = (x - loc + h) / scale, (x - loc - h) / scale
+    with mpmath.workdps(50 + max(0, int(lower * mpmath.log10(mpmath.e)) + 1)):
+
+        def sigmoid(t):
+            return 1 / (1 + mpmath.exp(-t))
+
+        if k == 0:
+            p = sigmoid(u)
+        elif k == levels - 1:
+            p = 1 - sigmoid(lower)
+        else:
+            p = sigmoid(u) - sigmoid(lower)
+        return float(mpmath.log(p))
+
+
+#: (loc, scale) pairs: interior, both tails far out (loc beyond either end, tiny scales),
+#: log-probabilities down to about -5000 nats
+DISCRETIZED_LOGISTIC_CASES = [
+    (0.3, 0.05),
+    (0.0, 0.01),
+    (1.2, 0.2),
+    (0.5, 1e-4),
+    (-0.4, 0.02),
+    (1.5, 0.003),
+]
+#: float64 against 50+ digit arithmetic: the largest error seen was 4e-16 relative
+#: (9e-13 nats at -4980); 1e-13 leaves a few hundred ulps
+FLOAT64_RTOL, FLOAT64_ATOL = 1e-13, 1e-14
+#: float32 against mpmath on the same float32 inputs. float32 rounds u and l to 6e-8
+#: relative; with 256 levels a bin is 1/(255 scale) wide in u, so the bin mass keeps
+#: fewer digits (largest error seen 5e-5 nats; 4e-4 nats at log P = -4980)
+FLOAT32_RTOL, FLOAT32_ATOL = 1e-6, 2e-4
+
+
+@pytest.mark.parametrize("levels", [17, 256])
+@pytest.mark.parametrize("loc,scale", DISCRETIZED_LOGISTIC_CASES)
+def test_discretized_logistic_against_high_precision(levels, loc, scale):
+    # every level of 17; of 256, every 15th (0, 15, ..., 255) and the two next to the ends
+    k = torch.arange(levels) if levels == 17 else [*torch.arange(0, 256, 15).tolist(), 1, 254]
+    grid = torch.as_tensor(k).sort().values.to(D64) / (levels - 1)
+    d = DiscretizedLogisticDistribution(
+        torch.tensor(loc, dtype=D64), torch.tensor(scale, dtype=D64), levels
+    )
+    expected = torch.tensor(
+        [mp_discretized_logistic_log_prob(v, loc, scale, levels) for v in grid.tolist()],
+        dtype=D64,
+    )
+    torch.testing.assert_close(d.log_prob(grid), expected, rtol=FLOAT64_RTOL, atol=FLOAT64_ATOL)
+    # float32, as a decoder computes it: finite and accurate in both tails
+    grid32, loc32, scale32 = grid.float(), torch.tensor(loc), torch.tensor(scale)
+    expected32 = torch.tensor(
+        [
+            mp_discretized_logistic_log_prob(v, loc32.item(), scale32.item(), levels)
+            for v in grid32.tolist()
+        ],
+        dtype=D64,
+    )
+    got32 = DiscretizedLogisticDistribution(loc32, scale32, levels).log_prob(grid32)
+    torch.testing.assert_close(got32.double(), expected32, rtol=FLOAT32_RTOL, atol=FLOAT32_ATOL)
+
+
 def test_discretized_logistic_is_a_distribution_over_levels():
     levels = 17
     grid = torch.arange(levels, dtype=D64) / (levels - 1)
-    for loc, scale in ((0.3, 0.05), (0.0, 0.01), (1.2, 0.2), (0.5, 1e-4)):
+    for loc, scale in DISCRETIZED_LOGISTIC_CASES:
         d = DiscretizedLogisticDistribution(
             torch.tensor(loc, dtype=D64), torch.tensor(scale, dtype=D64), levels
         )
-        log_p = d.log_prob(grid)
-        assert torch.logsumexp(log_p, 0).item() == pytest.approx(0.0, abs=1e-9)
-        # interior bins against scipy's logistic CDF
-        h = 0.5 / (levels - 1)
-        cdf = stats.logistic.cdf
-        with np.errstate(divide="ignore"):  # scipy's difference underflows to 0 far out
-            expected = np.log(
-                cdf(grid[5].item() + h, loc, scale) - cdf(grid[5].item() - h, loc, scale)
-            )
-        if np.isfinite(expected) and expected > -11:  # where the difference does not underflow
-            assert log_p[5].item() == pytest.approx(expected, rel=1e-6)
-    samples = DiscretizedLogisticDistribution(torch.tensor(0.4), torch.tensor(0.1), levels).sample(
-        (1000,)
-    )
+        assert torch.logsumexp(d.log_prob(grid), 0).item() == pytest.approx(0.0, abs=1e-9)
+    # sampling: grey levels only, with the frequencies of the probabilities
+    d = DiscretizedLogisticDistribution(torch.tensor(0.4), torch.tensor(0.1), levels)
+    samples = d.sample((20_000,))
     k = samples * (levels - 1)
     assert torch.allclose(k, k.round(), atol=1e-5) and samples.min() >= 0 and samples.max() <= 1
+    freq = torch.bincount(k.round().long(), minlength=levels).double() / 20_000
+    probs = d.log_prob(torch.arange(levels) / (levels - 1)).exp().double()
+    # 5 binomial standard errors per level, + 1e-4 where that is ~0 (one stray draw: 5e-5)
+    assert ((freq - probs).abs() <= 5 * (probs * (1 - probs) / 20_000).sqrt() + 1e-4).all()
 
 
 def test_discretized_logistic_likelihood_shapes_and_edges():
@@ -127,7 +194,16 @@ def test_discretized_logistic_likelihood_shapes_and_edges():
     d = lik(out)
     assert d.event_shape == (4,) and d.batch_shape == (3,)
     x = torch.tensor([[0.0, 1.0, 128 / 255, 3 / 255]]).expand(3, 4)
-    assert torch.isfinite(d.log_prob(x)).all()
+    # scale = softplus(0) + min_scale (in float32); the event sums the four pixels, edges
+    # included; tolerances of four float32 pixels
+    scale = (F.softplus(torch.tensor(0.0)) + 1e-3).item()
+    expected = sum(mp_discretized_logistic_log_prob(v, 0.5, scale, 256) for v in x[0].tolist())
+    torch.testing.assert_close(
+        d.log_prob(x).double(),
+        torch.full((3,), expected, dtype=D64),
+        rtol=FLOAT32_RTOL,
+        atol=4 * FLOAT32_ATOL,
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,11 +16,22 @@ def test_uniform_density_on_dequantized_data_is_log2_levels_bits():
     )
 
 
-def test_dequantized_gaussian_by_hand():
-    # a Gaussian density on y in 1-D with log p(y) = -1.3 nats and 17 levels:
-    # log P(k) >= -1.3 - ln 17, so bits = (1.3 + ln 17) / ln 2
-    got = bits_per_dim(torch.tensor([-1.3]), 1, discrete=False, levels=17, dequantized=True)
-    assert got.item() == pytest.approx((1.3 + math.log(17)) / math.log(2))
+def test_histogram_density_on_dequantized_data_matches_the_discrete_model():
+    # A density that is constant on every bin, p(y) = levels * P(k) for y in bin k
+    # (per dimension), turns the bound log P(k) >= log p(y) - D ln(levels) into an
+    # equality: its bits/dim on dequantized data must equal the discrete model's
+    # bits/dim on the grey levels, whatever u was drawn
+    levels, d, n = 17, 3, 50
+    g = torch.Generator().manual_seed(0)
+    log_probs = torch.log_softmax(torch.randn(d, levels, generator=g, dtype=torch.float64), -1)
+    k = torch.randint(levels, (n, d), generator=g)
+    log_p_k = log_probs.gather(1, k.T).T.sum(-1)  # (n,): log P(k) of each point
+    y = dequantize(k.double() / (levels - 1), levels, generator=g)
+    bins = (y * levels).floor().long()  # the bin that y falls in
+    log_p_y = (math.log(levels) + log_probs.gather(1, bins.T).T).sum(-1)
+    discrete = bits_per_dim(log_p_k, d, discrete=True)
+    continuous = bits_per_dim(log_p_y, d, discrete=False, levels=levels, dequantized=True)
+    torch.testing.assert_close(continuous, discrete, rtol=1e-12, atol=1e-12)
 
 
 def test_discrete_and_incomparable_cases():
