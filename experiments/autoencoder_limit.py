@@ -31,9 +31,19 @@ import torch
 
 from pyro_vae import VAE
 from pyro_vae import data as data_mod
+from pyro_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, active_units, kl_to_standard_normal
 from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr
 from pyro_vae.plots import labelled_rows_figure
-from pyro_vae.runs import spread_subset
+from pyro_vae.splits import spread_subset
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "A fixed encoder variance: the autoencoder limit"
+PAGE = "autoencoder_limit.md"
+MINUTES = 12
+ORDER = 8
 
 SCALES = (1.0, 0.1, 0.01)
 
@@ -44,13 +54,13 @@ class FixedScaleVAE(VAE):
     :param float fixed_scale: s.
     """
 
-    def __init__(self, *args, fixed_scale: float, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, x_dim: int, *, fixed_scale: float, **kwargs) -> None:
+        super().__init__(x_dim, **kwargs)
         self.fixed_scale = float(fixed_scale)
 
     def guide(self, x: torch.Tensor) -> None:
         """``Q(z|x) = N(mu(x), s^2 I)``."""
-        pyro.module(f"{self.name}_encoder", self.encoder)
+        self.pyro_module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             loc, _ = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, self.fixed_scale).expand(loc.shape).to_event(1))
@@ -71,7 +81,8 @@ def objective_terms(vae, x: torch.Tensor, s: float | None, num_particles: int = 
     z = loc + scale * torch.randn(num_particles, *loc.shape)
     reconstruction = -vae.likelihood(vae.decoder(z)).log_prob(x).mean(0)
     l2 = 0.5 * (loc**2).sum(-1)
-    constant = 0.5 * (scale**2 - 1 - 2 * scale.log()).sum(-1)
+    # the KL term less the L2 penalty: the KL of N(0, scale^2), a constant when s is fixed
+    constant = kl_to_standard_normal(torch.zeros_like(loc), scale).sum(-1)
     return {
         "reconstruction": reconstruction,
         "l2_penalty": l2,
@@ -80,12 +91,11 @@ def objective_terms(vae, x: torch.Tensor, s: float | None, num_particles: int = 
     }
 
 
-def active_units(vae, x: torch.Tensor, s: float | None) -> int:
-    """Units whose code moves by more than the encoder's own noise: ``Var_x(mu_d)`` above
-    ``min(0.01, s^2)`` (Burda et al.'s 0.01 for a learned scale)."""
-    threshold = common.ACTIVE_UNIT_THRESHOLD if s is None else min(0.01, s**2)
-    with torch.no_grad():
-        return int((vae.encoder(x)[0].var(0) > threshold).sum())
+def active_threshold(s: float | None) -> float:
+    """The activity ``Var_x(mu_d)`` above which a unit counts as active: Burda et al.'s 0.01
+    for a learned scale; with a fixed scale s, ``min(0.01, s^2)``, so that an active unit's
+    code moves by more than the encoder's own noise."""
+    return ACTIVE_UNIT_THRESHOLD if s is None else min(ACTIVE_UNIT_THRESHOLD, s**2)
 
 
 def main(argv=None) -> dict:
@@ -117,6 +127,8 @@ def main(argv=None) -> dict:
         ).summary()
         torch.manual_seed(budget.seed)
         terms = objective_terms(vae, x, s)
+        with torch.no_grad():
+            loc = vae.encoder(x)[0]  # (N, z_dim): the posterior means, the codes
         rows.append(
             {
                 "scale": s,
@@ -131,7 +143,7 @@ def main(argv=None) -> dict:
                 "log_px": guided["log_px"],
                 "ess": guided["ess"],
                 "log_px_prior": prior["log_px"],
-                "active_units": active_units(vae, x, s),
+                "active_units": active_units(loc, active_threshold(s)).count,
                 "train_seconds": seconds,
             }
         )
@@ -156,25 +168,38 @@ def main(argv=None) -> dict:
 
 def table(results: dict) -> str:
     b = results["budget"]
-    lines = [
+    header = [
+        "encoder scale",
+        "reconstruction",
+        "L2 penalty ||mu||^2/2",
+        "KL constant",
+        "-ELBO",
+        "log P(X), z from Q",
+        "log P(X), z from the prior",
+        "mean ESS (Q)",
+        "active units",
+    ]
+    rows = [
+        [
+            r["label"],
+            *(
+                f"{r['terms'][name]['mean']:.2f}"
+                for name in ("reconstruction", "l2_penalty", "kl_constant", "negative_elbo")
+            ),
+            f"{r['log_px']['mean']:.2f}",
+            f"{r['log_px_prior']['mean']:.2f}",
+            f"{r['ess']['mean']:.1f}",
+            r["active_units"],
+        ]
+        for r in results["rows"]
+    ]
+    return (
         f"\nmnist5k (dynamic binarization, Bernoulli, 784-{b['hidden_dims'][0]}-{b['z_dim']}), "
         f"{b['epochs']} epochs, seed {b['seed']}, one run per row; {b['test_images']} test "
         f"images, K = {b['num_samples']}; nats per image (mean). -ELBO = reconstruction + "
         "L2 penalty + constant, the KL term in closed form; a unit is active if the variance over "
-        "images of its code exceeds min(0.01, s^2).\n\n",
-        "| encoder scale | reconstruction | L2 penalty \\|\\|mu\\|\\|^2/2 | KL constant | -ELBO "
-        "| log P(X), z from Q | log P(X), z from the prior | mean ESS (Q) | active units |\n"
-        "|---|---|---|---|---|---|---|---|---|\n",
-    ]
-    for r in results["rows"]:
-        t = r["terms"]
-        lines.append(
-            f"| {r['label']} | {t['reconstruction']['mean']:.2f} | {t['l2_penalty']['mean']:.2f} "
-            f"| {t['kl_constant']['mean']:.2f} | {t['negative_elbo']['mean']:.2f} "
-            f"| {r['log_px']['mean']:.2f} | {r['log_px_prior']['mean']:.2f} "
-            f"| {r['ess']['mean']:.1f} | {r['active_units']} |\n"
-        )
-    return "".join(lines) + "\n"
+        "images of its code exceeds min(0.01, s^2).\n\n" + markdown_table(header, rows) + "\n"
+    )
 
 
 if __name__ == "__main__":

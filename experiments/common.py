@@ -21,7 +21,8 @@ from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.io import write_json, write_text
 from pyro_vae.plots import save_figure
-from pyro_vae.runs import batch_transform, comparable_bits_per_dim, spread_subset
+from pyro_vae.splits import batch_transform, spread_subset
+from pyro_vae.units import comparable_bits_per_dim
 
 
 @dataclass
@@ -135,18 +136,6 @@ def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget)
     ks = tuple(k for k in (1, 5, 50, 500) if k <= budget.num_samples)
     evaluation = evaluate_dataset(vae.model, vae.guide, x, num_samples=budget.num_samples, ks=ks)
     return vae, history, evaluation, x, seconds
-
-
-#: Burda et al. 2016: latent unit d is active if Cov_x(E_q[z_d]) exceeds this
-ACTIVE_UNIT_THRESHOLD = 0.01
-
-
-@torch.no_grad()
-def active_units(vae, x: torch.Tensor) -> tuple[int, list[float]]:
-    """Active latent units of ``vae`` on images ``x`` and the activity of every unit:
-    the variance over images of the posterior mean ``E_q[z_d]``."""
-    activity = vae.encoder(x)[0].var(0)
-    return int((activity > ACTIVE_UNIT_THRESHOLD).sum()), activity.tolist()
 
 
 #: when this experiment's process imported this module: its wall time starts here

@@ -27,7 +27,16 @@ import pyro
 from pyro_vae import VAE, Bernoulli, TrainConfig, fit
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
-from pyro_vae.runs import batch_transform, spread_subset
+from pyro_vae.splits import batch_transform, spread_subset
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "The ELBO gap over training, Trace_ELBO against IWAE"
+PAGE = "gap_over_training.md"
+MINUTES = 6
+ORDER = 7
 
 CHECKPOINTS = (1, 2, 5, 10, 20, 30, 40, 50)
 QUICK_CHECKPOINTS = (1, 2)
@@ -150,23 +159,28 @@ def gap_figure(results: dict):
 
 def table(results: dict) -> str:
     b = results["budget"]
-    lines = [
+    rows = []
+    for name, curve in results["curves"].items():
+        label = "Trace_ELBO" if name == "elbo" else f"IWAE (k = {results['iwae_particles']})"
+        rows += [
+            [
+                label,
+                r["epoch"],
+                f"{r['elbo']['mean']:.2f}",
+                "n/a" if r["bound"] is None else f"{r['bound']['mean']:.2f}",
+                f"{r['log_px']['mean']:.2f}",
+                f"{r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f}",
+            ]
+            for r in curve
+        ]
+    header = ["objective", "epoch", "ELBO", f"L_{results['bound_k']}", "log P(X)", "gap"]
+    return (
         f"\nmnist5k VAE (dynamic binarization, Bernoulli, 784-{b['hidden_dims'][0]}-{b['z_dim']}, "
         f"seed {b['seed']}), one run per objective; {results['eval_images']} evenly spaced test "
-        f"images, K = {b['num_samples']}; nats per image, mean (gap: ± paired s.e.).\n\n",
-        f"| objective | epoch | ELBO | L_{results['bound_k']} | log P(X) | gap |\n"
-        "|---|---|---|---|---|---|\n",
-    ]
-    for name, rows in results["curves"].items():
-        label = "Trace_ELBO" if name == "elbo" else f"IWAE (k = {results['iwae_particles']})"
-        for r in rows:
-            bound = "n/a" if r["bound"] is None else f"{r['bound']['mean']:.2f}"
-            lines.append(
-                f"| {label} | {r['epoch']} | {r['elbo']['mean']:.2f} | {bound} "
-                f"| {r['log_px']['mean']:.2f} | {r['gap']['mean']:.2f} ± "
-                f"{r['gap']['stderr']:.2f} |\n"
-            )
-    return "".join(lines) + "\n"
+        f"images, K = {b['num_samples']}; nats per image, mean (gap: ± paired s.e.).\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

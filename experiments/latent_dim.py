@@ -21,19 +21,22 @@ import common
 import torch
 
 from pyro_vae import data as data_mod
+from pyro_vae.diagnostics import ACTIVE_UNIT_THRESHOLD, active_units, kl_to_standard_normal
 from pyro_vae.plots import labelled_rows_figure
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "How many latent dimensions"
+PAGE = "latent_dim.md"
+MINUTES = 10
+ORDER = 5
 
 Z_DIMS = (2, 4, 10, 30, 100, 1000)
 #: a unit "carries information" if its KL term, averaged over test images, exceeds this
 KL_UNIT_THRESHOLD = 0.01
 QUICK_Z_DIMS = (2, 8)
-
-
-@torch.no_grad()
-def unit_kl(vae, x: torch.Tensor) -> torch.Tensor:
-    """Per latent unit, ``D[Q(z_d|X) || N(0, 1)]`` averaged over the images ``x``."""
-    loc, scale = vae.encoder(x)
-    return (0.5 * (scale**2 + loc**2 - 1) - scale.log()).mean(0)
 
 
 def main(argv=None) -> dict:
@@ -46,8 +49,10 @@ def main(argv=None) -> dict:
         b = dataclasses.replace(budget, z_dim=z_dim)
         vae, _, ev, x, seconds = common.train_and_score(dataset, {"name": "bernoulli"}, b)
         s = ev.summary()
-        active, _ = common.active_units(vae, x)
-        kl_per_unit = unit_kl(vae, x)
+        with torch.no_grad():
+            loc, scale = vae.encoder(x)  # (N, z_dim) each
+        active = active_units(loc).count
+        kl_per_unit = kl_to_standard_normal(loc, scale).mean(0)  # (z_dim,): mean over images
         rows.append(
             {
                 "z_dim": z_dim,
@@ -72,7 +77,7 @@ def main(argv=None) -> dict:
     results = {
         "experiment": "latent_dim",
         "budget": {k: v for k, v in budget.to_dict().items() if k != "z_dim"},
-        "threshold": common.ACTIVE_UNIT_THRESHOLD,
+        "threshold": ACTIVE_UNIT_THRESHOLD,
         "kl_unit_threshold": KL_UNIT_THRESHOLD,
         "rows": rows,
     }
@@ -128,23 +133,38 @@ def latent_figure(rows):
 
 def table(results: dict) -> str:
     b = results["budget"]
-    lines = [
+    rows = [
+        [
+            r["z_dim"],
+            f"{r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f}",
+            f"{r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f}",
+            f"{r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f}",
+            f"{r['kl']:.1f}",
+            r["active_units"],
+            r["informative_units"],
+            f"{r['train_seconds']:.0f}",
+        ]
+        for r in results["rows"]
+    ]
+    header = [
+        "z_dim",
+        "ELBO",
+        "log P(X)",
+        "gap",
+        "KL",
+        "active units",
+        "informative units",
+        "train seconds",
+    ]
+    return (
         f"\nmnist5k VAE (dynamic binarization, Bernoulli, 784-{b['hidden_dims'][0]}-z, "
         f"{b['epochs']} epochs, seed {b['seed']}), one run per row; {b['test_images']} test "
         f"images, K = {b['num_samples']}; nats per image, mean ± s.e.; active: Var(E_q[z_d]) > "
         f"{results['threshold']}; informative: the unit's KL term averages more than "
-        f"{results['kl_unit_threshold']} nats; KL: the whole KL term.\n\n",
-        "| z_dim | ELBO | log P(X) | gap | KL | active units | informative units "
-        "| train seconds |\n|---|---|---|---|---|---|---|---|\n",
-    ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['z_dim']} | {r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f} "
-            f"| {r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f} "
-            f"| {r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f} | {r['kl']:.1f} "
-            f"| {r['active_units']} | {r['informative_units']} | {r['train_seconds']:.0f} |\n"
-        )
-    return "".join(lines) + "\n"
+        f"{results['kl_unit_threshold']} nats; KL: the whole KL term.\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

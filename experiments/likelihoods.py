@@ -19,6 +19,15 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.plots import labelled_rows_figure
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "Swapping the likelihood"
+PAGE = "likelihoods.md"
+MINUTES = 18
+ORDER = 10
 
 #: (label, likelihood constructor arguments, data options)
 MODELS = [
@@ -98,24 +107,24 @@ def table(results: dict) -> str:
         f"seed {b['seed']}, one run. Nats per image (mean ± s.e. over images); bits per "
         "dimension of the 8-bit pixels (continuous densities on dequantized pixels).\n\n"
     )
+    header = ["model", "test ELBO", "log P(X)", "bits/dim (log P(X))", "bits/dim (ELBO)", "train s"]
     lines = [head]
     for data in ("8-bit grey levels", "binarized"):
         group = [r for r in results["models"] if r["data"] == data]
         if not group:
             continue
-        lines.append(
-            f"**{data}**\n\n| model | test ELBO | log P(X) | bits/dim (log P(X)) "
-            "| bits/dim (ELBO) | train s |\n|---|---|---|---|---|---|\n"
-        )
-        for r in group:
-            lines.append(
-                f"| {r['model']} | {r['test_elbo']['mean']:.1f} ± {r['test_elbo']['stderr']:.1f} "
-                f"| {r['log_px']['mean']:.1f} ± {r['log_px']['stderr']:.1f} "
-                f"| {common.fmt(r['bits_per_dim_log_px'], 3)} "
-                f"| {common.fmt(r['bits_per_dim_elbo'], 3)} "
-                f"| {r['train_seconds']:.0f} |\n"
-            )
-        lines.append("\n")
+        rows = [
+            [
+                r["model"],
+                f"{r['test_elbo']['mean']:.1f} ± {r['test_elbo']['stderr']:.1f}",
+                f"{r['log_px']['mean']:.1f} ± {r['log_px']['stderr']:.1f}",
+                common.fmt(r["bits_per_dim_log_px"], 3),
+                common.fmt(r["bits_per_dim_elbo"], 3),
+                f"{r['train_seconds']:.0f}",
+            ]
+            for r in group
+        ]
+        lines += [f"**{data}**\n\n", markdown_table(header, rows), "\n"]
     return "".join(lines)
 
 

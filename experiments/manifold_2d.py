@@ -24,7 +24,16 @@ import torch
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.plots import grid_figure
-from pyro_vae.runs import evaluation_split, spread_subset
+from pyro_vae.splits import evaluation_split, spread_subset
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "A 2-D latent: the learned manifold"
+PAGE = "manifold_2d.md"
+MINUTES = 2
+ORDER = 6
 
 GRID = 20
 NEIGHBOURS = 5
@@ -109,18 +118,25 @@ def table(r: dict) -> str:
     b = r["budget"]
     std = ", ".join(f"{v:.2f}" for v in r["posterior_mean_std"])
     mean = ", ".join(f"{v:.2f}" for v in r["posterior_mean_mean"])
+    rows = [
+        ["test ELBO (nats per image)", f"{r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f}"],
+        [
+            "test log P(X) (nats per image)",
+            f"{r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f}",
+        ],
+        [
+            f"{r['neighbours']}-NN accuracy on the 2-D posterior means",
+            f"{100 * r['knn_accuracy']:.1f}%",
+        ],
+        ["posterior means: mean per dimension", mean],
+        ["posterior means: s.d. per dimension", std],
+    ]
     return (
         f"\nmnist5k VAE with a 2-D latent (dynamic binarization, Bernoulli, "
         f"784-{b['hidden_dims'][0]}-2, {b['epochs']} epochs, seed {b['seed']}), one run; "
         f"{r['test_images']} test images, K = {b['num_samples']}.\n\n"
-        "| quantity | value |\n|---|---|\n"
-        f"| test ELBO (nats per image) | {r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f} |\n"
-        f"| test log P(X) (nats per image) | {r['log_px']['mean']:.2f} ± "
-        f"{r['log_px']['stderr']:.2f} |\n"
-        f"| {r['neighbours']}-NN accuracy on the 2-D posterior means | "
-        f"{100 * r['knn_accuracy']:.1f}% |\n"
-        f"| posterior means: mean per dimension | {mean} |\n"
-        f"| posterior means: s.d. per dimension | {std} |\n\n"
+        + markdown_table(["quantity", "value"], rows)
+        + "\n"
     )
 
 

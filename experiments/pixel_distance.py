@@ -27,7 +27,16 @@ import torch
 
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr
-from pyro_vae.runs import spread_subset
+from pyro_vae.splits import spread_subset
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "Figure 3: squared pixel distance"
+PAGE = "pixel_distance.md"
+MINUTES = 0.2
+ORDER = 2
 
 #: rows of ink erased from the bottom of each digit for the "bad sample" (b)
 ERASE_ROWS = 3
@@ -175,47 +184,51 @@ def table(r: dict) -> str:
     closer, ess = r["training_digits_closer_than_erased"], r["ess_of_training_digits"]
 
     def row(label, key):
-        return f"| {label} | {r[key]['mean']:.2f} | {r[key]['stderr']:.2f} |\n"
+        return [label, f"{r[key]['mean']:.2f}", f"{r[key]['stderr']:.2f}"]
 
-    return (
-        "".join(
-            [
-                f"\nmnist5k grey levels in [0, 1], {r['test_images']} test digits against "
-                f"{r['train_images']} training digits; squared distances summed over 784 pixels, "
-                "mean ± s.e. over test digits. Deterministic: no training, no sampling.\n\n",
-                "| quantity | mean | std. error |\n|---|---|---|\n",
-                row(f"X vs (b), bottom {r['erase_rows']} rows of ink erased", "sq_distance_erased"),
-                row("X vs (c), shifted by half a pixel", "sq_distance_shifted"),
-                row(
-                    "X vs the nearest training digit of its class",
-                    "sq_distance_nearest_training_digit_same_class",
-                ),
-                row(f"sigma that rejects (b) by e^-{r['reject_nats']:g}", "sigma"),
-                row("-log P(c)/P(exact copy) at that sigma, nats", "shifted_minus_log_ratio_nats"),
-                f"\nThe erased digit is closer than the shifted one for "
-                f"{100 * r['fraction_erased_closer_than_shifted']:.1f}% of test digits ("
-                + ", ".join(
-                    f"{c}s {100 * v:.0f}%"
-                    for c, v in enumerate(r["fraction_erased_closer_by_class"])
-                    if v is not None
-                )
-                + "). At the "
-                f"sigma that rejects (b), a median of {closer['median']:.0f} of the "
-                f"{r['train_images']} training digits is closer to X than (b) (none at all for "
-                f"{100 * closer['fraction_of_test_digits_with_none']:.1f}% of test digits), and "
-                f"the effective sample size of their weights P(X|x_i) is {ess['median']:.2f} "
-                f"(median; mean {ess['mean']:.2f}, max {ess['max']:.2f}): a perfect generator's "
-                "samples, and almost none of them counts.\n",
-                "\n| rows of ink erased | X vs erased | erased closer than the half-pixel shift |\n"
-                "|---|---|---|\n",
-                *[
-                    f"| {e['rows']} | {e['sq_distance_erased']['mean']:.2f} "
-                    f"| {100 * e['fraction_closer_than_shifted']:.1f}% |\n"
-                    for e in r["erase_sweep"]
-                ],
-            ]
-        )
-        + "\n"
+    quantities = [
+        row(f"X vs (b), bottom {r['erase_rows']} rows of ink erased", "sq_distance_erased"),
+        row("X vs (c), shifted by half a pixel", "sq_distance_shifted"),
+        row(
+            "X vs the nearest training digit of its class",
+            "sq_distance_nearest_training_digit_same_class",
+        ),
+        row(f"sigma that rejects (b) by e^-{r['reject_nats']:g}", "sigma"),
+        row("-log P(c)/P(exact copy) at that sigma, nats", "shifted_minus_log_ratio_nats"),
+    ]
+    sweep = [
+        [
+            e["rows"],
+            f"{e['sq_distance_erased']['mean']:.2f}",
+            f"{100 * e['fraction_closer_than_shifted']:.1f}%",
+        ]
+        for e in r["erase_sweep"]
+    ]
+    by_class = ", ".join(
+        f"{c}s {100 * v:.0f}%"
+        for c, v in enumerate(r["fraction_erased_closer_by_class"])
+        if v is not None
+    )
+    return "".join(
+        [
+            f"\nmnist5k grey levels in [0, 1], {r['test_images']} test digits against "
+            f"{r['train_images']} training digits; squared distances summed over 784 pixels, "
+            "mean ± s.e. over test digits. Deterministic: no training, no sampling.\n\n",
+            markdown_table(["quantity", "mean", "std. error"], quantities),
+            f"\nThe erased digit is closer than the shifted one for "
+            f"{100 * r['fraction_erased_closer_than_shifted']:.1f}% of test digits ({by_class}). "
+            f"At the sigma that rejects (b), a median of {closer['median']:.0f} of the "
+            f"{r['train_images']} training digits is closer to X than (b) (none at all for "
+            f"{100 * closer['fraction_of_test_digits_with_none']:.1f}% of test digits), and "
+            f"the effective sample size of their weights P(X|x_i) is {ess['median']:.2f} "
+            f"(median; mean {ess['mean']:.2f}, max {ess['max']:.2f}): a perfect generator's "
+            "samples, and almost none of them counts.\n\n",
+            markdown_table(
+                ["rows of ink erased", "X vs erased", "erased closer than the half-pixel shift"],
+                sweep,
+            ),
+            "\n",
+        ]
     )
 
 

@@ -21,7 +21,16 @@ import torch
 from pyro_vae import data as data_mod
 from pyro_vae.evaluate import mean_and_stderr, mean_elbo
 from pyro_vae.plots import grid_figure, reconstruction_figure
-from pyro_vae.runs import evaluation_split, spread_subset
+from pyro_vae.splits import evaluation_split, spread_subset
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "Section 2.3: samples from the prior, reconstructions"
+PAGE = "prior_samples.md"
+MINUTES = 1
+ORDER = 4
 
 NUM_SAMPLES = 100
 
@@ -81,18 +90,25 @@ def main(argv=None) -> dict:
 
 def table(r: dict) -> str:
     b, d = r["budget"], r["nearest_training_sq_distance"]
+
+    def distance(key: str) -> str:
+        return f"{d[key]['mean']:.1f} ± {d[key]['stderr']:.1f}"
+
+    rows = [
+        [f"{r['num_samples']} binary samples from P(X|z), z ~ N(0, I)", distance("binary_samples")],
+        [f"{r['test_images']} binarized test images (not trained on)", distance("test_images")],
+        [
+            f"{r['num_samples']} sample means (grey levels, for reference)",
+            distance("sample_means"),
+        ],
+    ]
     return (
         f"\nmnist5k VAE (dynamic binarization, Bernoulli, 784-{b['hidden_dims'][0]}-{b['z_dim']}, "
         f"{b['epochs']} epochs, seed {b['seed']}), one run; test ELBO {r['test_elbo']:.2f} nats "
         f"per image on {r['test_images']} test images. Squared distance to the nearest of the "
         "4,000 (binarized) training images, mean ± s.e.:\n\n"
-        "| images | nearest training image |\n|---|---|\n"
-        f"| {r['num_samples']} binary samples from P(X\\|z), z ~ N(0, I) "
-        f"| {d['binary_samples']['mean']:.1f} ± {d['binary_samples']['stderr']:.1f} |\n"
-        f"| {r['test_images']} binarized test images (not trained on) "
-        f"| {d['test_images']['mean']:.1f} ± {d['test_images']['stderr']:.1f} |\n"
-        f"| {r['num_samples']} sample means (grey levels, for reference) "
-        f"| {d['sample_means']['mean']:.1f} ± {d['sample_means']['stderr']:.1f} |\n\n"
+        + markdown_table(["images", "nearest training image"], rows)
+        + "\n"
     )
 
 

@@ -32,6 +32,15 @@ import torch
 
 from pyro_vae import VAE, Gaussian, TrainConfig, fit
 from pyro_vae.evaluate import evaluate_dataset, log_likelihood, mean_and_stderr
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "Figure 2: a ring from N(0, I), and a VAE that learns it"
+PAGE = "ring.md"
+MINUTES = 1
+ORDER = 1
 
 #: Rayleigh scale of the radius minus one: g(z) = z / 10 + z / ||z||
 RING_SCALE = 0.1
@@ -186,35 +195,37 @@ def ring_figure(z, means, samples, density):
 
 def table(results: dict) -> str:
     b, r = results["budget"], results["radius"]
-    lines = [
+
+    def stat(label: str, value: dict, digits: int) -> list[str]:
+        return [label, f"{value['mean']:.{digits}f}", f"{value['stderr']:.{digits}f}"]
+
+    radius = [["exact, 1 + sqrt(pi/2)/10", f"{results['exact_mean_radius']:.4f}", ""]]
+    radius += [
+        stat(label, r[key], 4)
+        for label, key in (
+            ("data", "data"),
+            ("decoder means f(z)", "decoder_means"),
+            ("decoder samples", "decoder_samples"),
+        )
+    ]
+    density = [
+        stat("exact log p(x)", results["exact_log_density"], 3),
+        stat("VAE log P(X), importance-sampled", results["log_px"], 3),
+        stat("VAE ELBO", results["elbo"], 3),
+        stat("exact - VAE (estimates D[p || P_model])", results["kl_data_to_model"], 3),
+    ]
+    return (
         f"\nRing g(z) = z/10 + z/||z||: {results['train_points']} training points, "
         f"{results['test_points']} test points, K = {b['num_samples']}; VAE 2-"
         f"{'-'.join(map(str, b['hidden_dims']))}-2, Gaussian P(x|z) with learned sigma "
-        f"({results['learned_sigma']:.3f}), {b['epochs']} epochs, seed {b['seed']}, one run.\n\n",
-        "| radius of x | mean | std. error |\n|---|---|---|\n",
-        f"| exact, 1 + sqrt(pi/2)/10 | {results['exact_mean_radius']:.4f} | |\n",
-    ]
-    for label, key in (
-        ("data", "data"),
-        ("decoder means f(z)", "decoder_means"),
-        ("decoder samples", "decoder_samples"),
-    ):
-        lines.append(f"| {label} | {r[key]['mean']:.4f} | {r[key]['stderr']:.4f} |\n")
-    lines += [
-        "\n| test log-density (nats per point) | mean | std. error |\n|---|---|---|\n",
-        f"| exact log p(x) | {results['exact_log_density']['mean']:.3f} "
-        f"| {results['exact_log_density']['stderr']:.3f} |\n",
-        f"| VAE log P(X), importance-sampled | {results['log_px']['mean']:.3f} "
-        f"| {results['log_px']['stderr']:.3f} |\n",
-        f"| VAE ELBO | {results['elbo']['mean']:.3f} | {results['elbo']['stderr']:.3f} |\n",
-        f"| exact - VAE (estimates D[p \\|\\| P_model]) | "
-        f"{results['kl_data_to_model']['mean']:.3f} "
-        f"| {results['kl_data_to_model']['stderr']:.3f} |\n",
-        f"\nSamples inside the hole (r < {HOLE_RADIUS}): data "
+        f"({results['learned_sigma']:.3f}), {b['epochs']} epochs, seed {b['seed']}, one run.\n\n"
+        + markdown_table(["radius of x", "mean", "std. error"], radius)
+        + "\n"
+        + markdown_table(["test log-density (nats per point)", "mean", "std. error"], density)
+        + f"\nSamples inside the hole (r < {HOLE_RADIUS}): data "
         f"{results['fraction_in_hole']['data']:.3f}, VAE "
-        f"{results['fraction_in_hole']['decoder_samples']:.3f}.\n",
-    ]
-    return "".join(lines) + "\n"
+        f"{results['fraction_in_hole']['decoder_samples']:.3f}.\n\n"
+    )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,19 @@ import common
 import torch
 
 from pyro_vae import data as data_mod
+from pyro_vae.diagnostics import active_units, kl_to_standard_normal
 from pyro_vae.evaluate import mean_and_stderr
 from pyro_vae.plots import labelled_rows_figure
-from pyro_vae.runs import spread_subset
+from pyro_vae.splits import spread_subset
+from pyro_vae.tables import markdown_table
+
+#: for `pyro-vae reproduce`: the section title on the results page, the discussion page
+#: in docs/, the expected wall minutes of the full run on 2 CPU cores, and the position
+#: on the results page
+TITLE = "Section 2.4.3: the Gaussian's sigma as regularizer"
+PAGE = "sigma_sweep.md"
+MINUTES = 15
+ORDER = 9
 
 SIGMAS = [0.03, 0.1, 0.2, 0.5, 1.0, "shared"]
 
@@ -34,13 +44,13 @@ def diagnostics(vae, x: torch.Tensor) -> dict:
     loc, scale = vae.encoder(x)
     recon = vae.likelihood.mean(vae.decoder(loc))
     sq_error = ((x - recon) ** 2).sum(-1)
-    kl = 0.5 * (scale**2 + loc**2 - 1 - 2 * scale.log()).sum(-1)  # KL(N(loc, scale) || N(0, I))
-    active, activity = common.active_units(vae, x)
+    kl = kl_to_standard_normal(loc, scale).sum(-1)  # (N,): the KL term per image
+    active = active_units(loc)
     return {
         "reconstruction_sq_error": mean_and_stderr(sq_error),
         "kl": mean_and_stderr(kl),
-        "active_units": active,
-        "unit_activity": activity,
+        "active_units": active.count,
+        "unit_activity": active.activity.tolist(),
     }
 
 
@@ -132,22 +142,35 @@ def tradeoff_figure(rows, z_dim: int):
 
 def table(results: dict) -> str:
     b = results["budget"]
-    lines = [
+    header = [
+        "sigma",
+        "squared recon. error",
+        "KL term (nats)",
+        "active units",
+        "ELBO (nats)",
+        "log P(X) (nats)",
+        "bits/dim",
+    ]
+    rows = [
+        [
+            r["label"],
+            f"{r['reconstruction_sq_error']['mean']:.1f} ± "
+            f"{r['reconstruction_sq_error']['stderr']:.1f}",
+            f"{r['kl']['mean']:.1f} ± {r['kl']['stderr']:.1f}",
+            r["active_units"],
+            f"{r['elbo']['mean']:.1f}",
+            f"{r['log_px']['mean']:.1f}",
+            common.fmt(r["bits_per_dim_log_px"], 3),
+        ]
+        for r in results["rows"]
+    ]
+    return (
         f"\nmnist5k, dequantized 8-bit pixels, test split: {b['test_images']} images, K = "
         f"{b['num_samples']}; {b['epochs']} epochs, z_dim {b['z_dim']}, seed {b['seed']}, one run. "
-        "Per test image, mean ± s.e.; active units: Var(E_q[z_d]) > 0.01.\n\n",
-        "| sigma | squared recon. error | KL term (nats) | active units | ELBO (nats) "
-        "| log P(X) (nats) | bits/dim |\n|---|---|---|---|---|---|---|\n",
-    ]
-    for r in results["rows"]:
-        lines.append(
-            f"| {r['label']} | {r['reconstruction_sq_error']['mean']:.1f} ± "
-            f"{r['reconstruction_sq_error']['stderr']:.1f} "
-            f"| {r['kl']['mean']:.1f} ± {r['kl']['stderr']:.1f} "
-            f"| {r['active_units']} | {r['elbo']['mean']:.1f} | {r['log_px']['mean']:.1f} "
-            f"| {common.fmt(r['bits_per_dim_log_px'], 3)} |\n"
-        )
-    return "".join(lines) + "\n"
+        "Per test image, mean ± s.e.; active units: Var(E_q[z_d]) > 0.01.\n\n"
+        + markdown_table(header, rows)
+        + "\n"
+    )
 
 
 if __name__ == "__main__":

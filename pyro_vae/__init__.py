@@ -5,13 +5,21 @@ Pyro: the model P(z)P(x|z) and the guide Q(z|x) are Pyro functions, trained
 with SVI, with the likelihood P(x|z) a swappable value.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-from pyro_vae.cvae import CVAE, Regressor
 from pyro_vae.data import Dataset, binarize_batch, dequantize, load
-from pyro_vae.engine import Engine, make_engine, make_objective, scale_latents
+from pyro_vae.engine import Engine, make_engine, make_objective
 from pyro_vae.errors import TrainingDiverged, UsageError
-from pyro_vae.evaluate import mean_elbo
+from pyro_vae.evaluate import (
+    DatasetEvaluation,
+    IWAEBounds,
+    LogLikelihood,
+    evaluate_dataset,
+    iwae_bounds,
+    log_likelihood,
+    mean_elbo,
+)
+from pyro_vae.gaps import GapDecomposition, decompose_gap
 from pyro_vae.likelihoods import (
     LIKELIHOODS,
     Bernoulli,
@@ -23,44 +31,60 @@ from pyro_vae.likelihoods import (
     Likelihood,
     get_likelihood,
 )
+from pyro_vae.models import CVAE, MODELS, VAE, Model, ModelData, Regressor, register
 from pyro_vae.networks import MLP, GaussianEncoder
+from pyro_vae.run import DataConfig, RunConfig, RunFolder
+from pyro_vae.run import open as open_run
 from pyro_vae.tasks import TASKS, conditional_data
-from pyro_vae.train import History, TrainConfig, check_fit_inputs, fit
+from pyro_vae.train import History, TrainConfig, fit
 from pyro_vae.units import bits_per_dim
-from pyro_vae.vae import VAE
 
 __all__ = [
     "CVAE",
     "LIKELIHOODS",
     "MLP",
+    "MODELS",
     "TASKS",
     "VAE",
     "Bernoulli",
     "Beta",
     "ContinuousBernoulli",
+    "DataConfig",
     "Dataset",
+    "DatasetEvaluation",
     "DiscretizedLogistic",
     "Engine",
+    "GapDecomposition",
     "Gaussian",
     "GaussianEncoder",
     "History",
+    "IWAEBounds",
     "Laplace",
     "Likelihood",
+    "LogLikelihood",
+    "Model",
+    "ModelData",
     "Regressor",
+    "RunConfig",
+    "RunFolder",
     "TrainConfig",
     "TrainingDiverged",
     "UsageError",
     "__version__",
     "binarize_batch",
     "bits_per_dim",
-    "check_fit_inputs",
     "conditional_data",
+    "decompose_gap",
     "dequantize",
+    "evaluate_dataset",
     "fit",
     "get_likelihood",
+    "iwae_bounds",
     "load",
+    "log_likelihood",
     "make_engine",
     "make_objective",
     "mean_elbo",
-    "scale_latents",
+    "open_run",
+    "register",
 ]

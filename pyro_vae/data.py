@@ -189,7 +189,7 @@ def load(
                 "dequantized; store pixels as 8-bit integers"
             )
         return _dequantize_test_split(data)
-    return _binarize(data, binarize)
+    return binarize_dataset(data, binarize)
 
 
 def validate(data: Dataset) -> None:
@@ -371,7 +371,9 @@ def _dequantize_test_split(data: Dataset) -> Dataset:
     return replace(data, x_test=dequantize(data.x_test, data.levels, gen), dequantized=True)
 
 
-def _binarize(data: Dataset, mode: str) -> Dataset:
+def binarize_dataset(data: Dataset, mode: str) -> Dataset:
+    """``data`` binarized by ``mode`` (see :data:`BINARIZE_MODES`): the test split gets one
+    fixed sample, the training split one more under ``static``; ``none`` returns ``data``."""
     if mode == "none":
         return data
     x_test = binarize_fixed(data.x_test, BINARIZE_SEED)

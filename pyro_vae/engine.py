@@ -123,7 +123,7 @@ def make_engine(
     """
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; valid names: {', '.join(ENGINES)}")
-    loss_fn = make_objective(objective, num_particles, getattr(vae, "max_plate_nesting", 1))
+    loss_fn = make_objective(objective, num_particles, vae.max_plate_nesting)
 
     def scaled(fn, weight):
         return fn if weight == 1.0 else scale_latents(fn, weight)

@@ -56,7 +56,7 @@ class GapDecomposition(NamedTuple):
 class LocalGaussianGuide(nn.Module):
     """A free diagonal Gaussian ``q_i(z)`` for each of N data points (no encoder).
 
-    Same signature and sites as :meth:`pyro_vae.vae.VAE.guide`, so it replays
+    Same signature and sites as :meth:`pyro_vae.models.vae.VAE.guide`, so it replays
     against the VAE's model.
 
     :param loc: ``(N, z_dim)`` initial means.
@@ -79,28 +79,36 @@ class LocalGaussianGuide(nn.Module):
 
 
 def fit_local_guide(
-    vae, x: torch.Tensor, *, steps: int = 500, lr: float = 1e-2, num_particles: int = 10
+    vae,
+    x: torch.Tensor,
+    *,
+    steps: int = 500,
+    lr: float = 1e-2,
+    num_particles: int = 10,
+    min_scale: float = 1e-4,
 ) -> LocalGaussianGuide:
     """Fit ``q*(z)`` per data point by SVI on ``Trace_ELBO``, starting from the encoder.
 
     The VAE's weights are frozen (``requires_grad`` is restored afterwards).
 
-    :param vae: a :class:`~pyro_vae.vae.VAE` (anything with ``model`` and a
-        ``encoder(x) -> (loc, scale)``).
+    :param vae: a model whose ``supports_gap_decomposition`` is true, such as
+        :class:`~pyro_vae.models.vae.VAE`: a ``model(x)``, ``max_plate_nesting`` and an
+        ``encoder(x) -> (loc, scale)`` of the diagonal Gaussian guide over site ``"z"``.
     :param x: ``(N, x_dim)`` data points.
     :param int steps: Adam steps.
     :param float lr: Adam step size.
     :param int num_particles: samples of z per point per step (vectorized).
+    :param float min_scale: lower bound on every standard deviation of ``q*``.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     with torch.no_grad():
         loc, scale = vae.encoder(x)
-    local = LocalGaussianGuide(loc, scale, getattr(vae.encoder, "min_scale", 1e-4))
+    local = LocalGaussianGuide(loc, scale, min_scale)
     elbo = Trace_ELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
-        max_plate_nesting=getattr(vae, "max_plate_nesting", 1),
+        max_plate_nesting=vae.max_plate_nesting,
     )
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
     was_training = vae.training
@@ -135,7 +143,7 @@ def decompose_gap(
     samples; ``log P(x)`` is importance-sampled with ``q*`` as proposal, the
     tighter of the two.
 
-    :param vae: a trained :class:`~pyro_vae.vae.VAE`.
+    :param vae: a trained model, as for :func:`fit_local_guide`.
     :param x: ``(N, x_dim)`` data points.
     :param int steps: SVI steps for ``q*`` (see :func:`fit_local_guide`).
     :param float lr: their Adam step size.

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from pyro_vae import data as data_mod
 from pyro_vae.errors import UsageError
-from pyro_vae.runs import batch_transform, evaluation_split
+from pyro_vae.splits import batch_transform, evaluation_split
 
 TASKS = ("center-column", "quadrants-1", "quadrants-2", "quadrants-3", "label")
 #: quadrants given to X, in the order they are added: top-left, bottom-left, top-right
@@ -167,7 +167,7 @@ def task_for(name: str, dataset: data_mod.Dataset) -> Task:
 
 
 def pairs(task: Task, dataset: data_mod.Dataset, split_name: str = "test"):
-    """Fixed ``(X, Y)`` of one split for scoring (see :func:`pyro_vae.runs.evaluation_split`).
+    """Fixed ``(X, Y)`` of one split for scoring (see :func:`pyro_vae.splits.evaluation_split`).
 
     The centre column is binarized once with :data:`CONDITION_SEED`, as the tutorial
     feeds the network a binary column (a no-op on images binarized already).
@@ -188,7 +188,7 @@ def conditional_data(name: str, dataset: data_mod.Dataset) -> ConditionalData:
     """Training and test pairs of task ``name`` on ``dataset``.
 
     The pixel transform of the data set (dynamic binarization or dequantization,
-    :func:`pyro_vae.runs.batch_transform`) applies to X and Y alike; the centre
+    :func:`pyro_vae.splits.batch_transform`) applies to X and Y alike; the centre
     column is binarized afresh every pass whatever the mode, as in the tutorial;
     a one-hot label is never transformed.
 

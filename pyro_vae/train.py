@@ -1,7 +1,7 @@
 """Training by stochastic variational inference: :func:`fit`.
 
-``fit`` optimizes any module with ``model`` and ``guide`` methods (a
-:class:`~pyro_vae.vae.VAE`, say) with one of Pyro's objectives, on data held as
+``fit`` optimizes any :class:`~pyro_vae.models.base.Model` (a
+:class:`~pyro_vae.models.vae.VAE`, say) with one of Pyro's objectives, on data held as
 tensors on the training device. Mini-batches are slices of a fresh permutation
 each epoch; the loss is summed on the device and read back every 20 steps for
 the progress bar and once per epoch, where non-finite values stop the run.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,17 +25,24 @@ from pyro_vae import checkpoint as ckpt_io
 from pyro_vae.engine import ENGINES, OBJECTIVES, make_engine
 from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
+from pyro_vae.models.base import Model
 
-#: settings that may change when a run is resumed; the others shape the optimizer
-#: state or the schedule, so a checkpoint is only continued with the same values
-RESUMABLE_CHANGES = ("epochs", "validate", "eval_batch_size")
+#: marks a config field that may change when a run is resumed; the others shape the
+#: optimizer state or the schedule, so a checkpoint is only continued with the same values
+RESUMABLE = {"resumable": True}
+
+
+def resumable(config_class: type) -> frozenset[str]:
+    """Fields of a config dataclass that may change when a run is resumed (marked with
+    ``metadata=RESUMABLE``); the others define the run."""
+    return frozenset(f.name for f in fields(config_class) if f.metadata.get("resumable"))
 
 
 @dataclass
 class TrainConfig:
     """Optimization settings. Plain data: stored in checkpoints and ``config.json``."""
 
-    epochs: int = 50  # passes over the training split
+    epochs: int = field(default=50, metadata=RESUMABLE)  # passes over the training split
     batch_size: int = 128  # data points per gradient step
     lr: float = 1e-3  # Adam step size
     # "elbo": Trace_ELBO (Monte Carlo KL); "mean-field": TraceMeanField_ELBO
@@ -46,8 +53,10 @@ class TrainConfig:
     kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly to beta
     engine: str = "fast"  # "fast" or "svi"; see pyro_vae.engine
     seed: int = 0  # seeds torch, numpy and random at the start of a fresh run
-    validate: bool = False  # distribution argument checks in the hot loop (slow)
-    eval_batch_size: int = 1000  # data points per batch when scoring the test split
+    #: distribution argument checks in the hot loop (slow)
+    validate: bool = field(default=False, metadata=RESUMABLE)
+    #: data points per batch when scoring the test split
+    eval_batch_size: int = field(default=1000, metadata=RESUMABLE)
 
     def check(self) -> None:
         """:raises UsageError: for any out-of-range or unknown setting."""
@@ -129,6 +138,11 @@ def check_fit_inputs(
 
     :raises UsageError: naming the setting or data that cannot work and the fix.
     """
+    if not isinstance(vae, Model):
+        raise UsageError(
+            f"fit trains a pyro_vae.models.Model, got {type(vae).__name__}; subclass Model "
+            "(docs/guide.md, 'Adding a model'), or call pyro.infer.SVI on your functions"
+        )
     config.check()
     train = _as_tuple(train)
     n_train = train[0].shape[0]
@@ -149,15 +163,13 @@ def check_fit_inputs(
                     f"the {name} data hold NaN or infinite values; remove or impute them"
                 )
     transforms = _transforms(batch_transform, len(train))
-    check_data = getattr(vae, "check_data", None)  # check_data(*tensors, what)
-    if check_data is not None:
-        if not any(transforms):
-            check_data(*train, what="the training split")
-        else:  # check what the model will see: one transformed copy of the data
-            seen = _apply(transforms, train)
-            check_data(*seen, what="the training split (as each batch is transformed)")
-        if test is not None:
-            check_data(*_as_tuple(test), what="the test split")
+    if not any(transforms):
+        vae.check_data(*train, what="the training split")
+    else:  # check what the model will see: one transformed copy of the data
+        seen = _apply(transforms, train)
+        vae.check_data(*seen, what="the training split (as each batch is transformed)")
+    if test is not None:
+        vae.check_data(*_as_tuple(test), what="the test split")
 
 
 def fit(
@@ -174,8 +186,8 @@ def fit(
 ) -> History:
     """Train ``vae`` by SVI and return its :class:`History`.
 
-    :param vae: an :class:`torch.nn.Module` with ``model`` and ``guide`` methods
-        whose positional arguments are the data tensors.
+    :param vae: a :class:`~pyro_vae.models.base.Model` (its ``model`` and ``guide``
+        take the data tensors as positional arguments).
     :param train: training tensor, or tuple of tensors sharing dimension 0, on
         the training device.
     :param test: held-out data in the same form, scored each epoch; optional.
@@ -188,7 +200,7 @@ def fit(
         ``config = {"model": vae.config(), "train": ..., **run_config}``, the
         weights, the optimizer state, the history and the RNG states.
     :param bool resume: continue from ``checkpoint``; the settings other than
-        :data:`RESUMABLE_CHANGES` must equal the checkpoint's.
+        the :func:`resumable` fields of :class:`TrainConfig` must equal the checkpoint's.
     :param dict run_config: more plain data stored in the checkpoint's ``config``.
     :param bool progress: show a progress bar with the running objective.
 
@@ -208,11 +220,7 @@ def fit(
     n_train = train[0].shape[0]
     steps_per_epoch = math.ceil(n_train / config.batch_size)
     params = list(vae.parameters())
-    stored_config = {
-        **({"model": vae.config()} if hasattr(vae, "config") else {}),
-        **(run_config or {}),
-        "train": asdict(config),
-    }
+    stored_config = {"model": vae.config(), **(run_config or {}), "train": asdict(config)}
 
     history, start_epoch, state = History(), 0, None
     if resume:
@@ -277,7 +285,7 @@ def fit(
                         vae.guide,
                         test,
                         batch_size=config.eval_batch_size,
-                        max_plate_nesting=getattr(vae, "max_plate_nesting", 1),
+                        max_plate_nesting=vae.max_plate_nesting,
                     )
                 history.append(
                     epoch=epoch + 1,
@@ -316,7 +324,7 @@ def _load_for_resume(checkpoint, vae, config: TrainConfig) -> dict[str, Any]:
     changed = [
         f"{k}={v!r} (checkpoint has {stored[k]!r})"
         for k, v in asdict(config).items()
-        if k not in RESUMABLE_CHANGES and k in stored and stored[k] != v
+        if k not in resumable(TrainConfig) and k in stored and stored[k] != v
     ]
     if changed:
         raise UsageError(

@@ -51,3 +51,22 @@ def bits_per_dim(
     if not dequantized or levels is None:
         return None
     return -(log_p - num_dims * math.log(levels)) / (num_dims * math.log(2))
+
+
+def comparable_bits_per_dim(model, dataset, log_p):
+    """``log_p`` (nats per data point) of ``model`` on ``dataset`` in bits per dimension
+    of its target, or ``None`` where not comparable (see :func:`bits_per_dim`).
+
+    Discrete likelihoods count directly (Bernoulli of binarized images: bits of the
+    binarized data); continuous densities only on dequantized data.
+
+    :param model: a :class:`~pyro_vae.models.base.Model`.
+    :param dataset: the :class:`~pyro_vae.data.Dataset` it was scored on.
+    """
+    return bits_per_dim(
+        log_p,
+        model.data_dims[-1],
+        discrete=model.likelihood.discrete,
+        levels=dataset.levels,
+        dequantized=dataset.dequantized,
+    )

@@ -22,3 +22,36 @@ def toy_binary():
     flip = torch.rand(256, 16, generator=gen) < 0.05
     x = (protos[labels] + flip.float()) % 2
     return x[:192], x[192:]
+
+
+#: a VAE run on scikit-learn's digits that trains in seconds
+FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--z-dim", "2"]
+
+
+@pytest.fixture(scope="session")
+def digits_run(tmp_path_factory):
+    """A VAE run folder written by ``pyro-vae train``; read it, never write into it
+    (use ``run_copy``), so that no test depends on another's order."""
+    from pyro_vae.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "digits"
+    assert main(["train", *FAST, "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(digits_run, tmp_path):
+    """A private copy of ``digits_run`` that a test may write into."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(digits_run, copy)
+    return copy
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that read the one ``pyro-vae reproduce --quick`` run (about two minutes)
+    are slow, whichever way they reach it."""
+    for item in items:
+        if "quick_results" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -87,7 +87,8 @@ def test_failed_write_leaves_the_old_file_and_no_temporaries(tmp_path):
 
 
 def test_checkpoint_from_plain_fit_can_be_loaded_as_a_run(toy_binary, tmp_path):
-    from pyro_vae.cli import load_run
+    from pyro_vae.run import load_model
+    from pyro_vae.run import open as open_run
 
     train, _ = toy_binary
     vae = VAE(16, z_dim=2, hidden_dims=(32,))
@@ -98,9 +99,12 @@ def test_checkpoint_from_plain_fit_can_be_loaded_as_a_run(toy_binary, tmp_path):
         checkpoint=tmp_path / "checkpoint.pt",
         progress=False,
     )
-    clone, state = load_run(tmp_path)
-    assert state["config"]["model"] == vae.config()
+    clone = load_model(tmp_path)
+    state = checkpoint.load(tmp_path / "checkpoint.pt")
+    assert state["config"]["model"] == vae.config() == clone.config()
     assert state["config"]["train"]["batch_size"] == 32
+    with pytest.raises(UsageError, match="records no data set"):  # a model, but no data
+        open_run(tmp_path)
     for a, b in zip(clone.state_dict().values(), vae.state_dict().values(), strict=True):
         assert torch.equal(a, b)
 

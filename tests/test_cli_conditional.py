@@ -1,14 +1,15 @@
 """``pyro-vae train --model cvae|regressor --task``, ``complete`` and ``evaluate`` on them."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
 from pyro_vae.cli import main
-from pyro_vae.cvae import CVAE, Regressor
-from pyro_vae.runs import load_run
+from pyro_vae.models import CVAE, Regressor
+from pyro_vae.run import open as open_run
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--no-progress"]
 
@@ -33,15 +34,16 @@ def test_cvae_run_writes_its_files_and_config(cvae_run):
     assert {"config.json", "checkpoint.pt", "results.json", "loss.png", "completions.png"} <= names
     assert "samples.png" not in names  # a conditional model has no unconditional samples
     config = json.loads((cvae_run / "config.json").read_text())
-    assert config["data"]["task"] == "quadrants-2"
+    assert config["model"]["task"] == "quadrants-2" and "task" not in config["data"]
     assert config["model"]["kind"] == "cvae" and config["model"]["prior"] == "learned"
     assert (config["model"]["x_dim"], config["model"]["y_dim"]) == (32, 32)  # 8x8 halves
     results = json.loads((cvae_run / "results.json").read_text())
-    assert results["model"] == "cvae" and results["target"] == "Y|X"
+    assert results["model"] == "cvae" and results["target"] == "P(Y|X)"
+    assert results["description"] == "CVAE on task quadrants-2"
     # 32 binary pixels of Y: between coin flips (-32 log 2, with training slack) and 0
     assert -32 * np.log(2) - 5 < results["test_elbo"] < 0
     assert "ELBO of log P(Y\\|X)" in (cvae_run / "results.md").read_text()
-    model, _ = load_run(cvae_run)
+    model = open_run(cvae_run).model
     assert isinstance(model, CVAE) and model.prior_net is not None
 
 
@@ -58,8 +60,7 @@ def test_evaluate_cvae_reports_conditional_bounds(cvae_run):
     args = ["evaluate", "--run", str(cvae_run), "--num-samples", "100", "--ks", "1,10"]
     assert main([*args, "--limit", "50", "--no-progress"]) == 0
     report = json.loads((cvae_run / "eval_n50.json").read_text())
-    assert report["target"] == "Y|X" and report["task"] == "quadrants-2"
-    assert report["order_violations"] == []
+    assert report["target"] == "P(Y|X)" and report["description"] == "CVAE on task quadrants-2"
     per_point = {k: np.array(v) for k, v in report["per_point"].items()}
     # two estimators of one quantity, z from Q(z|X,Y) and from the learned P(z|X):
     # they agree within 4 paired standard errors over the images
@@ -78,8 +79,8 @@ def test_evaluate_cvae_reports_conditional_bounds(cvae_run):
 def test_regressor_evaluation_is_exact(regressor_run):
     assert main(["evaluate", "--run", str(regressor_run)]) == 0
     report = json.loads((regressor_run / "eval.json").read_text())
-    assert report["exact"] and report["task"] == "label"
-    model, _ = load_run(regressor_run)
+    assert report["exact"] and report["description"] == "regressor on task label"
+    model = open_run(regressor_run).model
     assert isinstance(model, Regressor) and model.x_dim == 10
     # the same number three ways: the evaluator, by hand, and training's final score
     from pyro_vae import data as data_mod
@@ -96,9 +97,11 @@ def test_regressor_evaluation_is_exact(regressor_run):
 
 
 def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, tmp_path, capsys):
-    resume = ["train", "--out", str(cvae_run), "--resume"]
+    run = tmp_path / "run"
+    shutil.copytree(cvae_run, run)  # the module's run stays as it was for other tests
+    resume = ["train", "--out", str(run), "--resume"]
     assert main([*resume, "--epochs", "3", "--no-progress"]) == 0
-    resumed = json.loads((cvae_run / "history.json").read_text())
+    resumed = json.loads((run / "history.json").read_text())
     assert resumed["epoch"] == [1, 2, 3]
     # the same three epochs in one go give the same numbers
     args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--z-dim", "2"]
@@ -114,10 +117,10 @@ def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, tmp_path, capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--task", "label"], "--task applies to the conditional models; add --model cvae"),
-        (["--prior", "learned"], "--prior applies to the conditional models"),
+        (["--task", "label"], "--task applies to --model cvae or regressor, not to --model vae"),
+        (["--prior", "learned"], "--prior applies to --model cvae, not to --model vae"),
         (["--model", "cvae"], "--model cvae needs --task, one of center-column, quadrants-1"),
-        (["--model", "regressor", "--task", "label", "--prior", "fixed"], "no latent variable"),
+        (["--model", "regressor", "--task", "label", "--prior", "fixed"], "drop --prior"),
         (["--model", "regressor", "--task", "label", "--z-dim", "3"], "drop --z-dim"),
         (["--model", "regressor", "--task", "label", "--beta", "0.5"], "drop --beta"),
         (["--model", "regressor", "--task", "label", "--objective", "iwae"], "drop --objective"),
@@ -156,7 +159,7 @@ def test_negative_labels_exit_2(tmp_path, capsys):
     assert "y_train holds negative labels (min -1)" in capsys.readouterr().err
 
 
-def test_overwrite_removes_the_old_runs_evaluations(cvae_run, tmp_path):
+def test_overwrite_removes_the_old_runs_evaluations(tmp_path):
     run = tmp_path / "run"
     args = ["train", *FAST, "--epochs", "1", "--model", "regressor", "--task", "label"]
     assert main([*args, "--out", str(run)]) == 0
@@ -174,7 +177,7 @@ def test_commands_refuse_the_wrong_kind_of_run(cvae_run, tmp_path, capsys):
     assert main(["train", *FAST, "--epochs", "1", "--out", str(vae_run)]) == 0
     capsys.readouterr()
     assert main(["complete", "--run", str(vae_run)]) == 2
-    assert "holds a VAE, which has no condition" in capsys.readouterr().err
+    assert "this VAE cannot complete a condition" in capsys.readouterr().err
     assert main(["sample", "--run", str(cvae_run)]) == 2
     assert "use `pyro-vae complete" in capsys.readouterr().err
     assert main(["evaluate", "--run", str(cvae_run), "--gap-decomposition"]) == 2

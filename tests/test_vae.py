@@ -68,15 +68,21 @@ def test_second_instance_trains_under_svi(toy_binary):
     assert all(changed)
 
 
-def test_shared_name_would_silently_freeze_the_second_instance(toy_binary):
-    """The Pyro trap the unique names avoid: same name, second module never updated."""
-    x, _ = toy_binary
+def test_a_shared_name_fails_loudly_instead_of_freezing_the_second_model(toy_binary):
+    """The Pyro trap: under one name in the param store, the second module's parameters
+    are replaced by the first one's and never train. A second live model with a taken
+    name is refused; once the first is gone, the name is free again."""
     first = VAE(16, z_dim=2, hidden_dims=(8,), name="same")
-    second = VAE(16, z_dim=2, hidden_dims=(8,), name="same")
+    with pytest.raises(UsageError, match="another live model is named 'same'"):
+        VAE(16, z_dim=2, hidden_dims=(8,), name="same")
+    x, _ = toy_binary
     SVI(first.model, first.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO()).step(x)
+    del first
+    second = VAE(16, z_dim=2, hidden_dims=(8,), name="same")
     before = [p.detach().clone() for p in second.parameters()]
     SVI(second.model, second.guide, pyro.optim.Adam({"lr": 1e-2}), Trace_ELBO()).step(x)
-    assert all(torch.equal(b, p) for b, p in zip(before, second.parameters(), strict=True))
+    # every parameter moved: the second model trains its own parameters
+    assert not any(torch.equal(b, p) for b, p in zip(before, second.parameters(), strict=True))
 
 
 def test_check_data_names_shape_and_support():
@@ -84,4 +90,4 @@ def test_check_data_names_shape_and_support():
     with pytest.raises(UsageError, match=r"expects \(N, 16\)"):
         vae.check_data(torch.zeros(3, 15))
     with pytest.raises(UsageError, match="bernoulli likelihood needs binary data"):
-        vae.check_data(torch.full((3, 16), 0.5), "the training split")
+        vae.check_data(torch.full((3, 16), 0.5), what="the training split")

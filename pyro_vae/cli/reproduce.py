@@ -1,12 +1,20 @@
 """``pyro-vae reproduce``: run every experiment and collect the results in one page.
 
-Each experiment is a script ``experiments/NAME.py`` in the repository (see
-:data:`EXPERIMENTS`); ``reproduce`` runs them one after another in fresh
-processes, each writing ``results.json``, ``results.md`` and its figures to
-``OUT/NAME/``, and then writes ``OUT/results.md`` with every table and figure.
-The full run also copies that page and its figures into ``docs/`` (``docs/results.md``
-and ``docs/results/``); ``--quick`` (tiny budgets, for CI and a first look) leaves
-``docs/`` alone.
+Each experiment is a script ``experiments/NAME.py`` in the repository that declares,
+after its docstring and imports, what the results page needs to know about it::
+
+    TITLE = "Figure 2: a ring from N(0, I), and a VAE that learns it"  # section title
+    PAGE = "ring.md"  # its discussion page in docs/
+    MINUTES = 1  # expected wall minutes of the full run on 2 CPU cores
+    ORDER = 1  # position on the results page
+
+:func:`discover` reads these from the scripts' source without importing them, so
+adding an experiment is adding its script. ``reproduce`` runs the experiments one
+after another in fresh processes, each writing ``results.json``, ``results.md`` and
+its figures to ``OUT/NAME/``, and then writes ``OUT/results.md`` with every table and
+figure. The full run also copies that page and its figures into ``docs/``
+(``docs/results.md`` and ``docs/results/``); ``--quick`` (tiny budgets, for CI and a
+first look) leaves ``docs/`` alone.
 
 The experiments are part of the repository, not of the installed package:
 ``reproduce`` needs a clone (``pip install -e .``).
@@ -15,6 +23,7 @@ The experiments are part of the repository, not of the installed package:
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -37,42 +46,83 @@ class Experiment(NamedTuple):
     minutes: float  # measured wall time of the full run on a 2-core CPU
 
 
-#: every experiment, in the order ``reproduce`` runs them
-EXPERIMENTS = (
-    Experiment("ring", "Figure 2: a ring from N(0, I), and a VAE that learns it", "ring.md", 1),
-    Experiment("pixel_distance", "Figure 3: squared pixel distance", "pixel_distance.md", 0.2),
-    Experiment(
-        "naive_vs_importance",
-        "Sections 2 and 2.3: log P(X) with z from the prior against z from Q",
-        "naive_vs_importance.md",
-        8,
-    ),
-    Experiment(
-        "prior_samples",
-        "Section 2.3: samples from the prior, reconstructions",
-        "prior_samples.md",
-        1,
-    ),
-    Experiment("latent_dim", "How many latent dimensions", "latent_dim.md", 10),
-    Experiment("manifold_2d", "A 2-D latent: the learned manifold", "manifold_2d.md", 2),
-    Experiment(
-        "gap_over_training",
-        "The ELBO gap over training, Trace_ELBO against IWAE",
-        "gap_over_training.md",
-        6,
-    ),
-    Experiment(
-        "autoencoder_limit",
-        "A fixed encoder variance: the autoencoder limit",
-        "autoencoder_limit.md",
-        12,
-    ),
-    Experiment(
-        "sigma_sweep", "Section 2.4.3: the Gaussian's sigma as regularizer", "sigma_sweep.md", 15
-    ),
-    Experiment("likelihoods", "Swapping the likelihood", "likelihoods.md", 18),
-    Experiment("cvae_completion", "Section 3: the conditional VAE", "cvae.md", 25),
-)
+#: the constants every experiment script declares: the types their values may have, in words
+DECLARATIONS = {
+    "TITLE": ((str,), "a string"),
+    "PAGE": ((str,), "a string"),
+    "MINUTES": ((int, float), "a number"),
+    "ORDER": ((int,), "an integer"),
+}
+#: scripts in ``experiments/`` that are not experiments (``_name.py`` ones are not either)
+HELPERS = ("common",)
+
+
+def discover(root: Path) -> tuple[Experiment, ...]:
+    """The experiments of the repository at ``root``, in the order of the results page.
+
+    Every ``root/experiments/*.py`` except ``common.py`` and names starting with ``_``
+    is an experiment and must declare :data:`DECLARATIONS` as literal module-level
+    assignments. They are read with :mod:`ast`, without importing the script: a script
+    whose imports fail is still found (and fails when it runs).
+
+    :param Path root: the repository (the folder that holds ``experiments/``).
+    :returns: the experiments sorted by ``ORDER``, then by name.
+    :raises UsageError: if there is no ``experiments/`` folder, or a script is not valid
+        Python, lacks one of the constants, or gives one a value that is not a literal of
+        the right type.
+    """
+    folder = root / "experiments"
+    if not folder.is_dir():
+        raise UsageError(f"no experiments: {folder} is not a folder")
+    found = [
+        _read_experiment(path)
+        for path in sorted(folder.glob("*.py"))
+        if path.stem not in HELPERS and not path.stem.startswith("_")
+    ]
+    return tuple(e for _, e in sorted(found, key=lambda pair: (pair[0], pair[1].name)))
+
+
+def _read_experiment(path: Path) -> tuple[int, Experiment]:
+    """``(ORDER, Experiment)`` from the module-level constants of the script at ``path``."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as e:
+        raise UsageError(f"experiment script {path} is not valid Python: {e}") from None
+    values = {}
+    for node in tree.body:  # module level only; a later assignment wins, as in Python
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name) and target.id in DECLARATIONS:
+            values[target.id] = value
+    missing = [name for name in DECLARATIONS if name not in values]
+    if missing:
+        raise UsageError(
+            f"experiment script {path} does not declare {', '.join(missing)}: every "
+            f"experiment declares {', '.join(DECLARATIONS)} after its imports, as "
+            'literals (TITLE = "...", PAGE = "NAME.md", MINUTES = 1, ORDER = 1)'
+        )
+    constants = {}
+    for name, node in values.items():
+        try:
+            value = ast.literal_eval(node)
+        except (ValueError, TypeError, SyntaxError):
+            raise UsageError(
+                f"experiment script {path}, line {node.lineno}: {name} must be a literal "
+                f"(it is read without running the script), not {ast.unparse(node)}"
+            ) from None
+        types, kind = DECLARATIONS[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise UsageError(
+                f"experiment script {path}, line {node.lineno}: {name} must be {kind}, "
+                f"not {value!r}"
+            )
+        constants[name] = value
+    experiment = Experiment(path.stem, constants["TITLE"], constants["PAGE"], constants["MINUTES"])
+    return constants["ORDER"], experiment
 
 
 def repository_root() -> Path:
@@ -80,7 +130,7 @@ def repository_root() -> Path:
 
     :raises UsageError: if the experiments are not next to the package.
     """
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     if not (root / "experiments" / "common.py").is_file():
         raise UsageError(
             f"the experiments are not next to the installed package ({root / 'experiments'} "
@@ -89,12 +139,16 @@ def repository_root() -> Path:
     return root
 
 
-def add_reproduce_parser(sub) -> None:
+def add_parser(sub) -> None:
     """Register the ``reproduce`` subcommand on an ``argparse`` subparsers object."""
-    total = sum(e.minutes for e in EXPERIMENTS)
+    try:
+        experiments = discover(repository_root())
+    except UsageError:  # not a clone, or a script lacks its constants: `reproduce` says so
+        experiments = ()
+    total = f"about {sum(e.minutes for e in experiments):.0f} minutes" if experiments else "hours"
     r = sub.add_parser(
         "reproduce",
-        help=f"run every experiment (about {total:.0f} minutes on 2 CPU cores; --quick: "
+        help=f"run every experiment ({total} on 2 CPU cores; --quick: "
         "about 2 minutes) and collect the results",
     )
     r.add_argument(
@@ -103,7 +157,8 @@ def add_reproduce_parser(sub) -> None:
     r.add_argument(
         "--only",
         type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
-        help=f"comma-separated subset of: {', '.join(e.name for e in EXPERIMENTS)}",
+        help="comma-separated subset of: "
+        + (", ".join(e.name for e in experiments) or "the scripts in experiments/"),
     )
     r.add_argument("--out", type=Path, help="results folder (default results/, or results/quick)")
     r.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
@@ -118,8 +173,9 @@ def add_reproduce_parser(sub) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """``pyro-vae reproduce``: see ``pyro-vae reproduce --help``."""
     root = repository_root()
-    known = {e.name: e for e in EXPERIMENTS}
-    chosen = list(EXPERIMENTS)
+    experiments = discover(root)
+    known = {e.name: e for e in experiments}
+    chosen = list(experiments)
     if args.only:
         unknown = [name for name in args.only if name not in known]
         if unknown:

@@ -8,26 +8,20 @@ any Pyro objective or handler can consume them.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
 import torch
-from torch import nn
 
-from pyro_vae.errors import UsageError
-from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
+from pyro_vae.likelihoods import Bernoulli, Likelihood
+from pyro_vae.models.base import Model
+from pyro_vae.models.options import NETWORK_OPTIONS, Z_DIM, check_sizes, likelihood_from_options
 from pyro_vae.networks import MLP, GaussianEncoder
 
-# Each instance registers its networks under its own name in Pyro's global param
-# store; two instances sharing a name would share (or silently stop training)
-# parameters there.
-_instance_ids = itertools.count()
 
-
-class VAE(nn.Module):
+class VAE(Model):
     """Variational autoencoder with MLP encoder and decoder.
 
     :param int x_dim: data dimension (pixels per image, flattened).
@@ -45,8 +39,13 @@ class VAE(nn.Module):
         svi.step(x)  # x: (batch, 784)
     """
 
-    #: plates the model nests (``"data"``); objectives with vectorized particles need it
-    max_plate_nesting = 1
+    kind = "vae"
+    summary = "P(z)P(X|z) with the guide Q(z|X) (Doersch section 2)"
+    options = (Z_DIM, *NETWORK_OPTIONS)
+    supports_gap_decomposition = True
+    hints: ClassVar[dict[str, str]] = {
+        "completions_figure": "it has no condition; draw from it with `pyro-vae sample`"
+    }
 
     def __init__(
         self,
@@ -57,22 +56,14 @@ class VAE(nn.Module):
         image_shape: Sequence[int] | None = None,
         name: str | None = None,
     ) -> None:
-        super().__init__()
-        dims = {
-            "x_dim": x_dim,
-            "z_dim": z_dim,
-            **{f"hidden_dims[{i}]": h for i, h in enumerate(hidden_dims)},
-        }
-        bad = [f"{k}={v}" for k, v in dims.items() if int(v) < 1]
-        if bad:
-            raise UsageError(f"VAE sizes must be at least 1, got {', '.join(bad)}")
+        super().__init__(name)
+        check_sizes("VAE", x_dim=x_dim, z_dim=z_dim, hidden_dims=hidden_dims)
         self.x_dim = int(x_dim)
         self.z_dim = int(z_dim)
         self.hidden_dims = tuple(int(h) for h in hidden_dims)
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.setup(self.x_dim)  # per-pixel parameters need the data dimension
-        self.image_shape = tuple(image_shape) if image_shape is not None else None
-        self.name = name if name is not None else f"vae{next(_instance_ids)}"
+        self._image_shape = tuple(image_shape) if image_shape is not None else None
         self.encoder = GaussianEncoder(self.x_dim, self.hidden_dims, self.z_dim)
         self.decoder = MLP(
             self.z_dim,
@@ -83,14 +74,34 @@ class VAE(nn.Module):
         self.register_buffer("prior_loc", torch.zeros(self.z_dim))
         self.register_buffer("prior_scale", torch.ones(self.z_dim))
 
+    @classmethod
+    def from_options(cls, options: dict[str, Any], dataset) -> VAE:
+        """The VAE of ``pyro-vae train`` for ``dataset``."""
+        return cls(
+            dataset.x_dim,
+            z_dim=options["z_dim"],
+            hidden_dims=options["hidden_dims"],
+            likelihood=likelihood_from_options(options, dataset),
+            image_shape=dataset.image_shape,
+        )
+
+    @property
+    def data_dims(self) -> tuple[int]:
+        """``(x_dim,)``: the model takes the images alone."""
+        return (self.x_dim,)
+
+    @property
+    def image_shape(self) -> tuple[int, int] | None:
+        """``(height, width)`` of the images, or ``None``."""
+        return self._image_shape
+
     def model(self, x: torch.Tensor) -> None:
         """Generative model ``P(z) P(x|z)``.
 
         :param x: observed data, shape ``(batch, x_dim)``.
         """
-        pyro.module(f"{self.name}_decoder", self.decoder)
-        if any(p.requires_grad for p in self.likelihood.parameters()):
-            pyro.module(f"{self.name}_likelihood", self.likelihood)
+        self.pyro_module("decoder", self.decoder)
+        self.pyro_likelihood()
         with pyro.plate("data", x.shape[0], dim=-1):
             prior = dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
             z = pyro.sample("z", prior)  # (batch, z_dim), or (particles, batch, z_dim)
@@ -101,23 +112,10 @@ class VAE(nn.Module):
 
         :param x: observed data, shape ``(batch, x_dim)``.
         """
-        pyro.module(f"{self.name}_encoder", self.encoder)
+        self.pyro_module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1):
             loc, scale = self.encoder(x)  # (batch, z_dim) each
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        """Raise :class:`~pyro_vae.errors.UsageError` if ``x`` does not fit the model:
-        wrong width, or values outside the likelihood's support.
-
-        :param x: data, shape ``(N, x_dim)``.
-        :param str what: how to name the data in the message.
-        """
-        if x.ndim != 2 or x.shape[1] != self.x_dim:
-            raise UsageError(
-                f"{what} has shape {tuple(x.shape)}, but this model expects (N, {self.x_dim})"
-            )
-        self.likelihood.check_data(x, what)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
@@ -146,24 +144,25 @@ class VAE(nn.Module):
         )
         return self.likelihood.mean(self.decoder(self.prior_loc + self.prior_scale * eps))
 
-    def config(self) -> dict[str, Any]:
-        """Constructor arguments as plain data: :meth:`from_config` rebuilds the architecture."""
-        return {
-            "kind": "vae",
-            "x_dim": self.x_dim,
-            "z_dim": self.z_dim,
-            "hidden_dims": list(self.hidden_dims),
-            "likelihood": self.likelihood.config(),
-            "image_shape": list(self.image_shape) if self.image_shape else None,
-        }
+    def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
+        """Training curves, 64 prior samples and test reconstructions (images only)."""
+        from pyro_vae import plots
+        from pyro_vae.splits import spread_subset
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> VAE:
-        """Build an untrained VAE from :meth:`config` output.
-
-        :param dict config: as returned by :meth:`config`.
-        """
-        config = dict(config)
-        config.pop("kind", None)  # absent from runs of pyro_vae 0.1
-        likelihood = get_likelihood(**config.pop("likelihood"))
-        return cls(likelihood=likelihood, **config)
+        figures = super().training_figures(dataset, history, seed)
+        if self.image_shape is None:
+            return figures
+        gen = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
+        figures["samples.png"] = plots.grid_figure(
+            self.sample(64, generator=gen),
+            self.image_shape,
+            "64 samples: z ~ N(0, I), mean of P(x|z)",
+        )
+        x = dataset.x_test[spread_subset(len(dataset.x_test), 32).to(dataset.x_test.device)]
+        figures["reconstructions.png"] = plots.reconstruction_figure(
+            x,
+            self.reconstruct(x),
+            self.image_shape,
+            "test images (odd rows) and reconstructions (even rows)",
+        )
+        return figures

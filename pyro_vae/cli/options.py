@@ -1,0 +1,67 @@
+"""Pieces every subcommand shares: a parser whose errors are one line, and argument
+types that refuse out-of-range values with exit status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+#: seeds must fit the generators they feed (numpy's legacy seeding takes 32 bits)
+SEED_LIMIT = 2**32
+
+
+class Parser(argparse.ArgumentParser):
+    """``argparse`` with one-line errors: ``pyro-vae train: error: ...`` and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def seed(text: str) -> int:
+    """argparse type: an integer seed in ``[0, 2**32)``."""
+    value = _integer(text)
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"a seed must lie in [0, 2**32), got {text}")
+    return value
+
+
+def at_least(minimum: int):
+    """argparse type: an integer ``>= minimum``."""
+
+    def parse(text: str) -> int:
+        value = _integer(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> None:
+    """``--run DIR``, the run folder a command reads."""
+    parser.add_argument("--run", type=Path, required=True, help=f"run folder written by {what}")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    """``--device``."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+
+
+def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
+    """``--seed`` in ``[0, 2**32)``."""
+    shown = "" if default is None else f" (default {default})"
+    parser.add_argument("--seed", type=seed, default=default, help=f"in [0, 2**32){shown}")
+
+
+def wrote(*paths) -> None:
+    """The last line of a command: what it wrote."""
+    print(f"pyro-vae: wrote {', '.join(str(p) for p in paths)}", file=sys.stdout)

@@ -1,0 +1,51 @@
+"""``pyro-vae sample``: a grid of images decoded from the prior of a trained model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from pyro_vae import plots
+from pyro_vae import run as run_mod
+from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
+from pyro_vae.errors import UsageError
+
+#: more samples than this make a grid nobody can read (and may not fit in memory)
+MAX_SAMPLES = 10_000
+
+
+def add_parser(sub) -> None:
+    """Register ``sample`` on an ``argparse`` subparsers object."""
+    s = sub.add_parser("sample", help="draw images from a trained model's prior")
+    add_run(s)
+    s.add_argument(
+        "-n",
+        "--num-samples",
+        type=at_least(1),
+        default=64,
+        help=f"number of samples, at most {MAX_SAMPLES} (default 64)",
+    )
+    add_seed(s)
+    s.add_argument("--out", type=Path, help="PNG path (default RUN/prior_samples_N.png)")
+    add_device(s)
+    s.set_defaults(func=cmd_sample)
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``pyro-vae sample``: see ``pyro-vae sample --help``."""
+    if args.num_samples > MAX_SAMPLES:
+        raise UsageError(f"-n must be at most {MAX_SAMPLES}, got {args.num_samples}")
+    model, dataset, _, folder = run_mod.open(args.run, args.device)
+    if not model.supports("sample"):
+        raise model.unsupported("sample")
+    if model.image_shape is None:
+        raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
+    gen = torch.Generator(device=dataset.x_test.device).manual_seed(args.seed)
+    samples = model.sample(args.num_samples, generator=gen)
+    out = args.out or folder.prior_samples(args.num_samples)
+    title = f"{args.num_samples} samples from the prior (seed {args.seed})"
+    plots.save_figure(plots.grid_figure(samples, model.image_shape, title), out)
+    wrote(out)
+    return 0

@@ -1,0 +1,67 @@
+"""Models on one contract (:mod:`pyro_vae.models.base`), one file each, and their registry.
+
+A new model is a subclass of :class:`~pyro_vae.models.base.Model` in its own file plus
+one entry in :data:`MODELS` (or a call to :func:`register` from your own code); the
+command line, the run folder and the evaluator then work with it unchanged.
+"""
+
+from __future__ import annotations
+
+from pyro_vae.errors import UsageError
+from pyro_vae.models.base import Model, ModelData, Notation, Option
+from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.regressor import Regressor
+from pyro_vae.models.vae import VAE
+
+#: model classes by :attr:`~pyro_vae.models.base.Model.kind`, in the order ``--help`` lists them
+MODELS: dict[str, type[Model]] = {cls.kind: cls for cls in (VAE, CVAE, Regressor)}
+#: the kind ``pyro-vae train`` builds without ``--model``, and that of the first runs,
+#: whose configurations named no kind
+DEFAULT_KIND = VAE.kind
+
+
+def register(cls: type[Model]) -> type[Model]:
+    """Add a model class to :data:`MODELS` (usable as a class decorator).
+
+    :raises UsageError: if the class is no :class:`Model`, has no ``kind``, or its kind
+        belongs to another class.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Model)):
+        raise UsageError(f"{cls!r} is not a subclass of pyro_vae.models.Model")
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        raise UsageError(f"{cls.__name__} sets no kind (the name --model and config() use)")
+    if MODELS.get(kind, cls) is not cls:
+        raise UsageError(f"kind {kind!r} already belongs to {MODELS[kind].__name__}")
+    MODELS[kind] = cls
+    return cls
+
+
+def model_class(kind: str, source: str = "") -> type[Model]:
+    """The class registered under ``kind``.
+
+    :param str source: where the kind was read, for the message.
+    :raises UsageError: for a kind nobody registered.
+    """
+    if kind not in MODELS:
+        where = f"{source} holds a model of kind {kind!r}, which" if source else f"{kind!r}"
+        raise UsageError(
+            f"{where} is not a registered model ({', '.join(MODELS)}); register its class "
+            "with pyro_vae.models.register, or upgrade pyro_vae"
+        )
+    return MODELS[kind]
+
+
+__all__ = [
+    "CVAE",
+    "DEFAULT_KIND",
+    "MODELS",
+    "VAE",
+    "Model",
+    "ModelData",
+    "Notation",
+    "Option",
+    "Regressor",
+    "model_class",
+    "register",
+]

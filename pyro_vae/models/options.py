@@ -1,0 +1,115 @@
+"""``pyro-vae train`` options that several models share, and the likelihood they build.
+
+A model lists the options it takes in :attr:`pyro_vae.models.base.Model.options`; the
+command line offers the union over the registry and refuses an option that the chosen
+model does not list.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from pyro_vae.errors import UsageError
+from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, Likelihood, get_likelihood
+from pyro_vae.models.base import Option
+
+if TYPE_CHECKING:
+    from pyro_vae.data import Dataset
+
+#: the constructor argument that ``--sigma`` sets, per likelihood that has a scale
+SCALE_ARGUMENT = {"gaussian": "sigma", "laplace": "scale"}
+#: the scale when ``--sigma`` is not given
+DEFAULT_SIGMA = 0.1
+
+
+def positive_int_list(text: str) -> list[int]:
+    """argparse type: ``"400,200"`` -> ``[400, 200]``, every entry at least 1."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
+    return values
+
+
+def scale_value(text: str) -> float | str:
+    """argparse type of ``--sigma``: a number, or a learned-scale mode."""
+    if text in SCALE_MODES:
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number or one of {', '.join(SCALE_MODES)}, got {text!r}"
+        ) from None
+
+
+def _stored_scale(config: dict[str, Any]) -> Any:
+    likelihood = config["likelihood"]
+    return likelihood.get(SCALE_ARGUMENT.get(likelihood["name"], ""))
+
+
+Z_DIM = Option("--z-dim", "latent dimension (default 20)", default=20, type=int)
+HIDDEN_DIMS = Option(
+    "--hidden-dims",
+    "comma-separated hidden widths of every network (default 400)",
+    default=[400],
+    type=positive_int_list,
+)
+LIKELIHOOD = Option(
+    "--likelihood",
+    "P(x|z), or P(Y|z,X) (default bernoulli)",
+    default="bernoulli",
+    choices=tuple(sorted(LIKELIHOODS)),
+    stored=lambda config: config["likelihood"]["name"],
+)
+SIGMA = Option(
+    "--sigma",
+    "scale of the gaussian (sigma) or laplace likelihood: a number (fixed), or shared, "
+    f"per-pixel or predicted (learned) (default {DEFAULT_SIGMA})",
+    type=scale_value,
+    stored=_stored_scale,
+)
+#: the options of every model with a likelihood and MLP networks
+NETWORK_OPTIONS = (HIDDEN_DIMS, LIKELIHOOD, SIGMA)
+
+
+def likelihood_from_options(options: dict[str, Any], dataset: Dataset) -> Likelihood:
+    """The likelihood that ``--likelihood`` and ``--sigma`` ask for, fitted to ``dataset``.
+
+    :raises UsageError: ``--sigma`` for a likelihood without a scale, or a discretized
+        logistic on data whose grey levels are unknown.
+    """
+    name, sigma = options["likelihood"], options.get("sigma")
+    if name in SCALE_ARGUMENT:
+        return get_likelihood(
+            name, **{SCALE_ARGUMENT[name]: DEFAULT_SIGMA if sigma is None else sigma}
+        )
+    if sigma is not None:
+        raise UsageError(
+            f"--sigma sets the scale of the {' and '.join(SCALE_ARGUMENT)} likelihoods; the "
+            f"{name} likelihood has none. Drop --sigma, or choose --likelihood gaussian"
+        )
+    if name == "discretized-logistic":
+        if dataset.levels is None:
+            raise UsageError(
+                f"the discretized-logistic likelihood needs the data's number of grey levels, "
+                f"which {dataset.name} does not record; store pixels as 8-bit integers"
+            )
+        return get_likelihood(name, levels=dataset.levels)
+    return get_likelihood(name)
+
+
+def check_sizes(owner: str, **sizes: int | Sequence[int]) -> None:
+    """:raises UsageError: if any size (or any entry of a sequence of sizes) is below 1."""
+    bad = []
+    for key, value in sizes.items():
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        bad += [f"{key}={v}" for v in values if int(v) < 1]
+    if bad:
+        raise UsageError(f"{owner} sizes must be at least 1, got {', '.join(bad)}")

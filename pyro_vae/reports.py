@@ -1,0 +1,297 @@
+"""Results and reports as plain data and Markdown, without argparse or files.
+
+:func:`training_results` and :func:`training_table` are what ``pyro-vae train`` writes to
+``results.json`` and ``results.md``; :func:`evaluation_report`, :func:`exact_report` and
+:func:`evaluation_table` what ``pyro-vae evaluate`` writes to ``eval.json`` and
+``eval.md``. Each names its model through the model contract (``describe()``,
+``notation``, ``latent``), never by kind.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import torch
+
+from pyro_vae.evaluate import DatasetEvaluation, mean_and_stderr, mean_elbo
+from pyro_vae.units import comparable_bits_per_dim
+
+#: particles per data point for the final ELBO table of a training run
+FINAL_ELBO_PARTICLES = 10
+#: particles of the negative ELBO that Pyro's CVAE tutorial reports as its metric
+TUTORIAL_ELBO_PARTICLES = 10
+#: the gap decomposition's per-point quantities, with their table labels
+GAP_ROWS = (
+    ("log_px", "log P(X)"),
+    ("elbo_amortized", "ELBO of the encoder's q"),
+    ("elbo_optimal", "ELBO of the per-image optimum q*"),
+    ("approximation_gap", "approximation gap log P(X) - ELBO[q*]"),
+    ("amortization_gap", "amortization gap ELBO[q*] - ELBO[q]"),
+)
+
+
+def escape_cell(text: str) -> str:
+    """``text`` for a Markdown table cell, where a bare ``|`` would start a new cell."""
+    return str(text).replace("|", "\\|")
+
+
+def _data_fields(model, dataset) -> dict[str, Any]:
+    return {
+        "model": model.kind,
+        "description": model.describe(),
+        "target": model.notation.data,
+        "notation": model.notation._asdict(),
+        # no latent variable: the ELBO is the exact log-likelihood
+        "exact": not model.latent,
+        "dataset": dataset.name,
+        "binarize": dataset.binarize,
+        "dequantized": dataset.dequantized,
+        "likelihood": model.likelihood.config(),
+    }
+
+
+@torch.no_grad()
+def training_results(model, dataset, train_config, history, data) -> dict[str, Any]:
+    """Final train and test ELBO of a trained model, with every setting a reader needs.
+
+    :param model: the trained :class:`~pyro_vae.models.base.Model`.
+    :param dataset: the :class:`~pyro_vae.data.Dataset` it was trained on.
+    :param train_config: its :class:`~pyro_vae.train.TrainConfig`.
+    :param history: its :class:`~pyro_vae.train.History`.
+    :param dict data: ``{"train": tensors, "test": tensors}`` as they are scored.
+    """
+    model.eval()
+    torch.manual_seed(train_config.seed)
+    elbo = {
+        split: mean_elbo(
+            model.model,
+            model.guide,
+            tensors,
+            num_particles=FINAL_ELBO_PARTICLES,
+            batch_size=train_config.eval_batch_size,
+            max_plate_nesting=model.max_plate_nesting,
+        )
+        for split, tensors in data.items()
+    }
+    return {
+        **_data_fields(model, dataset),
+        "model_config": model.config(),
+        "split": {"train": len(dataset.x_train), "test": len(dataset.x_test)},
+        "epochs": history.epoch[-1] if history.epoch else 0,
+        "seed": train_config.seed,
+        "elbo_particles": FINAL_ELBO_PARTICLES,
+        "train_elbo": elbo["train"],
+        "test_elbo": elbo["test"],
+        "unit": "nats per data point",
+        # an upper bound on bits/dim (the ELBO bounds log P from below); None where a
+        # continuous density was fitted to data that were not dequantized
+        "test_elbo_bits_per_dim": comparable_bits_per_dim(model, dataset, elbo["test"]),
+        "train_seconds": sum(history.seconds),
+    }
+
+
+def _bits_kind(r: dict) -> str:
+    """Exact only for an exact log-likelihood of discrete data; a dequantized density
+    scored on one noise draw bounds the discrete log-likelihood (Theis et al. 2016)."""
+    if not r.get("exact"):
+        return "an upper bound"
+    return "an upper bound, from one dequantization" if r["dequantized"] else "exact"
+
+
+def _setting(r: dict) -> str:
+    lik = ", ".join(f"{k}={v}" for k, v in r["likelihood"].items())
+    return f"binarize={r['binarize']}, dequantized={r['dequantized']}), likelihood {lik}"
+
+
+def training_table(r: dict) -> str:
+    """The Markdown table of :func:`training_results`."""
+    p = r["target"]
+    if r["exact"]:
+        what = f"{r['description']}: no latent variable, so the ELBO is the exact log {p}"
+        column = escape_cell(f"log {p}, exact")
+    else:
+        what = f"{r['description']}, ELBO from {r['elbo_particles']} samples of z per data point"
+        column = escape_cell(f"ELBO of log {p}")
+    bpd = r["test_elbo_bits_per_dim"]
+    bits = (
+        f"\nTest {'log-likelihood' if r['exact'] else 'ELBO'} as bits per dimension "
+        f"({_bits_kind(r)}): {bpd:.4f}\n\n"
+        if bpd is not None
+        else "\n"
+    )
+    return (
+        f"\n{r['dataset']} ({r['split']['train']} train / {r['split']['test']} test points, "
+        f"{_setting(r)}, {r['epochs']} epochs, seed {r['seed']}; {what}, one run\n\n"
+        f"| split | {column} (nats per data point) |\n"
+        "|---|---|\n"
+        f"| train | {r['train_elbo']:.2f} |\n"
+        f"| test | {r['test_elbo']:.2f} |\n" + bits
+    )
+
+
+def order_violations(guided: DatasetEvaluation) -> list[str]:
+    """Pairs of nested estimates that step down for some point: a bug in the estimator.
+
+    With shared samples and k dividing k', Jensen's inequality inside each group makes
+    L_k <= L_k' hold for every point, whatever the weights; pairs that do not nest are
+    noisy and are not checked.
+    """
+    rows = {"elbo": guided.elbo, "log_px": guided.log_px}
+    rows.update({f"L_{k}": b for k, b in zip(guided.ks, guided.bounds, strict=True)})
+    chain = ["elbo", *[f"L_{k}" for k in guided.ks if k > 1], "log_px"]
+    sizes = {"elbo": 1, "log_px": guided.num_samples, **{f"L_{k}": k for k in guided.ks}}
+    violations = []
+    for lower, upper in itertools.combinations(chain, 2):
+        k, k_next = sizes[lower], sizes[upper]
+        if k_next % k or guided.num_samples % k_next:
+            continue
+        worst = float((rows[upper] - rows[lower]).min())
+        if worst < -1e-4 * (1 + float(rows[lower].abs().max())):
+            violations.append(
+                f"{upper} is below {lower} by {-worst:.4g} nats for some point, which nested "
+                "groups of shared samples rule out: a bug in the estimator"
+            )
+    return violations
+
+
+def evaluation_report(
+    model,
+    dataset,
+    settings: dict[str, Any],
+    guided: DatasetEvaluation,
+    naive: DatasetEvaluation,
+    gaps=None,
+    negative_elbo: float | None = None,
+) -> dict[str, Any]:
+    """Plain-data report of ``pyro-vae evaluate``: settings, summary rows, the ordering
+    check and per-point values.
+
+    :param dict settings: ``run``, ``split``, ``seed`` and anything else to record.
+    :param guided: :func:`~pyro_vae.evaluate.evaluate_dataset` with the guide as proposal.
+    :param naive: the same with the prior as proposal.
+    :param gaps: a :class:`~pyro_vae.gaps.GapDecomposition`, or ``None``.
+    :param negative_elbo: the negative ELBO from fresh particles through ``Trace_ELBO``.
+    """
+    summary = guided.summary()
+    summary["log_px_prior"] = mean_and_stderr(naive.log_px)
+    summary["ess_prior"] = {**mean_and_stderr(naive.ess), "min": float(naive.ess.min())}
+    rows = {"elbo": guided.elbo, "log_px": guided.log_px}
+    rows.update({f"L_{k}": b for k, b in zip(guided.ks, guided.bounds, strict=True)})
+    report = {
+        **settings,
+        **_data_fields(model, dataset),
+        "num_points": len(guided.log_px),
+        "num_samples": guided.num_samples,
+        "ks": list(guided.ks),
+        "repeats": 1,
+        "unit": "nats per data point",
+        "summary": summary,
+        # paired with the ELBO, per point: the uncertainty of the rise itself
+        "minus_elbo": {
+            name: mean_and_stderr(values - guided.elbo)
+            for name, values in rows.items()
+            if name not in ("elbo", "L_1")  # L_1 is the ELBO itself
+        },
+        "negative_elbo_10_particles": negative_elbo,
+        "bits_per_dim": {
+            name: comparable_bits_per_dim(model, dataset, summary[name]["mean"])
+            for name in ("elbo", "log_px", "log_px_prior")
+        },
+        "order_violations": order_violations(guided),
+        "per_point": {
+            name: values.tolist()
+            for name, values in {**rows, "ess": guided.ess, "log_px_prior": naive.log_px}.items()
+        },
+    }
+    if gaps is not None:
+        report["gap_decomposition"] = {
+            "num_points": len(gaps.log_px),
+            "steps": gaps.steps,
+            "num_samples": gaps.num_samples,
+            **{name: mean_and_stderr(getattr(gaps, name)) for name, _ in GAP_ROWS},
+        }
+    return report
+
+
+def exact_report(model, dataset, settings: dict[str, Any], log_p: torch.Tensor) -> dict:
+    """Report of a model without latent variables: its exact log-likelihood per point."""
+    summary = mean_and_stderr(log_p)
+    return {
+        **settings,
+        **_data_fields(model, dataset),
+        "num_points": len(log_p),
+        "unit": "nats per data point",
+        "summary": {"log_px": summary},
+        "bits_per_dim": {"log_px": comparable_bits_per_dim(model, dataset, summary["mean"])},
+        "per_point": {"log_px": log_p.tolist()},
+    }
+
+
+def _head(r: dict, what: str) -> str:
+    return (
+        f"\n{r['description']}; {r['dataset']}, {r['split']} split ({r['num_points']} points, "
+        f"binarize={r['binarize']}), {what}; nats per data point, standard errors over "
+        "points\n\n| quantity | mean | std. error |\n|---|---|---|\n"
+    )
+
+
+def _row(label: str, value: dict) -> str:
+    return f"| {escape_cell(label)} | {value['mean']:.2f} | {value['stderr']:.2f} |\n"
+
+
+def evaluation_table(r: dict[str, Any]) -> str:
+    """The Markdown table that ``evaluate`` prints and writes to ``eval.md``."""
+    s, p = r["summary"], r["target"]
+    bits = (r.get("bits_per_dim") or {}).get("log_px")
+    if r["exact"]:
+        lines = [
+            _head(r, f"no latent variable, so log {p} is exact"),
+            _row(f"log {p}, exact", s["log_px"]),
+        ]
+        if bits is not None:
+            kind = " (an upper bound, from one dequantization)" if r["dequantized"] else ""
+            lines.append(f"\nIn bits per dimension of the target: {bits:.4f}{kind}\n")
+        return "".join(lines) + "\n"
+    n = r["notation"]
+    k_max = r["num_samples"]
+    lines = [
+        _head(r, f"K = {k_max} importance samples per point, seed {r['seed']}, one run"),
+        _row("ELBO (= L_1)", s["elbo"]),
+        *[_row(f"L_{k} (IWAE bound, {k_max // k} groups)", s[f"L_{k}"]) for k in r["ks"] if k > 1],
+        _row(f"log {p}, z from {n['guide']} (K = {k_max})", s["log_px"]),
+        _row(f"log {p}, z from the prior {n['prior']} (K = {k_max})", s["log_px_prior"]),
+        _row(f"gap log {p} - ELBO, estimates D[{n['guide']} || {n['posterior']}]", s["gap"]),
+        f"\nEffective sample size of the K = {k_max} importance weights per point:\n\n",
+        "| z drawn from | mean ESS | min ESS |\n|---|---|---|\n",
+        f"| {escape_cell(n['guide'])} | {s['ess']['mean']:.2f} | {s['ess']['min']:.2f} |\n",
+        f"| the prior {escape_cell(n['prior'])} | {s['ess_prior']['mean']:.2f} "
+        f"| {s['ess_prior']['min']:.2f} |\n",
+    ]
+    if r.get("negative_elbo_10_particles") is not None:
+        lines.append(
+            f"\nNegative ELBO from {TUTORIAL_ELBO_PARTICLES} fresh particles through "
+            f"Trace_ELBO (the metric of Pyro's CVAE tutorial), an upper bound on -log {p}: "
+            f"{r['negative_elbo_10_particles']:.2f} nats per data point (compare with minus "
+            "the ELBO above).\n"
+        )
+    if bits is not None:
+        data = "binarized images" if r["binarize"] != "none" else "the original grey levels"
+        kind = "continuous density on dequantized pixels" if r["dequantized"] else "discrete"
+        lines.append(
+            f"\nIn bits per dimension of the target ({data}): log {p} {bits:.4f}, "
+            f"ELBO {r['bits_per_dim']['elbo']:.4f} (lower is better; {kind} likelihood)\n"
+        )
+    g = r.get("gap_decomposition")
+    if g:
+        lines += [
+            f"\nGap decomposition (Cremer et al. 2018) on {g['num_points']} of these points; "
+            f"q*(z) fitted per point by {g['steps']} SVI steps from the encoder's output; "
+            "log P(X) importance-sampled with q*:\n\n",
+            "| quantity | mean | std. error |\n|---|---|---|\n",
+            *[_row(label, g[key]) for key, label in GAP_ROWS],
+        ]
+    if not math.isfinite(s["log_px_prior"]["mean"]):
+        lines.append("\nThe naive estimate is -inf: no prior sample explained some point at all.\n")
+    return "".join(lines) + "\n"

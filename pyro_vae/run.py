@@ -1,0 +1,288 @@
+"""A run folder and its one owner.
+
+``pyro-vae train`` writes a run folder; every other command, the experiments and your
+own code read it back through :func:`open`, which returns the trained model, the data
+it was trained on and its configuration. :class:`RunConfig` (data, model, training) is
+the single source of ``config.json`` and of the configuration inside the checkpoint;
+:class:`RunFolder` names every file a run holds and knows which of them go stale.
+
+Folders written by pyro_vae 0.1 (no ``"format"`` in ``config.json``) open as they are:
+their conditional task, which 0.1 kept with the data, moves into the model's settings.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+
+from pyro_vae import __version__
+from pyro_vae import checkpoint as ckpt_io
+from pyro_vae import data as data_mod
+from pyro_vae.errors import UsageError
+from pyro_vae.io import write_json
+from pyro_vae.models import DEFAULT_KIND, Model, model_class
+from pyro_vae.train import TrainConfig, resumable
+
+FORMAT = "pyro_vae.run/2"
+
+__all__ = [
+    "DataConfig",
+    "OpenedRun",
+    "RunConfig",
+    "RunFolder",
+    "load_model",
+    "open",
+    "resolve_device",
+    "resumable",
+]
+
+
+@dataclass
+class DataConfig:
+    """The data a run trains on: the ``data`` block of ``config.json``."""
+
+    dataset: str = "mnist5k"  # a name of pyro_vae.data.DATASETS
+    binarize: str = "none"  # none, static or dynamic
+    dequantize: bool = False  # uniform dequantization of the grey levels
+    #: where torchvision data sets live: it says where the files are, not what they
+    #: hold, so a resumed or evaluated run may find them elsewhere
+    data_dir: str = field(default="data", metadata={"resumable": True})
+
+    def load(self) -> data_mod.Dataset:
+        """The data set, on the CPU."""
+        return data_mod.load(
+            self.dataset,
+            binarize=self.binarize,
+            dequantize=self.dequantize,
+            data_dir=self.data_dir,
+        )
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run, as written to ``config.json`` and the checkpoint.
+
+    :ivar data: which data, prepared how.
+    :ivar model: the model's :meth:`~pyro_vae.models.base.Model.config` (its kind and
+        constructor arguments).
+    :ivar train: the optimization settings.
+    """
+
+    data: DataConfig
+    model: dict[str, Any]
+    train: TrainConfig
+    pyro_vae_version: str = __version__
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for ``config.json`` and the checkpoint."""
+        return {
+            "format": FORMAT,
+            "pyro_vae_version": self.pyro_vae_version,
+            "data": asdict(self.data),
+            "model": dict(self.model),
+            "train": asdict(self.train),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "the run") -> RunConfig:
+        """Inverse of :meth:`to_dict`; also reads the configurations of pyro_vae 0.1.
+
+        :param str source: where ``d`` was read, for messages.
+        :raises UsageError: for a configuration that names no data set, settings this
+            version does not know, or a format newer than this version.
+        """
+        fmt = d.get("format")
+        if fmt not in (None, FORMAT):
+            raise UsageError(
+                f"{source} was written in format {fmt!r}, which this version of pyro_vae "
+                f"({__version__}) cannot read; upgrade pyro_vae"
+            )
+        if "data" not in d or "model" not in d:
+            raise UsageError(
+                f"{source} records no data set or no model (a checkpoint of fit() called "
+                "from Python); load it with pyro_vae.checkpoint and evaluate it from Python"
+            )
+        data, model = dict(d["data"]), dict(d["model"])
+        model.setdefault("kind", DEFAULT_KIND)  # the first runs recorded no kind
+        task = data.pop("task", None)  # 0.1 kept the conditional task with the data
+        if task is not None and "task" not in model:
+            model["task"] = task
+        return cls(
+            data=_build(DataConfig, data, f"{source}: data"),
+            model=model,
+            train=_build(TrainConfig, dict(d.get("train", {})), f"{source}: train"),
+            pyro_vae_version=d.get("pyro_vae_version", "0.1.0"),
+        )
+
+
+def _build(config_class: type, values: dict[str, Any], where: str):
+    unknown = sorted(set(values) - {f.name for f in fields(config_class)})
+    if unknown:
+        raise UsageError(
+            f"{where} has settings this version of pyro_vae does not know "
+            f"({', '.join(unknown)}); upgrade pyro_vae"
+        )
+    return config_class(**values)
+
+
+class RunFolder:
+    """The named paths of a run folder.
+
+    :param folder: the run's folder.
+    """
+
+    #: what ``pyro-vae train --overwrite`` removes: the files of an earlier run and of
+    #: every command run on it (figures, evaluations, samples, completions)
+    STALE = (
+        "config.json",
+        "checkpoint.pt",
+        "history.json",
+        "results.json",
+        "results.md",
+        "*.png",
+        "eval*.json",
+        "eval*.md",
+    )
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.config = self.folder / "config.json"
+        self.checkpoint = self.folder / "checkpoint.pt"
+        self.history = self.folder / "history.json"
+        self.results_json = self.folder / "results.json"
+        self.results_md = self.folder / "results.md"
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.folder)!r})"
+
+    def exists(self) -> bool:
+        """Whether the folder holds a run (a checkpoint)."""
+        return self.checkpoint.is_file()
+
+    def figure(self, name: str) -> Path:
+        """A figure of the run, ``loss.png`` say."""
+        return self.folder / name
+
+    def evaluation(self, split: str, limit: int | None) -> tuple[Path, Path, Path]:
+        """``(eval.json, eval.md, bounds.png)`` of ``pyro-vae evaluate``; the training
+        split and a subset get their own names, so they never replace a full report."""
+        suffix = "" if split == "test" else f"_{split}"
+        suffix += f"_n{limit}" if limit else ""
+        return (
+            self.folder / f"eval{suffix}.json",
+            self.folder / f"eval{suffix}.md",
+            self.folder / f"bounds{suffix}.png",
+        )
+
+    def prior_samples(self, num_samples: int) -> Path:
+        """The default picture of ``pyro-vae sample -n N``."""
+        return self.folder / f"prior_samples_{num_samples}.png"
+
+    def completions(self, split: str, num_samples: int | None) -> Path:
+        """The default picture of ``pyro-vae complete``; ``num_samples`` is ``None`` for a
+        model whose completion is one deterministic mean."""
+        n = "" if num_samples is None else f"_n{num_samples}"
+        return self.folder / f"completions_{split}{n}.png"
+
+    def remove_stale(self) -> None:
+        """Delete the files of an earlier run (see :attr:`STALE`)."""
+        for pattern in self.STALE:
+            for stale in self.folder.glob(pattern):
+                stale.unlink(missing_ok=True)
+
+    def read_config(self) -> RunConfig:
+        """The run's configuration: ``config.json``, or the checkpoint's where a folder
+        has no ``config.json`` (one written by :func:`pyro_vae.fit` alone)."""
+        if self.config.is_file():
+            try:
+                d = json.loads(self.config.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as err:
+                raise UsageError(f"{self.config} is not readable JSON ({err})") from err
+            return RunConfig.from_dict(d, str(self.config))
+        return RunConfig.from_dict(ckpt_io.load(self.checkpoint)["config"], str(self.checkpoint))
+
+    def write_config(self, config: RunConfig) -> Path:
+        """Write ``config.json`` atomically."""
+        return write_json(self.config, config.to_dict())
+
+
+class OpenedRun(NamedTuple):
+    """What :func:`open` returns.
+
+    :ivar model: the trained model, in eval mode, on the requested device.
+    :ivar data: the data set it was trained on, on the same device.
+    :ivar config: the run's :class:`RunConfig`.
+    :ivar folder: the run's :class:`RunFolder`.
+    """
+
+    model: Model
+    data: data_mod.Dataset
+    config: RunConfig
+    folder: RunFolder
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """Parse a device name (``--device``).
+
+    :raises UsageError: if it names no usable device.
+    """
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"unknown device {name!r} ({err}); use cpu, cuda or cuda:N") from err
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(
+                "--device cuda: CUDA is not available on this machine; use --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(
+                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
+            )
+    elif device.type != "cpu":
+        raise UsageError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
+    return device
+
+
+def _trained(model_config: dict[str, Any], folder: RunFolder, device) -> Model:
+    cls = model_class(model_config.get("kind", DEFAULT_KIND), str(folder.folder))
+    model = cls.from_config(model_config)
+    state = ckpt_io.load(folder.checkpoint)
+    ckpt_io.load_model_state(model, state["model_state"], str(folder.checkpoint))
+    return model.to(device).eval()
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
+    """The trained model in a run folder, or in a folder that holds only the checkpoint
+    of :func:`pyro_vae.fit` (which records the model but no data set).
+
+    :raises UsageError: if there is no readable checkpoint.
+    """
+    folder = RunFolder(path)
+    config = ckpt_io.load(folder.checkpoint)["config"]
+    if "data" in config:
+        return _trained(folder.read_config().model, folder, resolve_device(device))
+    return _trained(dict(config["model"]), folder, resolve_device(device))
+
+
+def open(path: str | Path, device: str | torch.device = "cpu") -> OpenedRun:
+    """Open the run in folder ``path``: ``model, data, config, folder = open(path)``.
+
+    :param path: a folder written by ``pyro-vae train``.
+    :param device: where to put the model and the data.
+    :raises UsageError: if the folder holds no run, or one this version cannot read.
+    """
+    folder = RunFolder(path)
+    if not folder.exists():
+        raise UsageError(
+            f"no run in {folder.folder} (no {folder.checkpoint.name}); train one "
+            f"with `pyro-vae train --out {folder.folder}`"
+        )
+    device = resolve_device(device)
+    config = folder.read_config()
+    model = _trained(config.model, folder, device)
+    return OpenedRun(model, config.data.load().to(device), config, folder)

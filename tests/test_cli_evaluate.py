@@ -1,0 +1,101 @@
+"""``pyro-vae evaluate`` on a VAE run: files, numbers against the library, bad input,
+and the exit status of a failed consistency check."""
+
+import json
+
+import numpy as np
+import pyro
+import pytest
+
+from pyro_vae.cli import main
+from pyro_vae.evaluate import evaluate_dataset
+from pyro_vae.run import open as open_run
+from pyro_vae.splits import spread_subset
+
+
+def test_evaluate_writes_its_report_and_gap_decomposition(run_copy, capsys):
+    args = ["evaluate", "--run", str(run_copy), "--num-samples", "200", "--ks", "1,5,50"]
+    gap = ["--gap-decomposition", "--gap-points", "8", "--gap-steps", "30", "--no-progress"]
+    assert main([*args, *gap]) == 0
+    out = capsys.readouterr().out
+    assert "| ELBO (= L_1) |" in out and "approximation gap" in out
+    report = json.loads((run_copy / "eval.json").read_text())
+    s = report["summary"]
+    assert report["num_samples"] == 200 and report["ks"] == [1, 5, 50]
+    assert len(report["per_point"]["log_px"]) == report["num_points"] == 359
+    # the evaluator's ELBO (200 samples per image) against Trace_ELBO with 10 fresh
+    # particles: independent Monte Carlo estimates of one number; over 359 images their
+    # means differ by well under 0.3 nats (the per-image noise is about 1 nat)
+    assert -report["negative_elbo_10_particles"] == pytest.approx(s["elbo"]["mean"], abs=0.3)
+    g = report["gap_decomposition"]
+    assert g["num_points"] == 8 and g["steps"] == 30
+    assert (run_copy / "bounds.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| quantity | mean | std. error |" in (run_copy / "eval.md").read_text()
+
+
+def test_evaluate_train_split_with_limit_matches_the_library(run_copy):
+    args = ["evaluate", "--run", str(run_copy), "--num-samples", "20", "--ks", "1,5"]
+    assert main([*args, "--split", "train", "--limit", "30", "--seed", "7", "--no-progress"]) == 0
+    report = json.loads((run_copy / "eval_train_n30.json").read_text())
+    assert report["split"] == "train" and report["num_points"] == 30
+    # the same evaluation in-process: same split, subset, K and seed give the same numbers
+    model, dataset, _, _ = open_run(run_copy)
+    (x,) = model.evaluation_data(dataset, "train")
+    pyro.set_rng_seed(7)
+    ev = evaluate_dataset(
+        model.model, model.guide, x[spread_subset(len(x), 30)], num_samples=20, ks=(1, 5)
+    )
+    np.testing.assert_allclose(report["per_point"]["log_px"], ev.log_px.tolist(), rtol=1e-6)
+    np.testing.assert_allclose(report["per_point"]["L_5"], ev.bounds[1].tolist(), rtol=1e-6)
+
+
+def test_evaluate_defaults_fit_small_k_and_json_stays_strict(run_copy):
+    args = ["evaluate", "--run", str(run_copy), "--num-samples", "20", "--limit", "1"]
+    assert main([*args, "--no-progress"]) == 0
+    text = (run_copy / "eval_n1.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # a single image has no std. error
+    report = json.loads(text)
+    assert report["ks"] == [1, 5]  # the default 1,5,50,500 cut to K = 20
+    assert report["summary"]["log_px"]["stderr"] is None
+
+
+def test_a_failed_ordering_check_exits_1_on_stderr(run_copy, capsys, monkeypatch):
+    """An accumulation bug that lowers L_5 below the ELBO for one image must not pass:
+    the report is written, the error goes to stderr, the exit status is 1."""
+    import pyro_vae.cli.evaluate as cli_evaluate
+
+    def broken(*args, **kwargs):
+        result = evaluate_dataset(*args, **kwargs)
+        if result.proposal == "guide":
+            result.bounds[1, 0] = result.elbo[0] - 3.0  # L_5 of image 0, 3 nats too low
+        return result
+
+    monkeypatch.setattr(cli_evaluate, "evaluate_dataset", broken)
+    args = ["evaluate", "--run", str(run_copy), "--num-samples", "10", "--ks", "1,5"]
+    assert main([*args, "--limit", "4", "--no-progress"]) == 1
+    captured = capsys.readouterr()
+    assert "pyro-vae: error: L_5 is below elbo by 3 nats" in captured.err
+    assert "pyro-vae: error" not in captured.out
+    report = json.loads((run_copy / "eval_n4.json").read_text())
+    assert len(report["order_violations"]) == 1
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--num-samples", "10", "--ks", "1,50"], "--ks 50 exceeds --num-samples 10"),
+        (["--gap-decomposition", "--gap-steps", "-1"], "expected an integer >= 0, got -1"),
+    ],
+)
+def test_evaluate_bad_input_exits_2(digits_run, capsys, extra, message):
+    try:
+        status = main(["evaluate", "--run", str(digits_run), *extra])
+    except SystemExit as exit_info:  # refused by the parser
+        status = exit_info.code
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_evaluate_needs_a_run(tmp_path, capsys):
+    assert main(["evaluate", "--run", str(tmp_path)]) == 2
+    assert "no run in" in capsys.readouterr().err
