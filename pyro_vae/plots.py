@@ -88,6 +88,14 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 120) -> None:
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi))
 
 
+def _target_name(target: str | None) -> str:
+    """The modelled density as reports name it: ``"P(X)"``, ``"P(Y|X)"``; reports written
+    by version 0.1 stored ``"X"`` or ``"Y|X"``."""
+    if not target:
+        return "P(X)"
+    return target if target.startswith("P(") else f"P({target})"
+
+
 def bounds_figure(report: dict):
     """IWAE bounds ``L_k`` against k (log axis), rising from the ELBO towards ``log P(X)``.
 
@@ -110,7 +118,7 @@ def bounds_figure(report: dict):
         ks, means, yerr=errs, marker="o", capsize=3, label="IWAE bound $L_k$ ($L_1$ = ELBO)"
     )
     log_px, log_px_se = elbo + paired["log_px"]["mean"], paired["log_px"]["stderr"]
-    p = "P(Y|X)" if report.get("target") == "Y|X" else "P(X)"
+    p = _target_name(report.get("target"))
     ax.axhline(log_px, color="C1", linestyle="--", label=f"log {p}, z from Q (K={k_max})")
     ax.axhspan(log_px - log_px_se, log_px + log_px_se, color="C1", alpha=0.15)
     ax.plot([k_max], [log_px], marker="s", color="C1", linestyle="none")

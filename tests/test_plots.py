@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import torch
 
 from pyro_vae import plots
@@ -29,3 +30,31 @@ def test_reconstruction_figure_interleaves_rows(tmp_path):
     assert image[6:8, 0:2].max() == 0.0 and image[9:11, 0:2].min() == 1.0
     plots.save_figure(fig, tmp_path / "r.png")
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _report(target):
+    per = {"mean": 0.5, "stderr": 0.1}
+    return {
+        "target": target,
+        "summary": {"elbo": {"mean": -100.0}, "log_px_prior": {"mean": -120.0}},
+        "minus_elbo": {"L_10": per, "log_px": {"mean": 2.0, "stderr": 0.2}},
+        "ks": [1, 10],
+        "num_samples": 100,
+        "dataset": "digits",
+        "split": "test",
+        "num_points": 5,
+    }
+
+
+@pytest.mark.parametrize(
+    ("target", "name"),
+    [("P(X)", "P(X)"), ("P(Y|X)", "P(Y|X)"), ("Y|X", "P(Y|X)"), ("X", "P(X)"), (None, "P(X)")],
+)
+def test_bounds_figure_names_the_target_of_the_report(target, name):
+    fig = plots.bounds_figure(_report(target))
+    ax = fig.axes[0]
+    assert f"bounds rise towards log {name}\n" in ax.get_title()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert f"log {name}, z from Q (K=100)" in labels
+    # the dashed line sits at ELBO + mean gain of the K-sample estimate
+    assert ax.lines[-2].get_ydata()[0] == pytest.approx(-98.0)
