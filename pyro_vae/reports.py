@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from pyro_vae.evaluate import DatasetEvaluation, mean_and_stderr, mean_elbo
+from pyro_vae.tables import escape_cell
 from pyro_vae.units import comparable_bits_per_dim
 
 #: particles per data point for the final ELBO table of a training run
@@ -30,11 +31,6 @@ GAP_ROWS = (
     ("approximation_gap", "approximation gap log P(X) - ELBO[q*]"),
     ("amortization_gap", "amortization gap ELBO[q*] - ELBO[q]"),
 )
-
-
-def escape_cell(text: str) -> str:
-    """``text`` for a Markdown table cell, where a bare ``|`` would start a new cell."""
-    return str(text).replace("|", "\\|")
 
 
 def _data_fields(model, dataset) -> dict[str, Any]:
@@ -272,9 +268,9 @@ def evaluation_table(r: dict[str, Any]) -> str:
     if r.get("negative_elbo_10_particles") is not None:
         lines.append(
             f"\nNegative ELBO from {TUTORIAL_ELBO_PARTICLES} fresh particles through "
-            f"Trace_ELBO (the metric of Pyro's CVAE tutorial), an upper bound on -log {p}: "
-            f"{r['negative_elbo_10_particles']:.2f} nats per data point (compare with minus "
-            "the ELBO above).\n"
+            f"Trace_ELBO (the metric of Pyro's CVAE tutorial; for any model an upper bound "
+            f"on -log {p}): {r['negative_elbo_10_particles']:.2f} nats per data point "
+            "(compare with minus the ELBO above).\n"
         )
     if bits is not None:
         data = "binarized images" if r["binarize"] != "none" else "the original grey levels"

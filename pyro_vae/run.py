@@ -24,7 +24,7 @@ from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_json
-from pyro_vae.models import DEFAULT_KIND, Model, model_class
+from pyro_vae.models import DEFAULT_KIND, MODELS, Model, model_class
 from pyro_vae.train import TrainConfig, resumable
 
 FORMAT = "pyro_vae.run/2"
@@ -137,15 +137,22 @@ class RunFolder:
 
     #: what ``pyro-vae train --overwrite`` removes: the files of an earlier run and of
     #: every command run on it (figures, evaluations, samples, completions)
+    #: (with the :attr:`~pyro_vae.models.base.Model.figures` of every registered model);
+    #: other files, a user's own notes or pictures, stay
     STALE = (
         "config.json",
         "checkpoint.pt",
         "history.json",
         "results.json",
         "results.md",
-        "*.png",
-        "eval*.json",
-        "eval*.md",
+        "eval.json",
+        "eval.md",
+        "eval_*.json",
+        "eval_*.md",
+        "bounds.png",
+        "bounds_*.png",
+        "prior_samples_*.png",
+        "completions_*.png",
     )
 
     def __init__(self, folder: str | Path) -> None:
@@ -190,7 +197,8 @@ class RunFolder:
 
     def remove_stale(self) -> None:
         """Delete the files of an earlier run (see :attr:`STALE`)."""
-        for pattern in self.STALE:
+        figures = {name for cls in MODELS.values() for name in cls.figures}
+        for pattern in (*self.STALE, *sorted(figures)):
             for stale in self.folder.glob(pattern):
                 stale.unlink(missing_ok=True)
 
@@ -248,25 +256,43 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def _trained(model_config: dict[str, Any], folder: RunFolder, device) -> Model:
+def _trained(model_config: dict[str, Any], folder: RunFolder, device, state=None) -> Model:
     cls = model_class(model_config.get("kind", DEFAULT_KIND), str(folder.folder))
     model = cls.from_config(model_config)
-    state = ckpt_io.load(folder.checkpoint)
+    state = ckpt_io.load(folder.checkpoint) if state is None else state
     ckpt_io.load_model_state(model, state["model_state"], str(folder.checkpoint))
     return model.to(device).eval()
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
-    """The trained model in a run folder, or in a folder that holds only the checkpoint
-    of :func:`pyro_vae.fit` (which records the model but no data set).
+def _existing(path: str | Path) -> RunFolder:
+    folder = RunFolder(path)
+    if not folder.exists():
+        raise UsageError(
+            f"no run in {folder.folder} (no {folder.checkpoint.name}); train one "
+            f"with `pyro-vae train --out {folder.folder}`"
+        )
+    return folder
 
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
+    """The trained model in a run folder, without its data set; also reads a folder
+    that holds only the checkpoint of :func:`pyro_vae.fit` (which records the model but
+    no data set).
+
+    :param path: a run folder, or a folder holding a ``checkpoint.pt``.
+    :param device: where to put the model.
     :raises UsageError: if there is no readable checkpoint.
     """
-    folder = RunFolder(path)
-    config = ckpt_io.load(folder.checkpoint)["config"]
-    if "data" in config:
-        return _trained(folder.read_config().model, folder, resolve_device(device))
-    return _trained(dict(config["model"]), folder, resolve_device(device))
+    folder = _existing(path)
+    device = resolve_device(device)
+    state = ckpt_io.load(folder.checkpoint)
+    if folder.config.is_file():
+        model_config = folder.read_config().model
+    elif "data" in state["config"]:
+        model_config = RunConfig.from_dict(state["config"], str(folder.checkpoint)).model
+    else:
+        model_config = dict(state["config"]["model"])
+    return _trained(model_config, folder, device, state)
 
 
 def open(path: str | Path, device: str | torch.device = "cpu") -> OpenedRun:
@@ -276,12 +302,7 @@ def open(path: str | Path, device: str | torch.device = "cpu") -> OpenedRun:
     :param device: where to put the model and the data.
     :raises UsageError: if the folder holds no run, or one this version cannot read.
     """
-    folder = RunFolder(path)
-    if not folder.exists():
-        raise UsageError(
-            f"no run in {folder.folder} (no {folder.checkpoint.name}); train one "
-            f"with `pyro-vae train --out {folder.folder}`"
-        )
+    folder = _existing(path)
     device = resolve_device(device)
     config = folder.read_config()
     model = _trained(config.model, folder, device)

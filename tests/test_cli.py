@@ -286,3 +286,45 @@ def test_engine_and_objective_options_reach_fit(tmp_path, options, config):
     cli_history = json.loads((run / "history.json").read_text())
     assert cli_history["train_objective"] == pytest.approx(history.train_objective, rel=1e-6)
     assert cli_history["test_elbo"] == pytest.approx(history.test_elbo, rel=1e-6)
+
+
+def test_resume_records_data_dir_as_an_absolute_path(run_copy, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--out", str(run_copy), "--resume", "--epochs", "3", "--no-progress"]
+    assert main([*args, "--data-dir", "elsewhere"]) == 0
+    config = json.loads((run_copy / "config.json").read_text())
+    assert config["data"]["data_dir"] == str(tmp_path / "elsewhere")
+
+
+def test_sample_reads_no_data_and_draws_the_models_prior(run_copy, monkeypatch):
+    from pyro_vae import run as run_mod
+
+    def no_data(self):
+        raise AssertionError("sample loaded the data set")
+
+    monkeypatch.setattr(run_mod.DataConfig, "load", no_data)
+    assert main(["sample", "--run", str(run_copy), "-n", "3", "--seed", "5"]) == 0
+    assert (run_copy / "prior_samples_3.png").read_bytes()[:4] == b"\x89PNG"
+    # the same draw from Python: decoded means of z ~ N(0, I) under the seeded generator
+    model = run_mod.load_model(run_copy)
+    with torch.no_grad():
+        z = torch.randn(3, model.z_dim, generator=torch.Generator().manual_seed(5))
+        expected = model.likelihood.mean(model.decoder(z))
+        drawn = model.sample(3, generator=torch.Generator().manual_seed(5))
+    torch.testing.assert_close(drawn, expected)
+
+
+@pytest.mark.parametrize(
+    ("given", "start"),
+    [
+        ({}, "mnist5k-vae-bernoulli-"),
+        ({"model": "vae", "likelihood": "gaussian", "dataset": "digits"}, "digits-vae-gaussian-"),
+        ({"model": "cvae", "task": "quadrants-2"}, "mnist5k-cvae-quadrants-2-fixed-bernoulli-"),
+        ({"model": "regressor", "task": "label"}, "mnist5k-regressor-label-bernoulli-"),
+    ],
+)
+def test_default_run_folder_names_the_models_choices(given, start):
+    from pyro_vae.cli.train import default_run_name
+
+    name = default_run_name(given)
+    assert name.startswith(start) and len(name) == len(start) + len("20261202-064000")

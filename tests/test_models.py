@@ -2,11 +2,15 @@
 with every command, the config round trip is written once, the registry refuses what
 it cannot serve, and Pyro's global param store neither leaks nor aliases models."""
 
+import copy
 import gc
 import importlib.util
 import json
+import pickle
+import re
 import textwrap
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pyro
@@ -16,67 +20,15 @@ import torch
 from pyro_vae import CVAE, VAE, Gaussian, Regressor, TrainConfig, fit
 from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
-from pyro_vae.models import MODELS, Model, model_class, register
+from pyro_vae.models import MODELS, Model, Option, model_class, register
 from pyro_vae.run import open as open_run
 
-#: probabilistic PCA, the shortest complete model: a file a user would write
-PPCA_SOURCE = '''
-import pyro
-import pyro.distributions as dist
-import torch
-from torch import nn
-
-from pyro_vae.likelihoods import Gaussian
-from pyro_vae.models import Model
-from pyro_vae.models.options import Z_DIM
-
-
-class PPCA(Model):
-    """Probabilistic PCA: z ~ N(0, I), x | z ~ N(W z + b, sigma^2 I), sigma learned."""
-
-    kind = "ppca"
-    options = (Z_DIM,)
-
-    def __init__(self, x_dim, z_dim=2, image_shape=None, name=None):
-        super().__init__(name)
-        self.x_dim, self.z_dim = x_dim, z_dim
-        self._image_shape = None if image_shape is None else tuple(image_shape)
-        self.likelihood = Gaussian(sigma="shared")
-        self.decoder = nn.Linear(z_dim, x_dim)
-        self.encoder = nn.Linear(x_dim, 2 * z_dim)  # loc and raw scale of Q(z|x)
-
-    @classmethod
-    def from_options(cls, options, dataset):
-        return cls(dataset.x_dim, options["z_dim"], dataset.image_shape)
-
-    @property
-    def data_dims(self):
-        return (self.x_dim,)
-
-    @property
-    def image_shape(self):
-        return self._image_shape
-
-    def model(self, x):
-        self.pyro_module("decoder", self.decoder)
-        self.pyro_likelihood()
-        with pyro.plate("data", x.shape[0]):
-            prior = dist.Normal(x.new_zeros(self.z_dim), 1.0).to_event(1)
-            z = pyro.sample("z", prior)
-            pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
-
-    def guide(self, x):
-        self.pyro_module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0]):
-            loc, raw = self.encoder(x).chunk(2, dim=-1)
-            scale = nn.functional.softplus(raw) + 1e-4
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    @torch.no_grad()
-    def sample(self, num_samples, generator=None):
-        z = torch.randn(num_samples, self.z_dim, generator=generator)
-        return self.decoder(z).clamp(0, 1)
-'''
+#: probabilistic PCA, the shortest complete model: the class of the guide's example
+PPCA_SOURCE = re.search(
+    r"```python\n((?:(?!```).)*?)\nregister\(PPCA\)",  # inside one code block
+    (Path(__file__).parents[1] / "docs" / "guide.md").read_text(),
+    flags=re.S,
+).group(1)
 
 
 @pytest.fixture
@@ -245,3 +197,103 @@ def test_keyword_arguments_passed_through_round_trip():
 
     with pytest.raises(TypeError, match=r"through \*args have no names"):
         Positional(6, 3)
+
+
+def test_a_copied_or_unpickled_model_claims_a_name_of_its_own(toy_binary):
+    x, _ = toy_binary
+    original = VAE(16, z_dim=2, hidden_dims=(8,), name="mine")
+    pickled = pickle.dumps(original)  # before Pyro tags its parameters with weak references
+    with pytest.raises(UsageError, match="another live model is named 'mine'"):
+        VAE(16, z_dim=2, hidden_dims=(8,), name="mine")
+    assert pickle.loads(pickled).name not in ("mine", "")  # taken: a fresh one
+    twin = copy.deepcopy(original)
+    assert twin.name not in ("mine", "") and twin.config() == original.config()
+    torch.testing.assert_close(twin.decoder[0].weight, original.decoder[0].weight)
+    for model in (original, twin):
+        pyro.infer.SVI(
+            model.model, model.guide, pyro.optim.Adam({"lr": 0.1}), pyro.infer.Trace_ELBO()
+        ).step(x)
+    # each trained its own parameters: one step from equal weights on the same data
+    # with independent z samples moves them apart
+    assert not torch.equal(twin.decoder[0].weight, original.decoder[0].weight)
+    names = {k.split("_")[0] for k in pyro.get_param_store().keys()}
+    assert names == {"mine", twin.name}
+    del twin, model
+    gc.collect()
+    assert {k.split("_")[0] for k in pyro.get_param_store().keys()} == {"mine"}
+    # unpickled where the name is free, a model keeps it
+    del original
+    gc.collect()
+    assert pickle.loads(pickled).name == "mine"
+
+
+def test_a_model_without_a_constructor_and_numpy_settings_round_trip():
+    class Constant(Model):
+        kind = "constant"
+
+    assert Constant().config() == {"kind": "constant"}
+    assert isinstance(Constant.from_config({"kind": "constant"}), Constant)
+
+    class Tuned(VAE):
+        def __init__(self, x_dim, rate=0.5, flag=False, steps=1, name=None):
+            super().__init__(x_dim, name=name)
+
+    config = Tuned(4, rate=np.float32(0.25), flag=np.bool_(True), steps=np.int64(3)).config()
+    assert json.loads(json.dumps(config)) == {
+        "kind": "vae",
+        "x_dim": 4,
+        "rate": 0.25,
+        "flag": True,
+        "steps": 3,
+    }
+
+
+def test_registering_names_the_inherited_kind_and_clashing_flags():
+    class Deeper(VAE):
+        pass
+
+    with pytest.raises(UsageError, match=r"sets no kind of its own \(it inherits 'vae'"):
+        register(Deeper)
+
+    class Clash(VAE):
+        kind = "clash"
+        options = (Option("--z-dim", "latent dimension", default=2.5, type=float),)
+
+    with pytest.raises(UsageError, match="declares --z-dim with another type"):
+        register(Clash)
+    assert "clash" not in MODELS
+
+
+def test_models_may_share_a_flag_with_their_own_default(capsys):
+    class Big(VAE):
+        kind = "big"
+        options = (Option("--z-dim", "width of z", default=100, type=int),)
+
+    register(Big)
+    try:
+        with pytest.raises(SystemExit):
+            main(["train", "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "latent dimension (default 20 for vae, 20 for cvae, 100 for big)" in text
+        assert "P(x|z), or P(Y|z,X) (default bernoulli) [vae, cvae, regressor]" in text
+    finally:
+        MODELS.pop("big")
+
+
+def test_conditional_options_reach_a_subclass_through_its_keyword_arguments():
+    from pyro_vae.data import load
+
+    class Wide(CVAE):
+        kind = "wide"
+        options = (*CVAE.options, Option("--extra", "unused width", default=3, type=int))
+
+        def __init__(self, x_dim, y_dim, *, extra=3, **kwargs):
+            super().__init__(x_dim, y_dim, **kwargs)
+            self.extra = extra
+
+    options = {"task": "label", "prior": "learned", "z_dim": 5, "hidden_dims": [7]}
+    options |= {"likelihood": "bernoulli", "sigma": None, "extra": 4}
+    model = Wide.from_options(options, load("digits"))
+    config = model.config()
+    assert (config["extra"], config["z_dim"], config["prior"]) == (4, 5, "learned")
+    assert config["hidden_dims"] == [7] and model.task == "label"

@@ -81,10 +81,29 @@ def test_run_folder_names_every_file(tmp_path):
     ]
     assert folder.completions("test", None).name == "completions_test.png"
     assert folder.completions("train", 2).name == "completions_train_n2.png"
-    for name in ("config.json", "eval_n5.md", "bounds.png", "samples.png", "notes.txt"):
+    stale = ("config.json", "eval_n5.md", "bounds.png", "samples.png", "completions.png")
+    stale += ("prior_samples_64.png", "completions_train_n2.png", "bounds_train_n30.png")
+    mine = ("notes.txt", "poster.png", "evaluation_notes.md")  # a user's files stay
+    for name in stale + mine:
         (tmp_path / name).write_text("x")
     folder.remove_stale()
-    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]  # a user's file stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(mine)
+
+
+def test_every_model_declares_the_figures_it_writes():
+    from pyro_vae.data import load
+    from pyro_vae.train import History
+
+    dataset = load("digits", binarize="static")
+    history = History()
+    history.append(epoch=1, train_objective=-50.0, test_elbo=-51.0, kl_weight=1.0, seconds=1.0)
+    for model in (
+        VAE(64, z_dim=2, image_shape=(8, 8)),
+        CVAE(32, 32, task="quadrants-2"),
+        Regressor(10, 64, task="label"),
+    ):
+        names = set(model.eval().training_figures(dataset, history, seed=0))
+        assert names == set(type(model).figures) and "loss.png" in names
 
 
 @pytest.mark.parametrize("kind,cls", [("vae", VAE), ("cvae", CVAE), ("regressor", Regressor)])

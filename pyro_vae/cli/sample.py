@@ -37,12 +37,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     """``pyro-vae sample``: see ``pyro-vae sample --help``."""
     if args.num_samples > MAX_SAMPLES:
         raise UsageError(f"-n must be at most {MAX_SAMPLES}, got {args.num_samples}")
-    model, dataset, _, folder = run_mod.open(args.run, args.device)
+    # the prior needs no data: the data set is not loaded (nor downloaded)
+    model = run_mod.load_model(args.run, args.device)
+    folder = run_mod.RunFolder(args.run)
     if not model.supports("sample"):
         raise model.unsupported("sample")
     if model.image_shape is None:
         raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
-    gen = torch.Generator(device=dataset.x_test.device).manual_seed(args.seed)
+    gen = torch.Generator(device=run_mod.resolve_device(args.device)).manual_seed(args.seed)
     samples = model.sample(args.num_samples, generator=gen)
     out = args.out or folder.prior_samples(args.num_samples)
     title = f"{args.num_samples} samples from the prior (seed {args.seed})"

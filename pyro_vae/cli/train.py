@@ -90,17 +90,34 @@ TRAIN_FIELDS = tuple(f.name for f in fields(TrainConfig))
 
 
 def model_options() -> dict[str, tuple[Option, list[str]]]:
-    """Every model option of the registry: ``{dest: (option, kinds that take it)}``.
-
-    :raises ValueError: if two models declare one flag differently.
-    """
+    """Every model option of the registry: ``{dest: (option, kinds that take it)}``;
+    the option is the first model's declaration (:func:`~pyro_vae.models.register`
+    ensures that all declarations of a flag parse alike)."""
     found: dict[str, tuple[Option, list[str]]] = {}
     for kind, cls in MODELS.items():
         for option in cls.options:
-            if option.dest in found and found[option.dest][0] != option:
-                raise ValueError(f"models declare {option.flag} differently")
             found.setdefault(option.dest, (option, []))[1].append(kind)
     return found
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, list | tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _option_help(dest: str, kinds: list[str]) -> str:
+    """Help of a model option: its text, the models that take it, and the default
+    (per model where the models differ)."""
+    declared = {k: next(o for o in MODELS[k].options if o.dest == dest) for k in kinds}
+    text = next(iter(declared.values())).help
+    defaults = {k: o.default for k, o in declared.items() if o.default is not None}
+    if len({_shown(v) for v in defaults.values()}) == 1 and len(defaults) == len(kinds):
+        text += f" (default {_shown(next(iter(defaults.values())))})"
+    elif defaults:
+        text += " (default " + ", ".join(f"{_shown(v)} for {k}" for k, v in defaults.items())
+        text += ")"
+    return f"{text} [{', '.join(kinds)}]"
 
 
 def add_parser(sub) -> None:
@@ -118,14 +135,17 @@ def add_parser(sub) -> None:
             option.flag,
             type=option.type,
             choices=option.choices,
-            help=f"{option.help} [{', '.join(kinds)}]",
+            help=_option_help(option.dest, kinds),
         )
     for flag, keywords in RUN_OPTIONS:
         t.add_argument(flag, **keywords)
     add_seed(t, default=None)
     add_device(t)
     t.add_argument(
-        "--out", type=Path, help="run folder (default runs/DATASET-MODEL-LIKELIHOOD-TIME)"
+        "--out",
+        type=Path,
+        help="run folder (default runs/DATASET-MODEL-CHOICES-TIME, CHOICES the "
+        "model's task, prior, likelihood ... as chosen)",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -214,18 +234,26 @@ def _resumed_run(folder: RunFolder, given: dict[str, Any]):
     return RunConfig(data, stored.model, train), model, data.load()
 
 
+def default_run_name(given: dict[str, Any]) -> str:
+    """``DATASET-MODEL-CHOICES-TIME``: the folder name of a run trained without
+    ``--out``; CHOICES are the values of the model's options that have choices (its
+    task, likelihood ...), given or default."""
+    cls = model_class(given.get("model", DEFAULT_KIND))
+    chosen = [given.get(o.dest, o.default) for o in cls.options if o.choices]
+    parts = [
+        given.get("dataset", DataConfig.dataset),
+        cls.kind,
+        *(str(v) for v in chosen if v is not None),
+        time.strftime("%Y%m%d-%H%M%S"),
+    ]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts))
+
+
 def _out_folder(args: argparse.Namespace, given: dict[str, Any]) -> RunFolder:
     if args.out is None:
         if args.resume:
             raise UsageError("--resume needs --out pointing at a run folder")
-        parts = [
-            given.get("dataset", DataConfig.dataset),
-            given.get("model", DEFAULT_KIND),
-            *([given["task"]] if given.get("task") else []),
-            given.get("likelihood", "bernoulli"),
-            time.strftime("%Y%m%d-%H%M%S"),
-        ]
-        return RunFolder(Path("runs") / re.sub(r"[^A-Za-z0-9_.-]+", "_", "-".join(parts)))
+        return RunFolder(Path("runs") / default_run_name(given))
     folder = RunFolder(args.out)
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder for the run")
@@ -243,6 +271,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """``pyro-vae train``: see ``pyro-vae train --help``."""
     dests = {"model", *model_options(), *DATA_FIELDS, *TRAIN_FIELDS}
     given = {k: v for k, v in vars(args).items() if k in dests and v is not None}
+    if "data_dir" in given:  # runs are evaluated and resumed from anywhere
+        given["data_dir"] = str(Path(given["data_dir"]).resolve())
     device = resolve_device(args.device)
     folder = _out_folder(args, given)
     if args.resume:

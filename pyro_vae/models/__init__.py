@@ -23,16 +23,31 @@ DEFAULT_KIND = VAE.kind
 def register(cls: type[Model]) -> type[Model]:
     """Add a model class to :data:`MODELS` (usable as a class decorator).
 
-    :raises UsageError: if the class is no :class:`Model`, has no ``kind``, or its kind
-        belongs to another class.
+    :raises UsageError: if the class is no :class:`Model`, sets no ``kind`` of its own,
+        its kind belongs to another class, or it declares an option flag that another
+        registered model parses differently (another type or other choices).
     """
     if not (isinstance(cls, type) and issubclass(cls, Model)):
         raise UsageError(f"{cls!r} is not a subclass of pyro_vae.models.Model")
-    kind = getattr(cls, "kind", None)
+    kind = cls.__dict__.get("kind")
     if not isinstance(kind, str) or not kind:
-        raise UsageError(f"{cls.__name__} sets no kind (the name --model and config() use)")
+        inherited = getattr(cls, "kind", None)
+        also = f" (it inherits {inherited!r}, which names its base class)" if inherited else ""
+        raise UsageError(
+            f"{cls.__name__} sets no kind of its own{also}; give it a class attribute "
+            'kind = "..." naming it for --model and config()'
+        )
     if MODELS.get(kind, cls) is not cls:
         raise UsageError(f"kind {kind!r} already belongs to {MODELS[kind].__name__}")
+    for option in cls.options:
+        for other_kind, other in MODELS.items():
+            for theirs in other.options:
+                if theirs.flag == option.flag and not theirs.same_flag(option):
+                    raise UsageError(
+                        f"{cls.__name__} declares {option.flag} with another type or other "
+                        f"choices than --model {other_kind}; reuse that Option or rename "
+                        "the flag"
+                    )
     MODELS[kind] = cls
     return cls
 

@@ -26,7 +26,7 @@ member                      what it says
 ``config`` / ``from_config``  constructor arguments as plain data, and back
 ``sample`` / ``reconstruct``  what the model can draw; :meth:`supports` asks
 ``completions_figure``      conditional draws, as a picture
-``training_figures``        the figures ``pyro-vae train`` writes
+``training_figures``        the figures ``pyro-vae train`` writes (names in ``figures``)
 ``exact_log_likelihood``    ``log P`` per point, where it has a closed form
 ==========================  ==========================================================
 
@@ -39,18 +39,20 @@ from __future__ import annotations
 
 import functools
 import inspect
+import numbers
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
+import numpy as np
 import pyro
 import torch
 from torch import nn
 
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import Likelihood, get_likelihood
-from pyro_vae.models.params import claim_name, release
+from pyro_vae.models.params import claim_name, name_taken, release
 
 if TYPE_CHECKING:
     from pyro_vae.data import Dataset
@@ -88,8 +90,9 @@ class Option:
     """A ``pyro-vae train`` option that a model class takes.
 
     :ivar flag: ``"--z-dim"``; its ``dest`` (``z_dim``) names the value in the options.
-    :ivar help: help text.
-    :ivar default: value when the option is not given.
+    :ivar help: help text; ``--help`` adds the default.
+    :ivar default: value when the option is not given (``None``: the help says what
+        happens then).
     :ivar type: argparse ``type``.
     :ivar choices: argparse ``choices``.
     :ivar required: the model cannot be built without it.
@@ -109,6 +112,11 @@ class Option:
     def dest(self) -> str:
         """The option's name in the parsed options: ``--z-dim`` -> ``z_dim``."""
         return self.flag.lstrip("-").replace("-", "_")
+
+    def same_flag(self, other: Option) -> bool:
+        """Whether ``other`` parses like this option, so that two models can share the
+        flag (their help texts and defaults may differ)."""
+        return (self.flag, self.type, self.choices) == (other.flag, other.type, other.choices)
 
     def value_in(self, config: dict[str, Any]) -> Any:
         """The value this option had when a model with ``config`` was built."""
@@ -186,10 +194,23 @@ class Model(nn.Module):
 
     def __init__(self, name: str | None = None) -> None:
         super().__init__()
+        # a subclass without an __init__ of its own takes no arguments to record
+        self.__dict__.setdefault("_arguments", {})
+        self._claim(name)
+
+    def _claim(self, name: str | None) -> None:
         self.name = claim_name(self, name)
         self._pyro_names: set[str] = set()
         finalizer = weakref.finalize(self, release, self._pyro_names)
         finalizer.atexit = False
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy and unpickling build a model without __init__: the copy claims a
+        # name of its own (its original's, if that one is free), so that it never trains
+        # another live model's parameters in Pyro's param store
+        super().__setstate__(state)
+        name = state.get("name")
+        self._claim(name if isinstance(name, str) and not name_taken(name) else None)
 
     # -- Pyro -------------------------------------------------------------------------
 
@@ -276,7 +297,7 @@ class Model(nn.Module):
         """
         config = dict(config)
         config.pop("kind", None)
-        unknown = sorted(set(config) - _accepted(cls))
+        unknown = sorted(set(config) - accepted_arguments(cls))
         if unknown:
             raise UsageError(
                 f"the {cls.kind} configuration has settings this version of pyro_vae does "
@@ -328,9 +349,13 @@ class Model(nn.Module):
         """``log P`` of the target per data point, ``(N,)``, where it has a closed form."""
         raise self.unsupported("exact_log_likelihood")
 
+    #: the file names :meth:`training_figures` may return; ``pyro-vae train
+    #: --overwrite`` removes them from a folder it reuses
+    figures: ClassVar[tuple[str, ...]] = ("loss.png",)
+
     def training_figures(self, dataset: Dataset, history: History, seed: int) -> dict[str, Any]:
         """``{file name: matplotlib figure}`` that ``pyro-vae train`` writes: the training
-        curves, plus whatever the model can draw."""
+        curves, plus whatever the model can draw; the names are among :attr:`figures`."""
         from pyro_vae import plots
 
         title = f"{dataset.name}, {self.describe()}: ELBO per data point"
@@ -356,7 +381,7 @@ _CANNOT = {
 }
 
 
-def _accepted(cls: type) -> set[str]:
+def accepted_arguments(cls: type) -> set[str]:
     """Names a constructor takes, following ``**kwargs`` passed on to the parent class."""
     names: set[str] = set()
     for klass in cls.__mro__:
@@ -373,6 +398,12 @@ def _plain(value: Any, where: str) -> Any:
     """``value`` as JSON-ready plain data; tuples become lists."""
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):  # numpy integers
+        return int(value)
+    if isinstance(value, numbers.Real):  # numpy floats
+        return float(value)
     if isinstance(value, (tuple, list)):
         return [_plain(v, where) for v in value]
     if isinstance(value, dict):

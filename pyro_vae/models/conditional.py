@@ -8,13 +8,12 @@ and :class:`~pyro_vae.models.regressor.Regressor` differ in how they model ``P(Y
 
 from __future__ import annotations
 
-import inspect
 from typing import Any, ClassVar
 
 import torch
 
 from pyro_vae.errors import UsageError
-from pyro_vae.models.base import Model, ModelData, Notation, Option
+from pyro_vae.models.base import Model, ModelData, Notation, Option, accepted_arguments
 from pyro_vae.models.options import likelihood_from_options
 from pyro_vae.tasks import TASKS, conditional_data, pairs, task_for
 
@@ -54,7 +53,7 @@ class ConditionalModel(Model):
         """The model of ``--task`` for ``dataset``: X and Y sized by the task, and every
         option the constructor takes passed as that argument."""
         task = task_for(options["task"], dataset)
-        accepted = inspect.signature(cls.__init__).parameters
+        accepted = accepted_arguments(cls)  # a subclass passing **kwargs on takes its parent's too
         arguments = {k: v for k, v in options.items() if k in accepted and k != "likelihood"}
         likelihood = likelihood_from_options(options, dataset)
         return cls(task.x_dim, task.y_dim, likelihood=likelihood, **arguments)
@@ -117,6 +116,8 @@ class ConditionalModel(Model):
         torch.manual_seed(seed)
         rows = [("ground truth", y), *self.completion_rows(x, num_samples)]
         return plots.completion_figure(task, x, rows)
+
+    figures = (*Model.figures, "completions.png")
 
     def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
         """Training curves and completions of 8 test conditions."""

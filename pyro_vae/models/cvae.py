@@ -28,7 +28,7 @@ from pyro_vae.networks import MLP, GaussianEncoder
 PRIORS = ("fixed", "learned")
 PRIOR = Option(
     "--prior",
-    "the CVAE's P(z|X): fixed N(0, I) (Doersch) or learned (Sohn et al.) (default fixed)",
+    "the CVAE's P(z|X): fixed N(0, I) (Doersch) or learned (Sohn et al.)",
     default="fixed",
     choices=PRIORS,
 )

@@ -54,16 +54,16 @@ def _stored_scale(config: dict[str, Any]) -> Any:
     return likelihood.get(SCALE_ARGUMENT.get(likelihood["name"], ""))
 
 
-Z_DIM = Option("--z-dim", "latent dimension (default 20)", default=20, type=int)
+Z_DIM = Option("--z-dim", "latent dimension", default=20, type=int)
 HIDDEN_DIMS = Option(
     "--hidden-dims",
-    "comma-separated hidden widths of every network (default 400)",
+    "comma-separated hidden widths of every network",
     default=[400],
     type=positive_int_list,
 )
 LIKELIHOOD = Option(
     "--likelihood",
-    "P(x|z), or P(Y|z,X) (default bernoulli)",
+    "P(x|z), or P(Y|z,X)",
     default="bernoulli",
     choices=tuple(sorted(LIKELIHOODS)),
     stored=lambda config: config["likelihood"]["name"],

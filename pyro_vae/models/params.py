@@ -46,6 +46,13 @@ def claim_name(model, name: str | None) -> str:
     return name
 
 
+def name_taken(name: str) -> bool:
+    """Whether a live model holds ``name``."""
+    if name in _live:
+        gc.collect()  # a model in a reference cycle may be dead but not yet collected
+    return name in _live
+
+
 def release(pyro_names: set[str]) -> None:
     """Drop a dead model's parameters from Pyro's global param store."""
     store = pyro.get_param_store()

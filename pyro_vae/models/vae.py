@@ -144,6 +144,8 @@ class VAE(Model):
         )
         return self.likelihood.mean(self.decoder(self.prior_loc + self.prior_scale * eps))
 
+    figures = (*Model.figures, "samples.png", "reconstructions.png")
+
     def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
         """Training curves, 64 prior samples and test reconstructions (images only)."""
         from pyro_vae import plots
