@@ -6,11 +6,20 @@ Two engines compute the same estimator and the same Adam updates:
   Pyro loop. ``pyro.optim`` keeps one torch optimizer per parameter tensor and
   looks parameters up in the param store every step, and ``SVI.step`` returns
   a Python float (a device sync per step on a GPU).
-- ``"fast"`` (default): the objective's ``differentiable_loss`` (``Trace_ELBO``,
-  ``TraceMeanField_ELBO``) with one :class:`torch.optim.Adam` over
-  ``module.parameters()``; the loss stays on the device. ``RenyiELBO`` has no
-  ``differentiable_loss``, so for ``"iwae"`` it calls ``loss_and_grads``, which
-  returns a float. Adam acts element-wise, so the updates equal ``"svi"``'s.
+- ``"fast"`` (default): the objective's ``differentiable_loss`` with one
+  :class:`torch.optim.Adam` over ``module.parameters()``; the loss stays on the
+  device. Adam acts element-wise, so the updates equal ``"svi"``'s. Pyro's
+  ``RenyiELBO`` has no ``differentiable_loss``; :class:`DifferentiableRenyiELBO`
+  adds one.
+
+Inside a process group (:mod:`pyro_vae.distributed`) both engines run the objective
+as the forward pass of an :class:`Objective` module wrapped in
+:class:`~torch.nn.parallel.DistributedDataParallel`: DDP averages gradients only of
+parameters reached by a forward call through the module it wraps, and Pyro would
+otherwise call the model's ``model`` and ``guide`` methods behind its back. Each rank
+scores its share of the global batch, and its loss is multiplied by the number of
+ranks before ``backward``, so that DDP's average is the gradient of the whole batch's
+sum, exactly as in one process.
 
 The KL weight (beta, warm-up) multiplies the log-densities of every latent
 sample site in both model and guide (:func:`scale_latents`), so for
@@ -19,14 +28,18 @@ sample site in both model and guide (:func:`scale_latents`), so for
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import pyro
 import torch
 from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
 from pyro.poutine.scale_messenger import ScaleMessenger
+from torch import nn
 
+from pyro_vae import distributed
 from pyro_vae.errors import UsageError
 
 OBJECTIVES = ("elbo", "mean-field", "iwae")
@@ -79,8 +92,84 @@ def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1
     if name == "mean-field":
         return TraceMeanField_ELBO(**kwargs)
     if name == "iwae":
-        return RenyiELBO(alpha=0.0, **kwargs)
+        return DifferentiableRenyiELBO(alpha=0.0, **kwargs)
     raise UsageError(f"unknown objective {name!r}; valid names: {', '.join(OBJECTIVES)}")
+
+
+class DifferentiableRenyiELBO(RenyiELBO):
+    """Pyro's :class:`~pyro.infer.RenyiELBO` with a ``differentiable_loss``.
+
+    The loss is ``RenyiELBO.loss``'s value, minus the sum over data points of
+    ``1/(1-alpha) log (1/K) sum_k w_k^(1-alpha)``, with the weights taken from the same
+    traces (``RenyiELBO._get_traces``) and summed over the same plates. For
+    reparameterized guides its gradient is the one ``loss_and_grads`` accumulates:
+    that surrogate weights each particle's ``grad log w_k`` by its normalized weight,
+    which is the derivative of the log-mean-exp. As a tensor it can be scaled and
+    backpropagated by the caller (through ``DistributedDataParallel``, say).
+    """
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        """The negative Rényi bound as a differentiable 0-dim tensor.
+
+        :raises NotImplementedError: for a guide site without reparameterized samples,
+            whose score-function term ``loss_and_grads`` does not support either.
+        """
+        particles = []
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
+            log_w = 0.0
+            for site in model_trace.nodes.values():
+                if site["type"] == "sample":
+                    log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+            for site in guide_trace.nodes.values():
+                if site["type"] == "sample":
+                    if not is_identically_zero(site["score_parts"].score_function):
+                        raise NotImplementedError(
+                            f"guide site {site['name']!r} is not reparameterized; the Renyi "
+                            "bound's gradient needs reparameterized samples"
+                        )
+                    log_w = log_w - torch_sum(site["log_prob"], sum_dims)
+            particles.append(log_w)
+        if self.vectorize_particles and self.num_particles > 1:
+            log_w = particles[0]
+        else:
+            log_w = torch.stack([torch.as_tensor(p) for p in particles])
+        log_mean = torch.logsumexp((1.0 - self.alpha) * log_w, dim=0) - math.log(self.num_particles)
+        return -log_mean.sum() / (1.0 - self.alpha)
+
+
+class Objective(nn.Module):
+    """One step's loss as a module, so that DDP can wrap it.
+
+    ``forward(batch, weight)`` runs the Pyro objective's ``differentiable_loss`` on the
+    model's ``model`` and ``guide`` (latent sites scaled by the KL ``weight``) and
+    returns the negative objective summed over the batch. The model is a submodule,
+    so DDP sees its parameters.
+
+    :param model: a :class:`~pyro_vae.models.base.Model`.
+    :param loss_fn: a Pyro ELBO with ``differentiable_loss`` (see :func:`make_objective`).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn) -> None:
+        super().__init__()
+        self.vae = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: tuple[torch.Tensor, ...], weight: float) -> torch.Tensor:
+        model, guide = _scaled(self.vae.model, weight), _scaled(self.vae.guide, weight)
+        return self.loss_fn.differentiable_loss(model, guide, *batch)
+
+
+def _scaled(fn, weight: float):
+    return fn if weight == 1.0 else scale_latents(fn, weight)
+
+
+def _data_parallel(objective: Objective) -> nn.Module:
+    """``objective`` wrapped in DDP on its device (one GPU per rank, or the CPU)."""
+    device = next(objective.parameters()).device
+    return nn.parallel.DistributedDataParallel(
+        objective, device_ids=[device.index] if device.type == "cuda" else None
+    )
 
 
 class Engine(NamedTuple):
@@ -124,28 +213,23 @@ def make_engine(
     if engine not in ENGINES:
         raise UsageError(f"unknown engine {engine!r}; valid names: {', '.join(ENGINES)}")
     loss_fn = make_objective(objective, num_particles, vae.max_plate_nesting)
-
-    def scaled(fn, weight):
-        return fn if weight == 1.0 else scale_latents(fn, weight)
+    objective_module: nn.Module = Objective(vae, loss_fn)
+    ranks = distributed.world_size()
+    if distributed.active():
+        objective_module = _data_parallel(objective_module)
 
     if engine == "fast":
         optimizer = torch.optim.Adam(vae.parameters(), lr=lr)
         if optimizer_state is not None:
             _check_state_kind(optimizer_state, "fast", "state" in optimizer_state)
             optimizer.load_state_dict(optimizer_state)
-        differentiable = hasattr(loss_fn, "differentiable_loss")
 
         def step(batch, weight):
-            model, guide = scaled(vae.model, weight), scaled(vae.guide, weight)
             optimizer.zero_grad(set_to_none=True)
-            if differentiable:
-                loss = loss_fn.differentiable_loss(model, guide, *batch)
-                loss.backward()
-                loss = loss.detach()
-            else:  # RenyiELBO: loss_and_grads only, which returns a float
-                loss = torch.tensor(loss_fn.loss_and_grads(model, guide, *batch))
+            loss = objective_module(batch, weight)
+            (loss * ranks if ranks > 1 else loss).backward()
             optimizer.step()
-            return loss
+            return loss.detach()
 
         return Engine(step, optimizer.state_dict)
 
@@ -168,16 +252,28 @@ def make_engine(
 
     def svi_step(batch, weight):
         if weight != current["weight"]:  # constant after warm-up
-            model, guide = scaled(vae.model, weight), scaled(vae.guide, weight)
+            model, guide = _scaled(vae.model, weight), _scaled(vae.guide, weight)
             current.update(weight=weight, svi=SVI(model, guide, optim, loss_fn))
         return torch.tensor(current["svi"].step(*batch))
+
+    def data_parallel_svi_step(batch, weight):
+        # SVI.step's work, with the loss computed through DDP: backward, then one
+        # pyro.optim update of the parameters (pyro.module registers the modules'
+        # own tensors in the param store) and their gradients cleared
+        loss = objective_module(batch, weight)
+        (loss * ranks).backward()
+        params = [p for p in vae.parameters() if p.requires_grad]
+        optim(params)
+        for p in params:
+            p.grad = None
+        return loss.detach()
 
     def svi_state():
         return {
             key_of[id(p)]: o.state_dict() for p, o in optim.optim_objs.items() if id(p) in key_of
         }
 
-    return Engine(svi_step, svi_state)
+    return Engine(data_parallel_svi_step if ranks > 1 else svi_step, svi_state)
 
 
 def _check_state_kind(state: dict, engine: str, ok: bool) -> None:

@@ -20,3 +20,8 @@ class TrainingDiverged(RuntimeError):
     Raised at the end of the epoch in which it happened; the last checkpoint
     written (from the previous epoch) is left untouched.
     """
+
+
+class RunWarning(UserWarning):
+    """Something the user should know about a run that still goes ahead (a resumed run
+    whose random streams restart, say); the command line prints it as one line."""

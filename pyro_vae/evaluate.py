@@ -43,6 +43,7 @@ from typing import Any, NamedTuple
 import torch
 from pyro.infer import Trace_ELBO
 
+from pyro_vae import distributed
 from pyro_vae.weights import Accumulator, log_weight_chunks
 
 
@@ -204,6 +205,9 @@ def mean_elbo(
     :param int num_particles: samples of z per data point (vectorized).
     :param int batch_size: data points per forward pass.
     :param int max_plate_nesting: plates the model nests.
+
+    Inside a process group every rank scores its share of the points (with its own
+    random stream) and all ranks return the same mean.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     objective = Trace_ELBO(
@@ -212,11 +216,12 @@ def mean_elbo(
         max_plate_nesting=max_plate_nesting,
     )
     n = data[0].shape[0]
+    mine = distributed.shard(n)
     total = torch.zeros((), device=data[0].device)
-    for start in range(0, n, batch_size):
-        batch = tuple(t[start : start + batch_size] for t in data)
+    for start in range(mine.start, mine.stop, batch_size):
+        batch = tuple(t[start : min(start + batch_size, mine.stop)] for t in data)
         total += objective.differentiable_loss(model, guide, *batch)
-    return -total.item() / n
+    return -distributed.all_sum(total).item() / n
 
 
 def _concatenate(chunks) -> torch.Tensor:
@@ -289,16 +294,30 @@ def evaluate_dataset(
     num_samples: int = 5000,
     ks: Sequence[int] = (1, 5, 50, 500),
     proposal: str = "guide",
-    batch_size: int = 100,
+    seed: int | None = None,
     chunk_size: int | None = None,
     progress: bool = False,
 ) -> DatasetEvaluation:
-    """:func:`iwae_bounds` over a whole split, ``batch_size`` data points at a time.
+    """:func:`iwae_bounds` for every data point of a split, each from its own random stream.
+
+    Data point ``i`` draws its ``num_samples`` samples from a stream seeded with
+    :func:`~pyro_vae.distributed.stream_seed` ``(seed, proposal, i)``, so its results do
+    not depend on the other points, on how they are batched, or on the number of
+    processes. Points are scored one at a time, ``num_samples`` in chunks of
+    ``chunk_size`` (by default 2^11) particles: on a CPU as fast as batching images
+    (``benchmarks/evaluate.py``). Torch's global random state is left as it was.
+
+    Inside a process group (:mod:`pyro_vae.distributed`) every rank must call this
+    with the same arguments: each scores its contiguous share of the points and every
+    rank returns all the results, in the original order, equal to one process's up
+    to floating-point reduction order.
 
     :param data: a tensor or tuple of tensors (the model's positional arguments)
-        whose first dimension indexes the data points; batches are slices along it,
-        so the model's ``"data"`` plate must run over that dimension of the data.
-    :param bool progress: show a progress bar over data points.
+        whose first dimension indexes the data points; the model's ``"data"`` plate
+        must run over that dimension.
+    :param int seed: the base of the per-point streams; ``None`` draws one from torch's
+        global generator (so ``pyro.set_rng_seed`` makes a call repeatable).
+    :param bool progress: show a progress bar over data points (rank 0 only).
 
     Other arguments as in :func:`iwae_bounds`. Results move to the CPU.
 
@@ -308,31 +327,40 @@ def evaluate_dataset(
 
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     n = data[0].shape[0]
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     if n == 0:
         raise ValueError("no data points to evaluate (the first dimension of data is 0)")
+    ks = tuple(int(k) for k in ks)
+    if seed is None:
+        seed = distributed.broadcast(int(torch.randint(0, 2**62, ()).item()))
+    devices = [data[0].device] if data[0].device.type == "cuda" else []
     parts = []
-    with tqdm(total=n, desc=f"log P(x), K={num_samples}", unit="pt", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            batch = tuple(t[start : start + batch_size] for t in data)
+    show = progress and distributed.is_main()
+    with (
+        torch.random.fork_rng(devices=devices),
+        tqdm(total=n, desc=f"log P(x), K={num_samples}", unit="pt", disable=not show) as bar,
+    ):
+        for i in distributed.shard(n):
+            torch.manual_seed(distributed.stream_seed(seed, proposal, i))
+            point = tuple(t[i : i + 1] for t in data)
             res = iwae_bounds(
                 model,
                 guide,
-                *batch,
+                *point,
                 ks=ks,
                 num_samples=num_samples,
                 proposal=proposal,
                 chunk_size=chunk_size,
             )
-            parts.append(res)
-            bar.update(len(batch[0]))
+            parts.append(torch.cat([res.bounds, res.log_px[None], res.elbo[None], res.ess[None]]))
+            bar.update(distributed.world_size())  # the ranks advance together
+    mine = torch.cat(parts, dim=1).cpu() if parts else torch.empty(len(ks) + 3, 0)
+    rows = torch.cat(distributed.all_gather(mine), dim=1)
     return DatasetEvaluation(
-        ks=tuple(ks),
-        bounds=torch.cat([p.bounds for p in parts], dim=1).cpu(),
-        log_px=torch.cat([p.log_px for p in parts]).cpu(),
-        elbo=torch.cat([p.elbo for p in parts]).cpu(),
-        ess=torch.cat([p.ess for p in parts]).cpu(),
+        ks=ks,
+        bounds=rows[: len(ks)],
+        log_px=rows[len(ks)],
+        elbo=rows[len(ks) + 1],
+        ess=rows[len(ks) + 2],
         num_samples=num_samples,
         proposal=proposal,
     )

@@ -9,7 +9,7 @@ posterior) splits into two parts (Cremer, Li and Duvenaud 2018):
   posterior with one encoder for all data points instead of fitting it per point.
 
 :func:`decompose_gap` finds ``q*`` by SVI separately for every data point
-(jointly, in one batch: the ELBO is a sum over points), starting from the
+(jointly, in blocks of points: the ELBO is a sum over points), starting from the
 encoder's output, with the decoder frozen.
 
 References:
@@ -20,6 +20,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import pyro
@@ -29,6 +30,7 @@ from pyro.infer import Trace_ELBO
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae import distributed
 from pyro_vae.evaluate import log_likelihood
 
 
@@ -71,11 +73,18 @@ class LocalGaussianGuide(nn.Module):
         excess = (scale.detach() - min_scale).clamp_min(1e-6)
         self.raw_scale = nn.Parameter(torch.log(torch.expm1(excess)))  # inverse softplus
 
-    def guide(self, x: torch.Tensor) -> None:
-        """``z_i ~ N(loc_i, scale_i^2)`` under ``pyro.plate("data")``; ``x`` gives N only."""
+    def guide(self, x: torch.Tensor, rows: slice = slice(None)) -> None:
+        """``z_i ~ N(loc_i, scale_i^2)`` under ``pyro.plate("data")``; ``x`` gives N only.
+
+        :param slice rows: the points ``x`` holds (all by default).
+        """
         with pyro.plate("data", x.shape[0], dim=-1):
-            scale = F.softplus(self.raw_scale) + self.min_scale
-            pyro.sample("z", dist.Normal(self.loc, scale).to_event(1))
+            scale = F.softplus(self.raw_scale[rows]) + self.min_scale
+            pyro.sample("z", dist.Normal(self.loc[rows], scale).to_event(1))
+
+    def guide_for(self, i: int):
+        """The guide of point ``i`` alone: a function of a ``(1, x_dim)`` batch."""
+        return functools.partial(self.guide, rows=slice(i, i + 1))
 
 
 def fit_local_guide(
@@ -128,6 +137,17 @@ def fit_local_guide(
     return local
 
 
+#: data points whose q* are fitted together, from one random stream: fixed, so that
+#: the fits do not depend on how the points are split across processes
+GAP_BLOCK = 25
+
+
+@torch.no_grad()
+def _point_log_likelihood(model, guide, x, num_samples, seed, purpose, index):
+    torch.manual_seed(distributed.stream_seed(seed, purpose, index))
+    return log_likelihood(model, guide, x, num_samples=num_samples)
+
+
 def decompose_gap(
     vae,
     x: torch.Tensor,
@@ -136,6 +156,7 @@ def decompose_gap(
     lr: float = 1e-2,
     num_particles: int = 10,
     num_samples: int = 5000,
+    seed: int | None = None,
 ) -> GapDecomposition:
     """Split ``log P(x) - ELBO[q]`` into approximation and amortization gaps per point.
 
@@ -143,22 +164,51 @@ def decompose_gap(
     samples; ``log P(x)`` is importance-sampled with ``q*`` as proposal, the
     tighter of the two.
 
+    The points are fitted in blocks of :data:`GAP_BLOCK`, each block from its own
+    random stream, and every point's importance samples come from a stream of its
+    own (:func:`~pyro_vae.distributed.stream_seed`), so the results do not depend on
+    the number of processes. Inside a process group every rank must call this with
+    the same arguments; the blocks are split across ranks and every rank returns all
+    results in the original order. Torch's global random state is left as it was.
+
     :param vae: a trained model, as for :func:`fit_local_guide`.
     :param x: ``(N, x_dim)`` data points.
     :param int steps: SVI steps for ``q*`` (see :func:`fit_local_guide`).
     :param float lr: their Adam step size.
     :param int num_particles: samples per step.
     :param int num_samples: importance samples per point for the estimates.
+    :param int seed: the base of the random streams; ``None`` draws one from torch's
+        global generator.
     """
-    local = fit_local_guide(vae, x, steps=steps, lr=lr, num_particles=num_particles)
-    amortized = log_likelihood(vae.model, vae.guide, x, num_samples=num_samples)
-    optimal = log_likelihood(vae.model, local.guide, x, num_samples=num_samples)
+    if seed is None:
+        seed = distributed.broadcast(int(torch.randint(0, 2**62, ()).item()))
+    n = x.shape[0]
+    starts = list(range(0, n, GAP_BLOCK))
+    rows = []
+    devices = [x.device] if x.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        for b in distributed.shard(len(starts)):
+            block = range(starts[b], min(starts[b] + GAP_BLOCK, n))
+            torch.manual_seed(distributed.stream_seed(seed, "gap-fit", block.start))
+            xb = x[block.start : block.stop]
+            local = fit_local_guide(vae, xb, steps=steps, lr=lr, num_particles=num_particles)
+            for j, i in enumerate(block):
+                xi = x[i : i + 1]
+                amortized = _point_log_likelihood(
+                    vae.model, vae.guide, xi, num_samples, seed, "gap-amortized", i
+                )
+                optimal = _point_log_likelihood(
+                    vae.model, local.guide_for(j), xi, num_samples, seed, "gap-optimal", i
+                )
+                rows.append([optimal.log_px, amortized.elbo, optimal.elbo])
+    mine = torch.tensor([[float(v) for v in r] for r in rows]).reshape(-1, 3)
+    log_px, elbo_amortized, elbo_optimal = torch.cat(distributed.all_gather(mine)).T
     return GapDecomposition(
-        log_px=optimal.log_px,
-        elbo_amortized=amortized.elbo,
-        elbo_optimal=optimal.elbo,
-        approximation_gap=optimal.log_px - optimal.elbo,
-        amortization_gap=optimal.elbo - amortized.elbo,
+        log_px=log_px,
+        elbo_amortized=elbo_amortized,
+        elbo_optimal=elbo_optimal,
+        approximation_gap=log_px - elbo_optimal,
+        amortization_gap=elbo_optimal - elbo_amortized,
         steps=steps,
         num_samples=num_samples,
     )

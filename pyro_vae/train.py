@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -22,8 +23,9 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_vae import checkpoint as ckpt_io
+from pyro_vae import distributed
 from pyro_vae.engine import ENGINES, OBJECTIVES, make_engine
-from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.models.base import Model
 
@@ -207,6 +209,18 @@ def fit(
     ``config.seed`` seeds the training randomness (batches, samples of z); seed
     before building ``vae`` as well if its initial weights should be reproducible.
 
+    Inside a process group of several ranks (:mod:`pyro_vae.distributed`) every rank
+    calls ``fit`` with the same arguments and trains data-parallel: the data order
+    comes from a generator seeded with ``config.seed`` (the same on every rank), each
+    rank takes its contiguous share of every global batch of ``config.batch_size``
+    points, draws its samples from its own stream, and DDP averages the gradients, so a
+    step follows the gradient of the whole batch as in one process. The test ELBO is
+    computed on shares too. Only rank 0 shows progress and writes the checkpoint, which
+    holds every rank's random state: a run resumed with as many processes continues
+    draw for draw, and one resumed with another number continues its weights,
+    optimizer state and history with fresh random streams (a :class:`RunWarning` says
+    so).
+
     :raises UsageError: bad settings or data, before any training step.
     :raises TrainingDiverged: the objective or a parameter became non-finite;
         the checkpoint of the last good epoch is kept.
@@ -222,13 +236,17 @@ def fit(
     params = list(vae.parameters())
     stored_config = {"model": vae.config(), **(run_config or {}), "train": asdict(config)}
 
+    ranks, rank = distributed.world_size(), distributed.rank()
+    distributed.check_batch(config.batch_size)
+    # several ranks share one data order, from a generator of its own
+    order = torch.Generator().manual_seed(config.seed) if ranks > 1 else None
     history, start_epoch, state = History(), 0, None
     if resume:
         state = _load_for_resume(checkpoint, vae, config)
         history = History.from_dict(state["history"])
         start_epoch = state["epoch"]
     else:
-        pyro.set_rng_seed(config.seed)
+        pyro.set_rng_seed(_rank_seed(config.seed, "train", rank) if ranks > 1 else config.seed)
     engine = make_engine(
         vae,
         engine=config.engine,
@@ -239,14 +257,15 @@ def fit(
         example_batch=train,
     )
     if state is not None:  # after building the engine: its set-up may draw random numbers
-        ckpt_io.set_rng_state(state["rng"])
+        _restore_streams(state, config, order)
+    main = distributed.is_main()
 
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
         initial=start_epoch * steps_per_epoch,
         desc="train",
         unit="step",
-        disable=not progress,
+        disable=not (progress and main),
         dynamic_ncols=True,
     )
     try:
@@ -255,9 +274,16 @@ def fit(
                 vae.train()
                 t0 = time.perf_counter()
                 total = torch.zeros((), device=device)
-                perm = torch.randperm(n_train, device=device)
+                seen = 0  # data points this rank has scored in the epoch
+                if order is None:
+                    perm = torch.randperm(n_train, device=device)
+                else:
+                    perm = torch.randperm(n_train, generator=order).to(device)
                 for i in range(steps_per_epoch):
                     idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+                    if ranks > 1:  # this rank's share of the global batch
+                        idx = idx.tensor_split(ranks)[rank]
+                    seen += len(idx)
                     batch = tuple(t[idx] for t in train)
                     batch = _apply(transforms, batch)
                     weight = config.kl_weight(epoch * steps_per_epoch + i, steps_per_epoch)
@@ -268,11 +294,11 @@ def fit(
                             raise
                         raise _diverged(epoch, checkpoint, "a parameter became non-finite") from err
                     bar.update(1)
-                    if progress and (i + 1) % 20 == 0:
-                        running = -total.item() / min((i + 1) * config.batch_size, n_train)
+                    if progress and main and (i + 1) % 20 == 0:
+                        running = -total.item() / max(seen, 1)  # rank 0's share
                         bar.set_postfix(epoch=epoch + 1, objective=f"{running:.2f}")
                 seconds = time.perf_counter() - t0
-                train_objective = -total.item() / n_train
+                train_objective = -distributed.all_sum(total).item() / n_train
                 if not math.isfinite(train_objective) or not _all_finite(params):
                     raise _diverged(
                         epoch, checkpoint, f"the training objective was {train_objective}"
@@ -300,20 +326,60 @@ def fit(
                     test_elbo=f"{test_elbo:.2f}",
                 )
                 if checkpoint is not None:
-                    ckpt_io.save(
-                        checkpoint,
-                        {
+                    streams = distributed.gather_to_main(ckpt_io.rng_state())
+                    if main:
+                        saved = {
                             "config": stored_config,
                             "model_state": vae.state_dict(),
                             "optimizer_state": engine.optimizer_state(),
                             "epoch": epoch + 1,
                             "history": history.to_dict(),
-                            "rng": ckpt_io.rng_state(),
-                        },
-                    )
+                            "rng": streams[0],
+                        }
+                        if ranks > 1:
+                            saved["distributed"] = {
+                                "world_size": ranks,
+                                "rng": streams,
+                                "order": order.get_state(),
+                            }
+                        ckpt_io.save(checkpoint, saved)
     finally:
         bar.close()
     return history
+
+
+def _rank_seed(seed: int, purpose: str, index: int) -> int:
+    """A seed for ``pyro.set_rng_seed`` (which seeds numpy too: below 2**32)."""
+    return distributed.stream_seed(seed, purpose, index) % 2**32
+
+
+def _restore_streams(state: dict[str, Any], config: TrainConfig, order) -> None:
+    """Continue the random streams of a checkpoint, or restart them where the number of
+    processes changed (with a :class:`RunWarning` saying what that changes)."""
+    ranks, rank = distributed.world_size(), distributed.rank()
+    saved = state.get("distributed")
+    saved_ranks = saved["world_size"] if saved else 1
+    if saved is not None and order is not None:
+        order.set_state(saved["order"])  # the data order does not depend on the ranks
+    if saved_ranks == ranks:
+        ckpt_io.set_rng_state(saved["rng"][rank] if saved else state["rng"])
+        return
+    epoch = state["epoch"]
+    if distributed.is_main():
+        kept = "and data order " if saved is not None and order is not None else ""
+        warnings.warn(
+            f"resuming a run trained with {saved_ranks} process(es) on {ranks}: weights, "
+            f"optimizer state {kept}and history continue from epoch {epoch}, but the "
+            "random streams (samples of z, binarization"
+            f"{'' if kept else ', data order'}) restart from seeds derived from the "
+            f"run's seed and the epoch, so the run will not repeat an uninterrupted "
+            f"{saved_ranks}-process run draw for draw",
+            RunWarning,
+            stacklevel=3,
+        )
+    pyro.set_rng_seed(_rank_seed(config.seed, f"resume-{epoch}", rank))
+    if saved is None and order is not None:
+        order.manual_seed(distributed.stream_seed(config.seed, f"order-{epoch}", 0))
 
 
 def _load_for_resume(checkpoint, vae, config: TrainConfig) -> dict[str, Any]:

@@ -8,12 +8,15 @@ run or a failed consistency check exits 1.
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
 
-from pyro_vae import __version__
+from pyro_vae import __version__, distributed
 from pyro_vae.cli import complete, evaluate, reproduce, sample, train
 from pyro_vae.cli.options import Parser
-from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.distributed import LaunchError
+from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
 
 
 def build_parser() -> Parser:
@@ -29,21 +32,54 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pyro-vae`` console script and of ``python -m pyro_vae``.
 
+    Under ``torchrun`` (``train`` and ``evaluate`` only) every process runs this; it
+    joins the process group first (:func:`pyro_vae.distributed.setup`) and leaves it
+    at the end. Errors are printed by rank 0 only, since every rank meets them alike.
+
     :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
     :returns: exit status (0 success, 1 training diverged or a failed check, 2 bad input).
     """
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except UsageError as err:
-        print(f"pyro-vae: error: {err}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as err:
-        print(f"pyro-vae: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # an output path under a file, a read-only folder, ...
-        print(f"pyro-vae: error: {err}", file=sys.stderr)
-        return 2
+    rank = int(os.environ.get("RANK", "0"))
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line(warnings.showwarning)
+        try:
+            if distributed.launched():
+                if not getattr(args, "distributed", False):
+                    raise LaunchError(
+                        f"`pyro-vae {args.command}` runs in one process; only train and "
+                        "evaluate run under torchrun"
+                    )
+                args.device = distributed.setup(args.device)
+            return args.func(args)
+        except UsageError as err:
+            if rank == 0:
+                print(f"pyro-vae: error: {err}", file=sys.stderr)
+            return 2
+        except TrainingDiverged as err:
+            if rank == 0:
+                print(f"pyro-vae: {err}", file=sys.stderr)
+            return 1
+        except OSError as err:  # an output path under a file, a read-only folder, ...
+            where = f" (rank {rank})" if rank else ""
+            print(f"pyro-vae: error{where}: {err}", file=sys.stderr)
+            return 2
+        finally:
+            distributed.teardown()
+
+
+def _one_line(show):
+    """``warnings.showwarning`` that prints a :class:`RunWarning` as one line (on rank 0)
+    and hands every other warning to ``show``."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if not issubclass(category, RunWarning):
+            return show(message, category, filename, lineno, file, line)
+        if distributed.is_main():
+            print(f"pyro-vae: warning: {message}", file=sys.stderr)
+        return None
+
+    return showwarning
 
 
 __all__ = ["build_parser", "main"]

@@ -16,7 +16,7 @@ import sys
 
 import pyro
 
-from pyro_vae import reports
+from pyro_vae import distributed, reports
 from pyro_vae import run as run_mod
 from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
 from pyro_vae.errors import UsageError
@@ -39,7 +39,10 @@ def add_parser(sub) -> None:
     e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     e.add_argument("--limit", type=at_least(1), help="evaluate N evenly spaced points")
     e.add_argument(
-        "--batch-size", type=at_least(1), default=100, help="data points per pass (default 100)"
+        "--batch-size",
+        type=at_least(1),
+        default=100,
+        help="data points per pass of the 10-particle ELBO (default 100)",
     )
     add_seed(e)
     e.add_argument(
@@ -58,7 +61,7 @@ def add_parser(sub) -> None:
     )
     add_device(e)
     e.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    e.set_defaults(func=cmd_evaluate)
+    e.set_defaults(func=cmd_evaluate, distributed=True)
 
 
 def _ks(text: str) -> tuple[int, ...]:
@@ -90,8 +93,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = {"run": str(args.run), "split": args.split, "seed": args.seed}
     json_path, md_path, png_path = folder.evaluation(args.split, args.limit)
 
+    main = distributed.is_main()  # every rank computes its share, rank 0 writes
     if not model.latent:  # exact: nothing to sample
         report = reports.exact_report(model, dataset, settings, model.exact_log_likelihood(*data))
+        if not main:
+            return 0
         table = reports.evaluation_table(report)
         write_json(json_path, report)
         write_text(md_path, table)
@@ -99,16 +105,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         wrote(json_path, md_path)
         return 0
 
-    progress = not args.no_progress
-    pyro.set_rng_seed(args.seed)
-    common = dict(num_samples=args.num_samples, batch_size=args.batch_size, progress=progress)
+    # every data point draws from its own stream of --seed: the same numbers with any
+    # number of processes
+    common = dict(num_samples=args.num_samples, seed=args.seed, progress=not args.no_progress)
     guided = evaluate_dataset(model.model, model.guide, data, ks=tuple(sorted({1, *ks})), **common)
     naive = evaluate_dataset(model.model, None, data, ks=(1,), proposal="prior", **common)
     gaps = None
     if args.gap_decomposition:
         x = data[0][spread_subset(len(data[0]), args.gap_points).to(data[0].device)]
-        gaps = decompose_gap(model, x, steps=args.gap_steps, num_samples=args.num_samples)
-    pyro.set_rng_seed(args.seed)
+        gaps = decompose_gap(
+            model, x, steps=args.gap_steps, num_samples=args.num_samples, seed=args.seed
+        )
+    pyro.set_rng_seed(distributed.stream_seed(args.seed, "elbo", distributed.rank()) % 2**32)
     negative_elbo = -mean_elbo(
         model.model,
         model.guide,
@@ -117,6 +125,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         max_plate_nesting=model.max_plate_nesting,
     )
+    if not main:
+        return 0
     report = reports.evaluation_report(model, dataset, settings, guided, naive, gaps, negative_elbo)
     table = reports.evaluation_table(report)
     write_json(json_path, report)

@@ -47,8 +47,19 @@ def _integer(text: str) -> int:
 
 
 def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> None:
-    """``--run DIR``, the run folder a command reads."""
-    parser.add_argument("--run", type=Path, required=True, help=f"run folder written by {what}")
+    """``--run DIR`` (or ``--run-dir DIR``), the run folder a command reads.
+
+    ``--run-dir`` is for ``torchrun``, whose own parser reads ``--run`` as an ambiguous
+    abbreviation of its ``--run-path`` even after the module name.
+    """
+    parser.add_argument(
+        "--run",
+        "--run-dir",
+        dest="run",
+        type=Path,
+        required=True,
+        help=f"run folder written by {what} (under torchrun: --run-dir)",
+    )
 
 
 def add_device(parser: argparse.ArgumentParser) -> None:

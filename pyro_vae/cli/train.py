@@ -18,7 +18,7 @@ from typing import Any
 import pyro
 
 from pyro_vae import data as data_mod
-from pyro_vae import reports
+from pyro_vae import distributed, reports
 from pyro_vae.cli.options import add_device, add_seed, at_least
 from pyro_vae.engine import ENGINES, OBJECTIVES
 from pyro_vae.errors import UsageError
@@ -150,7 +150,7 @@ def add_parser(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    t.set_defaults(func=cmd_train)
+    t.set_defaults(func=cmd_train, distributed=True)
 
 
 def _flag(dest: str) -> str:
@@ -275,6 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         given["data_dir"] = str(Path(given["data_dir"]).resolve())
     device = resolve_device(args.device)
     folder = _out_folder(args, given)
+    folder = RunFolder(distributed.broadcast(folder.folder))  # one default name for all ranks
     if args.resume:
         config, model, dataset = _resumed_run(folder, given)
     else:
@@ -284,14 +285,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = model.training_data(dataset)
     # every check fit() makes, before any file is written
     check_fit_inputs(model, data.train, data.test, config.train, data.transforms)
-    if args.overwrite and not args.resume:
-        folder.remove_stale()
-    folder.write_config(config)  # a resumed run records its new epoch count
-
-    print(
-        f"pyro-vae: training {model.describe()} on {dataset.name} ({len(dataset.x_train)} "
-        f"train, {len(dataset.x_test)} test, binarize={dataset.binarize}) -> {folder.folder}"
-    )
+    distributed.check_batch(config.train.batch_size)
+    distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
+    main = distributed.is_main()  # only rank 0 writes and prints
+    if main:
+        if args.overwrite and not args.resume:
+            folder.remove_stale()
+        folder.write_config(config)  # a resumed run records its new epoch count
+        ranks = distributed.world_size()
+        on = f", {ranks} processes" if ranks > 1 else ""
+        print(
+            f"pyro-vae: training {model.describe()} on {dataset.name} "
+            f"({len(dataset.x_train)} train, {len(dataset.x_test)} test, "
+            f"binarize={dataset.binarize}{on}) -> {folder.folder}"
+        )
     history = fit(
         model,
         data.train,
@@ -303,9 +310,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_config=config.to_dict(),
         progress=not args.no_progress,
     )
-    write_json(folder.history, history.to_dict())
     scored = {"train": model.evaluation_data(dataset, "train"), "test": data.test}
     results = reports.training_results(model, dataset, config.train, history, scored)
+    if not main:
+        return 0
+    write_json(folder.history, history.to_dict())
     write_json(folder.results_json, results)
     table = reports.training_table(results)
     write_text(folder.results_md, table)
