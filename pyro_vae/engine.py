@@ -28,6 +28,7 @@ sample site in both model and guide (:func:`scale_latents`), so for
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -156,6 +157,10 @@ class Objective(nn.Module):
         self.loss_fn = loss_fn
 
     def forward(self, batch: tuple[torch.Tensor, ...], weight: float) -> torch.Tensor:
+        if batch[0].shape[0] == 0:
+            # a rank whose share of a short last batch is empty (a plate cannot have size
+            # 0) still takes part in the gradient average, with zero gradients
+            return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
         model, guide = _scaled(self.vae.model, weight), _scaled(self.vae.guide, weight)
         return self.loss_fn.differentiable_loss(model, guide, *batch)
 
@@ -165,10 +170,25 @@ def _scaled(fn, weight: float):
 
 
 def _data_parallel(objective: Objective) -> nn.Module:
-    """``objective`` wrapped in DDP on its device (one GPU per rank, or the CPU)."""
+    """``objective`` wrapped in DDP on its device (one GPU per rank, or the CPU).
+
+    Buffers are not broadcast before each forward pass: the models keep constants in
+    them (the prior's parameters), which start equal on every rank. Gradients live in
+    DDP's communication buckets (no copy per step).
+    """
     device = next(objective.parameters()).device
-    return nn.parallel.DistributedDataParallel(
-        objective, device_ids=[device.index] if device.type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel
+    # torch 2.14 renamed the switch; older versions know only the first name
+    no_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+        else {"broadcast_buffers": False}
+    )
+    return ddp(
+        objective,
+        device_ids=[device.index] if device.type == "cuda" else None,
+        gradient_as_bucket_view=True,
+        **no_sync,
     )
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from pyro_vae import distributed
 from pyro_vae.evaluate import DatasetEvaluation, mean_and_stderr, mean_elbo
 from pyro_vae.tables import escape_cell
 from pyro_vae.units import comparable_bits_per_dim
@@ -77,6 +78,8 @@ def training_results(model, dataset, train_config, history, data) -> dict[str, A
         "split": {"train": len(dataset.x_train), "test": len(dataset.x_test)},
         "epochs": history.epoch[-1] if history.epoch else 0,
         "seed": train_config.seed,
+        # data-parallel processes under torchrun, sharing each global batch
+        "processes": distributed.world_size(),
         "elbo_particles": FINAL_ELBO_PARTICLES,
         "train_elbo": elbo["train"],
         "test_elbo": elbo["test"],

@@ -237,7 +237,8 @@ def fit(
     stored_config = {"model": vae.config(), **(run_config or {}), "train": asdict(config)}
 
     ranks, rank = distributed.world_size(), distributed.rank()
-    distributed.check_batch(config.batch_size)
+    if ranks > 1:
+        distributed.check_batch(config.batch_size)
     # several ranks share one data order, from a generator of its own
     order = torch.Generator().manual_seed(config.seed) if ranks > 1 else None
     history, start_epoch, state = History(), 0, None

@@ -32,9 +32,10 @@ def build_parser() -> Parser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pyro-vae`` console script and of ``python -m pyro_vae``.
 
-    Under ``torchrun`` (``train`` and ``evaluate`` only) every process runs this; it
-    joins the process group first (:func:`pyro_vae.distributed.setup`) and leaves it
-    at the end. Errors are printed by rank 0 only, since every rank meets them alike.
+    Under ``torchrun`` (``train`` and ``evaluate`` only) every process runs this; the
+    command joins the process group (:func:`pyro_vae.distributed.setup`) once the
+    settings every rank can check alone are checked, and leaves it at the end. Errors
+    are printed by rank 0 only, since every rank meets them alike.
 
     :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
     :returns: exit status (0 success, 1 training diverged or a failed check, 2 bad input).
@@ -44,14 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     with warnings.catch_warnings():
         warnings.showwarning = _one_line(warnings.showwarning)
         try:
-            if distributed.launched():
-                if not getattr(args, "distributed", False):
-                    raise LaunchError(
-                        f"`pyro-vae {args.command}` runs in one process; only train and "
-                        "evaluate run under torchrun"
-                    )
-                args.device = distributed.setup(args.device)
-            return args.func(args)
+            if distributed.launched() and not getattr(args, "distributed", False):
+                raise LaunchError(
+                    f"`pyro-vae {args.command}` runs in one process; only train and "
+                    "evaluate run under torchrun"
+                )
+            return args.func(args)  # train and evaluate join the process group themselves
         except UsageError as err:
             if rank == 0:
                 print(f"pyro-vae: error: {err}", file=sys.stderr)

@@ -81,7 +81,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ks = args.ks or tuple(k for k in DEFAULT_KS if k <= args.num_samples)
     if max(ks) > args.num_samples:
         raise UsageError(f"--ks {max(ks)} exceeds --num-samples {args.num_samples}")
-    model, dataset, _, folder = run_mod.open(args.run, args.device)
+    model, dataset, _, folder = run_mod.open(args.run, distributed.setup(args.device))
     if args.gap_decomposition and not model.supports_gap_decomposition:
         raise UsageError(
             f"--gap-decomposition refines an encoder's diagonal Gaussian per point; the "

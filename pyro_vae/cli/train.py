@@ -26,7 +26,7 @@ from pyro_vae.io import write_json, write_text
 from pyro_vae.models import DEFAULT_KIND, MODELS, model_class
 from pyro_vae.models.base import Model, Option
 from pyro_vae.plots import save_figure
-from pyro_vae.run import DataConfig, RunConfig, RunFolder, resolve_device, resumable
+from pyro_vae.run import DataConfig, RunConfig, RunFolder, resumable
 from pyro_vae.train import TrainConfig, check_fit_inputs, fit
 
 _TRAIN = TrainConfig()
@@ -273,7 +273,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     given = {k: v for k, v in vars(args).items() if k in dests and v is not None}
     if "data_dir" in given:  # runs are evaluated and resumed from anywhere
         given["data_dir"] = str(Path(given["data_dir"]).resolve())
-    device = resolve_device(args.device)
+    if "batch_size" in given:  # before joining the group: no rank waits for a refusal
+        distributed.check_batch(given["batch_size"])
+    device = distributed.setup(args.device)
     folder = _out_folder(args, given)
     folder = RunFolder(distributed.broadcast(folder.folder))  # one default name for all ranks
     if args.resume:
