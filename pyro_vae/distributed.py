@@ -23,6 +23,7 @@ and the point's index.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -46,7 +47,17 @@ class LaunchError(UsageError):
 
 def launched() -> bool:
     """Whether this process was started by ``torchrun`` with more than one process."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _env_int("WORLD_SIZE", 1) > 1
+
+
+def _env_int(name: str, default: int) -> int:
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise LaunchError(f"the environment variable {name}={text!r} is not an integer") from None
 
 
 def active() -> bool:
@@ -91,7 +102,9 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
             f"WORLD_SIZE is {os.environ['WORLD_SIZE']} but {', '.join(missing)} are not set; "
             "start several processes with torchrun --nproc-per-node N -m pyro_vae ..."
         )
-    size, local_rank = int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    size, local_rank = _env_int("WORLD_SIZE", 1), _env_int("LOCAL_RANK", 0)
+    # torchrun sets it; every rank of a node compares it, so all refuse alike
+    per_node = _env_int("LOCAL_WORLD_SIZE", local_rank + 1)
     kind = torch.device(device).type if _parses(device) else str(device)
     if kind == "cuda":
         if torch.device(device).index is not None:
@@ -104,7 +117,7 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
                 "--device cuda: CUDA is not available on this machine, so the nccl backend "
                 "cannot start; use --device cpu (gloo)"
             )
-        if local_rank >= torch.cuda.device_count():
+        if max(per_node, local_rank + 1) > torch.cuda.device_count():
             raise LaunchError(
                 f"torchrun started more processes on this node than it has GPUs "
                 f"({torch.cuda.device_count()}); pass --nproc-per-node "
@@ -115,7 +128,7 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
     else:
         here, backend = resolve_device(device), "gloo"
     if not dist.is_initialized():
-        timeout = float(os.environ.get("PYRO_VAE_TIMEOUT", DEFAULT_TIMEOUT_S))
+        timeout = _env_int("PYRO_VAE_TIMEOUT", DEFAULT_TIMEOUT_S)
         dist.init_process_group(backend, timeout=timedelta(seconds=timeout))
     if dist.get_world_size() != size:
         raise LaunchError(f"the process group has {dist.get_world_size()} ranks, not {size}")
@@ -134,7 +147,7 @@ def check_batch(batch_size: int) -> None:
     :raises LaunchError: if the batch is smaller than the number of processes or not a
         multiple of it.
     """
-    size = world_size() if active() else int(os.environ.get("WORLD_SIZE", "1"))
+    size = world_size() if active() else _env_int("WORLD_SIZE", 1)
     if size <= 1:
         return
     if batch_size < size:
@@ -157,6 +170,32 @@ def shard(n: int) -> range:
     base, extra = divmod(n, size)
     start = me * base + min(me, extra)
     return range(start, start + base + (me < extra))
+
+
+@contextmanager
+def node_leader_first():
+    """Run the block on local rank 0 of every node first, then on the other ranks:
+    for a data set that the first loader may download into a shared folder. Every
+    rank of the group must enter it."""
+    if not active():
+        yield
+        return
+    leader = _env_int("LOCAL_RANK", 0) == 0
+    if not leader:
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if leader:
+            dist.barrier()
+
+
+def rng_devices(*tensors: torch.Tensor) -> list[int]:
+    """The CUDA devices whose generators ``torch.manual_seed`` touches and
+    :func:`torch.random.fork_rng` must restore: all of them once CUDA is in use."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return list(range(torch.cuda.device_count()))
+    return [t.device.index or 0 for t in tensors if t.device.type == "cuda"]
 
 
 def barrier() -> None:

@@ -100,43 +100,56 @@ def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1
 class DifferentiableRenyiELBO(RenyiELBO):
     """Pyro's :class:`~pyro.infer.RenyiELBO` with a ``differentiable_loss``.
 
-    The loss is ``RenyiELBO.loss``'s value, minus the sum over data points of
-    ``1/(1-alpha) log (1/K) sum_k w_k^(1-alpha)``, with the weights taken from the same
-    traces (``RenyiELBO._get_traces``) and summed over the same plates. For
-    reparameterized guides its gradient is the one ``loss_and_grads`` accumulates:
-    that surrogate weights each particle's ``grad log w_k`` by its normalized weight,
-    which is the derivative of the log-mean-exp. As a tensor it can be scaled and
-    backpropagated by the caller (through ``DistributedDataParallel``, say).
+    It forms ``loss_and_grads``'s two quantities from the same traces
+    (``RenyiELBO._get_traces``), summed over the same plates: the per-particle log
+    weights, whose log-mean-exp gives the value, and the surrogate whose gradient,
+    weighted by the normalized weights, is the estimator. It returns
+    ``value + surrogate - surrogate.detach()``: a tensor whose value is
+    ``RenyiELBO.loss``'s and whose gradient is the one ``loss_and_grads`` accumulates,
+    which the caller can scale and backpropagate (through
+    ``DistributedDataParallel``, say).
     """
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         """The negative Rényi bound as a differentiable 0-dim tensor.
 
-        :raises NotImplementedError: for a guide site without reparameterized samples,
-            whose score-function term ``loss_and_grads`` does not support either.
+        :raises NotImplementedError: for a guide site whose samples are partly
+            reparameterized, as ``RenyiELBO.loss_and_grads`` does.
         """
-        particles = []
+        log_weights, surrogates = [], []
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
-            log_w = 0.0
+            log_w, surrogate = 0.0, 0.0
             for site in model_trace.nodes.values():
                 if site["type"] == "sample":
-                    log_w = log_w + torch_sum(site["log_prob"], sum_dims)
+                    log_p = torch_sum(site["log_prob"], sum_dims)
+                    log_w, surrogate = log_w + log_p.detach(), surrogate + log_p
             for site in guide_trace.nodes.values():
-                if site["type"] == "sample":
-                    if not is_identically_zero(site["score_parts"].score_function):
+                if site["type"] != "sample":
+                    continue
+                log_q = torch_sum(site["log_prob"], sum_dims)
+                log_w = log_w - log_q.detach()
+                _, score_function, entropy = site["score_parts"]
+                if not is_identically_zero(entropy):
+                    if not is_identically_zero(score_function):
                         raise NotImplementedError(
-                            f"guide site {site['name']!r} is not reparameterized; the Renyi "
-                            "bound's gradient needs reparameterized samples"
+                            f"guide site {site['name']!r} is partly reparameterized, which "
+                            "RenyiELBO does not support"
                         )
-                    log_w = log_w - torch_sum(site["log_prob"], sum_dims)
-            particles.append(log_w)
+                    surrogate = surrogate - log_q
+                elif not is_identically_zero(score_function):
+                    surrogate = surrogate + self.alpha / (1.0 - self.alpha) * log_q
+            log_weights.append(torch.as_tensor(log_w))
+            surrogates.append(torch.as_tensor(surrogate))
         if self.vectorize_particles and self.num_particles > 1:
-            log_w = particles[0]
+            log_w, surrogate = log_weights[0], surrogates[0]
         else:
-            log_w = torch.stack([torch.as_tensor(p) for p in particles])
-        log_mean = torch.logsumexp((1.0 - self.alpha) * log_w, dim=0) - math.log(self.num_particles)
-        return -log_mean.sum() / (1.0 - self.alpha)
+            log_w, surrogate = torch.stack(log_weights), torch.stack(surrogates)
+        scaled = (1.0 - self.alpha) * log_w
+        log_mean = torch.logsumexp(scaled, dim=0, keepdim=True) - math.log(self.num_particles)
+        value = log_mean.sum() / (1.0 - self.alpha)
+        weighted = ((scaled - log_mean).exp() * surrogate).sum() / self.num_particles
+        return -(value + weighted - weighted.detach())
 
 
 class Objective(nn.Module):

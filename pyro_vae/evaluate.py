@@ -193,6 +193,7 @@ def mean_elbo(
     num_particles: int = 1,
     batch_size: int = 1000,
     max_plate_nesting: int = 1,
+    seed: int | None = None,
 ) -> float:
     """ELBO per data point, averaged over ``data`` (no KL weight), in nats.
 
@@ -205,9 +206,14 @@ def mean_elbo(
     :param int num_particles: samples of z per data point (vectorized).
     :param int batch_size: data points per forward pass.
     :param int max_plate_nesting: plates the model nests.
+    :param int seed: if given, every batch draws from a stream of its own
+        (:func:`~pyro_vae.distributed.stream_seed` of ``seed`` and the batch's first
+        index) and torch's global random state is left as it was, so the result does
+        not depend on the number of processes; by default the batches draw from torch's
+        global generator.
 
-    Inside a process group every rank scores its share of the points (with its own
-    random stream) and all ranks return the same mean.
+    Inside a process group every rank scores a contiguous share of the batches and all
+    ranks return the same mean.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
     objective = Trace_ELBO(
@@ -216,11 +222,15 @@ def mean_elbo(
         max_plate_nesting=max_plate_nesting,
     )
     n = data[0].shape[0]
-    mine = distributed.shard(n)
+    starts = range(0, n, batch_size)
     total = torch.zeros((), device=data[0].device)
-    for start in range(mine.start, mine.stop, batch_size):
-        batch = tuple(t[start : min(start + batch_size, mine.stop)] for t in data)
-        total += objective.differentiable_loss(model, guide, *batch)
+    with torch.random.fork_rng(devices=distributed.rng_devices(*data), enabled=seed is not None):
+        for b in distributed.shard(len(starts)):
+            start = starts[b]
+            if seed is not None:
+                torch.manual_seed(distributed.stream_seed(seed, "elbo", start))
+            batch = tuple(t[start : start + batch_size] for t in data)
+            total += objective.differentiable_loss(model, guide, *batch)
     return -distributed.all_sum(total).item() / n
 
 
@@ -305,7 +315,9 @@ def evaluate_dataset(
     not depend on the other points, on how they are batched, or on the number of
     processes. Points are scored one at a time, ``num_samples`` in chunks of
     ``chunk_size`` (by default 2^11) particles: on a CPU as fast as batching images
-    (``benchmarks/evaluate.py``). Torch's global random state is left as it was.
+    (``benchmarks/evaluate.py``); on a GPU a pass holds at most K particles of one
+    point. Torch's global random state is left as it was, apart from drawing the base
+    seed when ``seed`` is ``None``.
 
     Inside a process group (:mod:`pyro_vae.distributed`) every rank must call this
     with the same arguments: each scores its contiguous share of the points and every
@@ -332,7 +344,7 @@ def evaluate_dataset(
     ks = tuple(int(k) for k in ks)
     if seed is None:
         seed = distributed.broadcast(int(torch.randint(0, 2**62, ()).item()))
-    devices = [data[0].device] if data[0].device.type == "cuda" else []
+    devices = distributed.rng_devices(*data)
     parts = []
     show = progress and distributed.is_main()
     with (

@@ -169,7 +169,8 @@ def decompose_gap(
     own (:func:`~pyro_vae.distributed.stream_seed`), so the results do not depend on
     the number of processes. Inside a process group every rank must call this with
     the same arguments; the blocks are split across ranks and every rank returns all
-    results in the original order. Torch's global random state is left as it was.
+    results in the original order, on the CPU. Torch's global random state is left as
+    it was, apart from drawing the base seed when ``seed`` is ``None``.
 
     :param vae: a trained model, as for :func:`fit_local_guide`.
     :param x: ``(N, x_dim)`` data points.
@@ -185,8 +186,7 @@ def decompose_gap(
     n = x.shape[0]
     starts = list(range(0, n, GAP_BLOCK))
     rows = []
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=distributed.rng_devices(x)):
         for b in distributed.shard(len(starts)):
             block = range(starts[b], min(starts[b] + GAP_BLOCK, n))
             torch.manual_seed(distributed.stream_seed(seed, "gap-fit", block.start))
@@ -200,8 +200,8 @@ def decompose_gap(
                 optimal = _point_log_likelihood(
                     vae.model, local.guide_for(j), xi, num_samples, seed, "gap-optimal", i
                 )
-                rows.append([optimal.log_px, amortized.elbo, optimal.elbo])
-    mine = torch.tensor([[float(v) for v in r] for r in rows]).reshape(-1, 3)
+                rows.append(torch.cat([optimal.log_px, amortized.elbo, optimal.elbo]))
+    mine = torch.stack(rows).cpu() if rows else torch.empty(0, 3, dtype=x.dtype)
     log_px, elbo_amortized, elbo_optimal = torch.cat(distributed.all_gather(mine)).T
     return GapDecomposition(
         log_px=log_px,

@@ -61,6 +61,9 @@ def training_results(model, dataset, train_config, history, data) -> dict[str, A
     """
     model.eval()
     torch.manual_seed(train_config.seed)
+    # one process draws from the seeded global generator (as pyro_vae always has);
+    # several draw one stream per batch, so that their shares are independent
+    seed = train_config.seed if distributed.world_size() > 1 else None
     elbo = {
         split: mean_elbo(
             model.model,
@@ -69,6 +72,7 @@ def training_results(model, dataset, train_config, history, data) -> dict[str, A
             num_particles=FINAL_ELBO_PARTICLES,
             batch_size=train_config.eval_batch_size,
             max_plate_nesting=model.max_plate_nesting,
+            seed=seed,
         )
         for split, tensors in data.items()
     }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
 
 from pyro_vae import __version__, distributed
@@ -34,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
 
     Under ``torchrun`` (``train`` and ``evaluate`` only) every process runs this; the
     command joins the process group (:func:`pyro_vae.distributed.setup`) once the
-    settings every rank can check alone are checked, and leaves it at the end. Errors
-    are printed by rank 0 only, since every rank meets them alike.
+    settings every rank can check alone are checked, and leaves it at the end. Bad
+    launcher settings, the same on every rank, are printed by rank 0 only; other errors
+    by every rank that meets them, tagged with the rank on ranks other than 0.
 
     :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
     :returns: exit status (0 success, 1 training diverged or a failed check, 2 bad input).
@@ -51,20 +53,30 @@ def main(argv: list[str] | None = None) -> int:
                     "evaluate run under torchrun"
                 )
             return args.func(args)  # train and evaluate join the process group themselves
-        except UsageError as err:
+        except LaunchError as err:  # the same on every rank: rank 0 says it
             if rank == 0:
                 print(f"pyro-vae: error: {err}", file=sys.stderr)
+            else:  # let rank 0 print before torchrun stops it for this rank's exit
+                time.sleep(LAUNCH_ERROR_GRACE_S)
+            return 2
+        except (UsageError, OSError) as err:  # OSError: an output path under a file ...
+            print(f"pyro-vae: error{_tag(rank)}: {err}", file=sys.stderr)
             return 2
         except TrainingDiverged as err:
-            if rank == 0:
-                print(f"pyro-vae: {err}", file=sys.stderr)
+            print(f"pyro-vae{_tag(rank)}: {err}", file=sys.stderr)
             return 1
-        except OSError as err:  # an output path under a file, a read-only folder, ...
-            where = f" (rank {rank})" if rank else ""
-            print(f"pyro-vae: error{where}: {err}", file=sys.stderr)
-            return 2
         finally:
             distributed.teardown()
+
+
+#: seconds a rank other than 0 waits before exiting on a launch error
+LAUNCH_ERROR_GRACE_S = 1.0
+
+
+def _tag(rank: int) -> str:
+    """`` (rank r)`` on the ranks other than 0 of a torchrun job, whose errors may be
+    their own."""
+    return f" (rank {rank})" if rank else ""
 
 
 def _one_line(show):

@@ -14,8 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import pyro
-
 from pyro_vae import distributed, reports
 from pyro_vae import run as run_mod
 from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
@@ -81,7 +79,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ks = args.ks or tuple(k for k in DEFAULT_KS if k <= args.num_samples)
     if max(ks) > args.num_samples:
         raise UsageError(f"--ks {max(ks)} exceeds --num-samples {args.num_samples}")
-    model, dataset, _, folder = run_mod.open(args.run, distributed.setup(args.device))
+    device = distributed.setup(args.device)
+    with distributed.node_leader_first():  # one download per node, then the others read
+        model, dataset, _, folder = run_mod.open(args.run, device)
     if args.gap_decomposition and not model.supports_gap_decomposition:
         raise UsageError(
             f"--gap-decomposition refines an encoder's diagonal Gaussian per point; the "
@@ -116,7 +116,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         gaps = decompose_gap(
             model, x, steps=args.gap_steps, num_samples=args.num_samples, seed=args.seed
         )
-    pyro.set_rng_seed(distributed.stream_seed(args.seed, "elbo", distributed.rank()) % 2**32)
     negative_elbo = -mean_elbo(
         model.model,
         model.guide,
@@ -124,6 +123,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         num_particles=reports.TUTORIAL_ELBO_PARTICLES,
         batch_size=args.batch_size,
         max_plate_nesting=model.max_plate_nesting,
+        seed=args.seed,  # one stream per batch: the same with any number of processes
     )
     if not main:
         return 0

@@ -278,10 +278,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = distributed.setup(args.device)
     folder = _out_folder(args, given)
     folder = RunFolder(distributed.broadcast(folder.folder))  # one default name for all ranks
-    if args.resume:
-        config, model, dataset = _resumed_run(folder, given)
-    else:
-        config, model, dataset = _new_run(given)
+    with distributed.node_leader_first():  # one download per node, then the others read
+        if args.resume:
+            config, model, dataset = _resumed_run(folder, given)
+        else:
+            config, model, dataset = _new_run(given)
     dataset = dataset.to(device)
     model = model.to(device)
     data = model.training_data(dataset)
