@@ -319,7 +319,12 @@ def test_resuming_with_another_number_of_processes_says_what_changes(
 
 
 @pytest.mark.parametrize(
-    "variant", [["--engine", "svi"], ["--objective", "iwae", "--num-particles", "3"]]
+    "variant",
+    [
+        ["--engine", "svi"],
+        ["--objective", "iwae", "--num-particles", "3"],
+        ["--model", "cvae", "--task", "quadrants-2", "--kl-warmup", "1", "--beta", "0.5"],
+    ],
 )
 def test_engines_and_objectives_train_under_torchrun(tmp_path, variant):
     out = tmp_path / "run"
