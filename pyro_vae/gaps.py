@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from pyro_vae import distributed
 from pyro_vae.evaluate import log_likelihood
+from pyro_vae.guides import DiagonalGaussian
 
 
 class GapDecomposition(NamedTuple):
@@ -87,6 +88,37 @@ class LocalGaussianGuide(nn.Module):
         return functools.partial(self.guide, rows=slice(i, i + 1))
 
 
+class LocalGuide(nn.Module):
+    """A free member ``q_i(z)`` of a guide family for each of N data points: the
+    family's parameters of every point, initialized from the encoder's output and
+    optimized directly (:mod:`pyro_vae.guides`; for the IAF, the base Gaussian and
+    the context, with the flow's weights those of the encoder).
+
+    :param family: a :class:`~pyro_vae.guides.GuideFamily`.
+    :param encoder: the model's encoder (the flow of an IAF lives there).
+    :param params: the encoder's output for the N points.
+    """
+
+    def __init__(self, family, encoder: nn.Module, params: tuple[torch.Tensor, ...]) -> None:
+        super().__init__()
+        self.family = family
+        self.__dict__["encoder"] = encoder  # not a submodule: its weights stay frozen
+        self.free = nn.ParameterList(nn.Parameter(t.detach().clone()) for t in family.free(params))
+
+    def guide(self, x: torch.Tensor, rows: slice = slice(None)) -> None:
+        """``z_i ~ q_i`` under ``pyro.plate("data")``; ``x`` gives N only.
+
+        :param slice rows: the points ``x`` holds (all by default).
+        """
+        with pyro.plate("data", x.shape[0], dim=-1):
+            params = self.family.constrained(tuple(t[rows] for t in self.free))
+            pyro.sample("z", self.family.distribution(self.encoder, params))
+
+    def guide_for(self, i: int):
+        """The guide of point ``i`` alone: a function of a ``(1, x_dim)`` batch."""
+        return functools.partial(self.guide, rows=slice(i, i + 1))
+
+
 def fit_local_guide(
     vae,
     x: torch.Tensor,
@@ -95,14 +127,16 @@ def fit_local_guide(
     lr: float = 1e-2,
     num_particles: int = 10,
     min_scale: float = 1e-4,
-) -> LocalGaussianGuide:
+) -> LocalGaussianGuide | LocalGuide:
     """Fit ``q*(z)`` per data point by SVI on ``Trace_ELBO``, starting from the encoder.
 
     The VAE's weights are frozen (``requires_grad`` is restored afterwards).
 
     :param vae: a model whose ``supports_gap_decomposition`` is true, such as
-        :class:`~pyro_vae.models.vae.VAE`: a ``model(x)``, ``max_plate_nesting`` and an
-        ``encoder(x) -> (loc, scale)`` of the diagonal Gaussian guide over site ``"z"``.
+        :class:`~pyro_vae.models.vae.VAE`: a ``model(x)``, ``max_plate_nesting``, an
+        ``encoder`` and its ``guide_family`` (:mod:`pyro_vae.guides`; a model without
+        one has the diagonal Gaussian encoder ``encoder(x) -> (loc, scale)``). ``q*``
+        is a member of the same family.
     :param x: ``(N, x_dim)`` data points.
     :param int steps: Adam steps.
     :param float lr: Adam step size.
@@ -111,9 +145,13 @@ def fit_local_guide(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
+    family = getattr(vae, "guide_family", DiagonalGaussian())
     with torch.no_grad():
-        loc, scale = vae.encoder(x)
-    local = LocalGaussianGuide(loc, scale, min_scale)
+        params = vae.encoder(x)
+    if isinstance(family, DiagonalGaussian):
+        local = LocalGaussianGuide(*params, min_scale)
+    else:
+        local = LocalGuide(family, vae.encoder, params)
     elbo = Trace_ELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,

@@ -317,10 +317,14 @@ def test_sample_reads_no_data_and_draws_the_models_prior(run_copy, monkeypatch):
 @pytest.mark.parametrize(
     ("given", "start"),
     [
-        ({}, "mnist5k-vae-bernoulli-"),
+        ({}, "mnist5k-vae-"),
         ({"model": "vae", "likelihood": "gaussian", "dataset": "digits"}, "digits-vae-gaussian-"),
-        ({"model": "cvae", "task": "quadrants-2"}, "mnist5k-cvae-quadrants-2-fixed-bernoulli-"),
-        ({"model": "regressor", "task": "label"}, "mnist5k-regressor-label-bernoulli-"),
+        ({"guide": "iaf", "likelihood": "bernoulli"}, "mnist5k-vae-iaf-"),
+        (
+            {"model": "cvae", "task": "quadrants-2", "prior": "learned"},
+            "mnist5k-cvae-quadrants-2-learned-",
+        ),
+        ({"model": "regressor", "task": "label"}, "mnist5k-regressor-label-"),
     ],
 )
 def test_default_run_folder_names_the_models_choices(given, start):

@@ -145,7 +145,7 @@ def add_parser(sub) -> None:
         "--out",
         type=Path,
         help="run folder (default runs/DATASET-MODEL-CHOICES-TIME, CHOICES the "
-        "model's task, prior, likelihood ... as chosen)",
+        "model's task and any other choice that differs from its default)",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
@@ -237,9 +237,13 @@ def _resumed_run(folder: RunFolder, given: dict[str, Any]):
 def default_run_name(given: dict[str, Any]) -> str:
     """``DATASET-MODEL-CHOICES-TIME``: the folder name of a run trained without
     ``--out``; CHOICES are the values of the model's options that have choices (its
-    task, likelihood ...), given or default."""
+    task, likelihood, guide ...) where they are required or differ from the default."""
     cls = model_class(given.get("model", DEFAULT_KIND))
-    chosen = [given.get(o.dest, o.default) for o in cls.options if o.choices]
+    chosen = [
+        given.get(o.dest, o.default)
+        for o in cls.options
+        if o.choices and (o.required or given.get(o.dest, o.default) != o.default)
+    ]
     parts = [
         given.get("dataset", DataConfig.dataset),
         cls.kind,

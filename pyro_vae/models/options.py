@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from pyro_vae.errors import UsageError
+from pyro_vae.guides import GUIDES, IAF, GuideFamily, get_guide_family
 from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, Likelihood, get_likelihood
 from pyro_vae.models.base import Option
 
@@ -35,6 +36,17 @@ def positive_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
     return values
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
 
 
 def scale_value(text: str) -> float | str:
@@ -77,6 +89,45 @@ SIGMA = Option(
 )
 #: the options of every model with a likelihood and MLP networks
 NETWORK_OPTIONS = (HIDDEN_DIMS, LIKELIHOOD, SIGMA)
+
+
+def _stored_guide(config: dict[str, Any]) -> dict[str, Any]:
+    stored = config.get("guide_family", "diagonal")
+    return {"name": stored} if isinstance(stored, str) else stored
+
+
+GUIDE = Option(
+    "--guide",
+    "the family of Q(z|X): diagonal Gaussian, full-covariance Gaussian, or a diagonal "
+    "Gaussian followed by an inverse autoregressive flow (iaf)",
+    default="diagonal",
+    choices=tuple(GUIDES),
+    stored=lambda config: _stored_guide(config)["name"],
+)
+FLOW_STEPS = Option(
+    "--flow-steps",
+    f"steps T of the inverse autoregressive flow, with --guide iaf (default {IAF().flow_steps})",
+    type=positive_int,
+    stored=lambda config: _stored_guide(config).get("flow_steps"),
+)
+#: the options of a model whose guide family is a choice
+GUIDE_OPTIONS = (GUIDE, FLOW_STEPS)
+
+
+def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:
+    """The guide family that ``--guide`` and ``--flow-steps`` ask for.
+
+    :raises UsageError: ``--flow-steps`` with a family that has no flow.
+    """
+    name, steps = options.get("guide", "diagonal"), options.get("flow_steps")
+    if name == IAF.name:
+        return IAF() if steps is None else IAF(steps)
+    if steps is not None:
+        raise UsageError(
+            f"--flow-steps sets the flow of --guide iaf; the {name} guide has none. "
+            "Drop --flow-steps, or choose --guide iaf"
+        )
+    return get_guide_family(name)
 
 
 def likelihood_from_options(options: dict[str, Any], dataset: Dataset) -> Likelihood:

@@ -1,7 +1,8 @@
 """The VAE of Doersch (2016), section 2, as a Pyro model and guide.
 
 Model ``P(z) P(x|z)``: ``z ~ N(0, I)`` and ``x | z ~ likelihood(decoder(z))``.
-Guide ``Q(z|x) = N(loc(x), diag(scale(x)^2))``. Both share the signature
+Guide ``Q(z|x)`` from a guide family (:mod:`pyro_vae.guides`): by default the
+tutorial's ``N(loc(x), diag(scale(x)^2))``. Both share the signature
 ``(x)`` and the site names ``"data"`` (plate, dim -1), ``"z"`` and ``"x"``, so
 any Pyro objective or handler can consume them.
 """
@@ -15,10 +16,18 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from pyro_vae.likelihoods import Bernoulli, Likelihood
+from pyro_vae.guides import GuideFamily, get_guide_family
+from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
 from pyro_vae.models.base import Model
-from pyro_vae.models.options import NETWORK_OPTIONS, Z_DIM, check_sizes, likelihood_from_options
-from pyro_vae.networks import MLP, GaussianEncoder
+from pyro_vae.models.options import (
+    GUIDE_OPTIONS,
+    NETWORK_OPTIONS,
+    Z_DIM,
+    check_sizes,
+    guide_family_from_options,
+    likelihood_from_options,
+)
+from pyro_vae.networks import MLP
 
 
 class VAE(Model):
@@ -30,19 +39,25 @@ class VAE(Model):
     :param likelihood: a :class:`~pyro_vae.likelihoods.Likelihood` for ``P(x|z)``;
         :class:`~pyro_vae.likelihoods.Bernoulli` by default.
     :param image_shape: ``(height, width)`` for pictures; ``None`` for non-image data.
+    :param guide_family: a :class:`~pyro_vae.guides.GuideFamily` (or its name) for
+        ``Q(z|x)``; :class:`~pyro_vae.guides.DiagonalGaussian` by default.
     :param str name: prefix in Pyro's param store; unique per instance by default.
 
     Example::
 
-        vae = VAE(784, z_dim=20, likelihood=Gaussian(sigma=0.1))
+        vae = VAE(784, z_dim=20, likelihood=Gaussian(sigma=0.1), guide_family=IAF(2))
         svi = SVI(vae.model, vae.guide, pyro.optim.Adam({"lr": 1e-3}), Trace_ELBO())
         svi.step(x)  # x: (batch, 784)
     """
 
     kind = "vae"
     summary = "P(z)P(X|z) with the guide Q(z|X) (Doersch section 2)"
-    options = (Z_DIM, *NETWORK_OPTIONS)
+    options = (Z_DIM, *NETWORK_OPTIONS, *GUIDE_OPTIONS)
     supports_gap_decomposition = True
+    components: ClassVar[dict[str, Any]] = {
+        "likelihood": lambda config: get_likelihood(**config),
+        "guide_family": lambda config: get_guide_family(**config),
+    }
     hints: ClassVar[dict[str, str]] = {
         "completions_figure": "it has no condition; draw from it with `pyro-vae sample`"
     }
@@ -54,6 +69,7 @@ class VAE(Model):
         hidden_dims: Sequence[int] = (400,),
         likelihood: Likelihood | None = None,
         image_shape: Sequence[int] | None = None,
+        guide_family: GuideFamily | str = "diagonal",
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -64,7 +80,8 @@ class VAE(Model):
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.setup(self.x_dim)  # per-pixel parameters need the data dimension
         self._image_shape = tuple(image_shape) if image_shape is not None else None
-        self.encoder = GaussianEncoder(self.x_dim, self.hidden_dims, self.z_dim)
+        self.guide_family = get_guide_family(guide_family)
+        self.encoder = self.guide_family.build(self.x_dim, self.hidden_dims, self.z_dim)
         self.decoder = MLP(
             self.z_dim,
             self.hidden_dims[::-1],
@@ -83,6 +100,7 @@ class VAE(Model):
             hidden_dims=options["hidden_dims"],
             likelihood=likelihood_from_options(options, dataset),
             image_shape=dataset.image_shape,
+            guide_family=guide_family_from_options(options),
         )
 
     @property
@@ -108,24 +126,24 @@ class VAE(Model):
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        """Recognition model ``Q(z|x)``, a diagonal Gaussian.
+        """Recognition model ``Q(z|x)``, a member of the guide family.
 
         :param x: observed data, shape ``(batch, x_dim)``.
         """
         self.pyro_module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1):
-            loc, scale = self.encoder(x)  # (batch, z_dim) each
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            q = self.guide_family.distribution(self.encoder, self.encoder(x))
+            pyro.sample("z", q)  # batch (batch,), event (z_dim,)
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean of ``P(x|z)`` at the posterior mean ``z = loc(x)``.
+        """Mean of ``P(x|z)`` at the guide's centre (the mean of a Gaussian guide).
 
         :param x: data, shape ``(batch, x_dim)``.
         :returns: reconstructions, shape ``(batch, x_dim)``.
         """
-        loc, _ = self.encoder(x)
-        return self.likelihood.mean(self.decoder(loc))
+        z = self.guide_family.center(self.encoder, self.encoder(x))
+        return self.likelihood.mean(self.decoder(z))
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
