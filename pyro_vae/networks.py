@@ -46,15 +46,21 @@ class GaussianEncoder(nn.Module):
     :param hidden_dims: hidden layer widths.
     :param int z_dim: latent dimension.
     :param float min_scale: lower bound on every standard deviation.
+    :param activation: module class after each hidden layer (ReLU by default).
     """
 
     def __init__(
-        self, in_dim: int, hidden_dims: Sequence[int], z_dim: int, min_scale: float = 1e-4
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        z_dim: int,
+        min_scale: float = 1e-4,
+        activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         super().__init__()
         self.z_dim = z_dim
         self.min_scale = min_scale
-        self.net = MLP(in_dim, hidden_dims, 2 * z_dim)
+        self.net = MLP(in_dim, hidden_dims, 2 * z_dim, activation=activation)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:returns: ``(loc, scale)``, each of shape ``(batch, z_dim)``."""

@@ -195,3 +195,18 @@ def test_bad_guide_options_exit_2(tmp_path, capsys, extra, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_the_cvae_takes_a_guide_family_and_the_regressor_refuses_one(tmp_path, capsys):
+    run = tmp_path / "cvae"
+    args = ["train", *SMALL, "--model", "cvae", "--task", "quadrants-2", "--epochs", "1"]
+    assert main([*args, "--guide", "iaf", "--flow-steps", "3", "--out", str(run)]) == 0
+    model = json.loads((run / "config.json").read_text())["model"]
+    assert model["guide_family"] == {"name": "iaf", "flow_steps": 3}
+    assert main(["evaluate", "--run", str(run), "--num-samples", "20", "--limit", "5"]) == 0
+    capsys.readouterr()
+    args = ["train", "--dataset", "digits", "--model", "regressor", "--task", "label"]
+    assert main([*args, "--guide", "iaf", "--out", str(tmp_path / "r")]) == 2
+    assert "--guide applies to --model vae or cvae, not to --model regressor" in (
+        capsys.readouterr().err
+    )

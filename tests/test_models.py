@@ -128,8 +128,8 @@ def test_the_registry_refuses_what_it_cannot_serve():
 
     with pytest.raises(UsageError, match="kind 'vae' already belongs to VAE"):
         register(Impostor)
-    with pytest.raises(UsageError, match="'hvae' is not a registered model"):
-        model_class("hvae")
+    with pytest.raises(UsageError, match="'flowvae' is not a registered model"):
+        model_class("flowvae")
 
 
 def test_capabilities_come_from_the_model_not_its_kind():
@@ -275,7 +275,11 @@ def test_models_may_share_a_flag_with_their_own_default(capsys):
             main(["train", "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert "latent dimension (default 20 for vae, 20 for cvae, 100 for big)" in text
-        assert "P(x|z), or P(Y|z,X) (default bernoulli) [vae, cvae, regressor]" in text
+        assert "P(x|z), or P(Y|z,X) (default bernoulli) [vae, cvae, regressor, hvae]" in text
+        assert (
+            "hidden widths of every network (default 400 for vae, 400 for cvae, "
+            "400 for regressor, 200,100 for hvae)" in text
+        )
     finally:
         MODELS.pop("big")
 

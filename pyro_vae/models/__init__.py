@@ -10,11 +10,12 @@ from __future__ import annotations
 from pyro_vae.errors import UsageError
 from pyro_vae.models.base import Model, ModelData, Notation, Option
 from pyro_vae.models.cvae import CVAE
+from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.regressor import Regressor
 from pyro_vae.models.vae import VAE
 
 #: model classes by :attr:`~pyro_vae.models.base.Model.kind`, in the order ``--help`` lists them
-MODELS: dict[str, type[Model]] = {cls.kind: cls for cls in (VAE, CVAE, Regressor)}
+MODELS: dict[str, type[Model]] = {cls.kind: cls for cls in (VAE, CVAE, Regressor, HVAE)}
 #: the kind ``pyro-vae train`` builds without ``--model``, and that of the first runs,
 #: whose configurations named no kind
 DEFAULT_KIND = VAE.kind
@@ -70,6 +71,7 @@ def model_class(kind: str, source: str = "") -> type[Model]:
 __all__ = [
     "CVAE",
     "DEFAULT_KIND",
+    "HVAE",
     "MODELS",
     "VAE",
     "Model",

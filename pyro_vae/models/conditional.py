@@ -14,7 +14,7 @@ import torch
 
 from pyro_vae.errors import UsageError
 from pyro_vae.models.base import Model, ModelData, Notation, Option, accepted_arguments
-from pyro_vae.models.options import likelihood_from_options
+from pyro_vae.models.options import guide_family_from_options, likelihood_from_options
 from pyro_vae.tasks import TASKS, conditional_data, pairs, task_for
 
 TASK = Option(
@@ -55,6 +55,8 @@ class ConditionalModel(Model):
         task = task_for(options["task"], dataset)
         accepted = accepted_arguments(cls)  # a subclass passing **kwargs on takes its parent's too
         arguments = {k: v for k, v in options.items() if k in accepted and k != "likelihood"}
+        if "guide_family" in accepted and "guide" in options:
+            arguments["guide_family"] = guide_family_from_options(options)
         likelihood = likelihood_from_options(options, dataset)
         return cls(task.x_dim, task.y_dim, likelihood=likelihood, **arguments)
 

@@ -13,16 +13,18 @@ The prior is the fixed ``N(0, I)`` of the tutorial, or a learned prior network
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
 import torch
 
 from pyro_vae.errors import UsageError
-from pyro_vae.likelihoods import Bernoulli, Likelihood
+from pyro_vae.guides import GuideFamily, get_guide_family
+from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
 from pyro_vae.models.base import Option
 from pyro_vae.models.conditional import TASK, ConditionalModel
-from pyro_vae.models.options import NETWORK_OPTIONS, Z_DIM, check_sizes
+from pyro_vae.models.options import GUIDE_OPTIONS, NETWORK_OPTIONS, Z_DIM, check_sizes
 from pyro_vae.networks import MLP, GaussianEncoder
 
 PRIORS = ("fixed", "learned")
@@ -45,12 +47,18 @@ class CVAE(ConditionalModel):
     :param str prior: ``"fixed"`` (N(0, I)) or ``"learned"`` (a network P(z|X)).
     :param str task: the task (:data:`pyro_vae.tasks.TASKS`) that makes ``(X, Y)`` from
         a data set, or ``None`` when you pass the tensors yourself.
+    :param guide_family: the family of ``Q(z|X, Y)`` (:mod:`pyro_vae.guides`); the
+        diagonal Gaussian by default.
     :param str name: prefix in Pyro's param store; unique per instance by default.
     """
 
     kind = "cvae"
     summary = "P(z|X)P(Y|z,X) with the guide Q(z|X,Y) on a --task (Doersch section 3)"
-    options = (TASK, PRIOR, Z_DIM, *NETWORK_OPTIONS)
+    options = (TASK, PRIOR, Z_DIM, *NETWORK_OPTIONS, *GUIDE_OPTIONS)
+    components: ClassVar[dict[str, Any]] = {
+        "likelihood": lambda config: get_likelihood(**config),
+        "guide_family": lambda config: get_guide_family(**config),
+    }
 
     def __init__(
         self,
@@ -61,6 +69,7 @@ class CVAE(ConditionalModel):
         likelihood: Likelihood | None = None,
         prior: str = "fixed",
         task: str | None = None,
+        guide_family: GuideFamily | str = "diagonal",
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -73,7 +82,10 @@ class CVAE(ConditionalModel):
         self.task = task
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.setup(self.y_dim)
-        self.recognition = GaussianEncoder(self.x_dim + self.y_dim, self.hidden_dims, self.z_dim)
+        self.guide_family = get_guide_family(guide_family)
+        self.recognition = self.guide_family.build(
+            self.x_dim + self.y_dim, self.hidden_dims, self.z_dim
+        )
         self.prior_net = (
             GaussianEncoder(self.x_dim, self.hidden_dims, self.z_dim)
             if prior == "learned"
@@ -131,8 +143,8 @@ class CVAE(ConditionalModel):
                 pyro.sample("z", self.prior(x))
                 return
             self.pyro_module("recognition", self.recognition)
-            loc, scale = self.recognition(torch.cat([x, y], -1))
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            params = self.recognition(torch.cat([x, y], -1))
+            pyro.sample("z", self.guide_family.distribution(self.recognition, params))
 
     @torch.no_grad()
     def complete(self, x: torch.Tensor, num_samples: int = 1) -> torch.Tensor:

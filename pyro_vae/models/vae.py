@@ -166,23 +166,31 @@ class VAE(Model):
 
     def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
         """Training curves, 64 prior samples and test reconstructions (images only)."""
-        from pyro_vae import plots
-        from pyro_vae.splits import spread_subset
-
         figures = super().training_figures(dataset, history, seed)
-        if self.image_shape is None:
-            return figures
-        gen = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
-        figures["samples.png"] = plots.grid_figure(
-            self.sample(64, generator=gen),
-            self.image_shape,
-            "64 samples: z ~ N(0, I), mean of P(x|z)",
-        )
-        x = dataset.x_test[spread_subset(len(dataset.x_test), 32).to(dataset.x_test.device)]
-        figures["reconstructions.png"] = plots.reconstruction_figure(
-            x,
-            self.reconstruct(x),
-            self.image_shape,
-            "test images (odd rows) and reconstructions (even rows)",
-        )
+        figures.update(image_figures(self, dataset, seed))
         return figures
+
+
+def image_figures(model: Model, dataset, seed: int) -> dict[str, Any]:
+    """``samples.png`` (64 draws of ``model.sample``) and ``reconstructions.png`` (32
+    test images beside ``model.reconstruct``), for a model of images; ``{}`` otherwise."""
+    from pyro_vae import plots
+    from pyro_vae.splits import spread_subset
+
+    if model.image_shape is None:
+        return {}
+    gen = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
+    x = dataset.x_test[spread_subset(len(dataset.x_test), 32).to(dataset.x_test.device)]
+    return {
+        "samples.png": plots.grid_figure(
+            model.sample(64, generator=gen),
+            model.image_shape,
+            "64 samples: the prior's z, mean of P(x|z)",
+        ),
+        "reconstructions.png": plots.reconstruction_figure(
+            x,
+            model.reconstruct(x),
+            model.image_shape,
+            "test images (odd rows) and reconstructions (even rows)",
+        ),
+    }
