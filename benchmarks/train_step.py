@@ -15,7 +15,11 @@ Denormals are flushed and the thread count is fixed and printed. Also timed: one
 full ``mnist5k`` epoch of data handling (permutation, slicing, dynamic
 binarization) without the steps. The last line printed is JSON.
 
-Usage: ``python benchmarks/train_step.py [--threads 1] [--steps 50] [--repeats 7] [--device cpu]``
+``--model iaf`` and ``--model hvae`` time the IAF guide (2 steps) and the two-layer model
+the same way, each against its own hand-written loss.
+
+Usage: ``python benchmarks/train_step.py [--model vae|iaf|hvae] [--threads 1] [--steps 50]
+[--repeats 7] [--device cpu]``
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ import pyro
 import torch
 
 from pyro_vae import VAE, binarize_batch, load, make_engine
+from pyro_vae.guides import IAF
+from pyro_vae.models import HVAE
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -46,6 +52,53 @@ def torch_loss(vae: VAE, x: torch.Tensor) -> torch.Tensor:
     return -(log_px + log_pz - log_qz)
 
 
+def torch_loss_iaf(vae: VAE, x: torch.Tensor) -> torch.Tensor:
+    """The same for the IAF guide: the flow's steps written out (stable form
+    ``z <- sigma z + (1 - sigma) m``, ``sigma = sigmoid(s + 2)``, the dimensions reversed
+    between steps), with the encoder's own autoregressive networks."""
+    loc, scale, context = vae.encoder(x)
+    eps = torch.randn_like(loc)
+    z = loc + scale * eps
+    log_qz = (-0.5 * (eps.pow(2) + LOG_2PI) - scale.log()).sum()
+    for i, flow in enumerate(vae.encoder.flows):
+        if i:
+            z = z[..., vae.encoder.reverse]
+        mean, logit = flow.nn(z, context=context)
+        logit = logit + 2.0  # ConditionalAffineAutoregressive's sigmoid_bias
+        z = torch.sigmoid(logit) * z + torch.sigmoid(-logit) * mean
+        log_qz = log_qz - torch.nn.functional.logsigmoid(logit).sum()
+    logits = vae.decoder(z)
+    log_px = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    log_pz = -0.5 * (z.pow(2) + LOG_2PI).sum()
+    return -(log_px + log_pz - log_qz)
+
+
+def torch_loss_hvae(m: HVAE, x: torch.Tensor) -> torch.Tensor:
+    """The same for the two-layer model: ``q(z1|x) q(z2|z1)``, ``p(z2) p(z1|z2) p(x|z1)``."""
+
+    def normal_log_prob(value, loc, scale):
+        return (-0.5 * ((value - loc) / scale).pow(2) - scale.log() - 0.5 * LOG_2PI).sum()
+
+    loc1, scale1 = m.encoder1(x)
+    z1 = loc1 + scale1 * torch.randn_like(loc1)
+    loc2, scale2 = m.encoder2(z1)
+    z2 = loc2 + scale2 * torch.randn_like(loc2)
+    log_q = normal_log_prob(z1, loc1, scale1) + normal_log_prob(z2, loc2, scale2)
+    prior_loc, prior_scale = m.prior1(z2)
+    log_p = -0.5 * (z2.pow(2) + LOG_2PI).sum() + normal_log_prob(z1, prior_loc, prior_scale)
+    logits = m.decoder(z1)
+    log_p = log_p - torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    return -(log_p - log_q)
+
+
+#: the model each ``--model`` times, and its hand-written loss
+MODELS = {
+    "vae": (lambda: VAE(784, z_dim=20, hidden_dims=(400,)), torch_loss),
+    "iaf": (lambda: VAE(784, z_dim=20, hidden_dims=(400,), guide_family=IAF(2)), torch_loss_iaf),
+    "hvae": (lambda: HVAE(784), torch_loss_hvae),
+}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
@@ -53,7 +106,15 @@ def main(argv=None) -> dict:
     parser.add_argument("--repeats", type=int, default=7, help="alternating blocks per variant")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--model",
+        choices=tuple(MODELS),
+        default="vae",
+        help="vae: 784-400-20; iaf: the same with an IAF guide of 2 steps; hvae: Burda et "
+        "al.'s two stochastic layers 784-200-200-100-100-50 (default vae)",
+    )
     args = parser.parse_args(argv)
+    build, loss_of = MODELS[args.model]
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -65,7 +126,7 @@ def main(argv=None) -> dict:
 
     def make_vae():
         torch.manual_seed(0)
-        return VAE(784, z_dim=20, hidden_dims=(400,)).to(device)
+        return build().to(device)
 
     svi_vae, fast_vae, torch_vae = make_vae(), make_vae(), make_vae()
     svi_engine = make_engine(svi_vae, engine="svi", lr=1e-3)
@@ -84,7 +145,7 @@ def main(argv=None) -> dict:
 
     def torch_step():
         torch_opt.zero_grad(set_to_none=True)
-        torch_loss(torch_vae, x).backward()
+        loss_of(torch_vae, x).backward()
         torch_opt.step()
 
     variants = {"svi": svi_step, "fast": fast_step, "torch": torch_step}
@@ -121,6 +182,7 @@ def main(argv=None) -> dict:
         "torch_ms": round(med["torch"], 3),
         "ratio": round(med["svi"] / med["torch"], 3),
         "fast_ratio": round(med["fast"] / med["torch"], 3),
+        "model": args.model,
         "threads": args.threads,
         "device": str(device),
         "batch_size": args.batch_size,
