@@ -213,10 +213,12 @@ class Engine(NamedTuple):
         as a 0-dim tensor.
     :ivar optimizer_state: ``() -> dict``: optimizer state keyed so that
         :func:`make_engine` can restore it into a fresh instance of the model.
+    :ivar set_lr: ``set_lr(lr)``: Adam's step size from the next step on.
     """
 
     step: Callable[[tuple[torch.Tensor, ...], float], torch.Tensor]
     optimizer_state: Callable[[], dict[str, Any]]
+    set_lr: Callable[[float], None]
 
 
 def make_engine(
@@ -264,7 +266,11 @@ def make_engine(
             optimizer.step()
             return loss.detach()
 
-        return Engine(step, optimizer.state_dict)
+        def set_lr(lr: float) -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+        return Engine(step, optimizer.state_dict, set_lr)
 
     # engine == "svi": pyro.optim keys its per-parameter optimizers by param-store
     # name, which embeds the instance's name; checkpoints key them by state_dict key.
@@ -306,7 +312,14 @@ def make_engine(
             key_of[id(p)]: o.state_dict() for p, o in optim.optim_objs.items() if id(p) in key_of
         }
 
-    return Engine(data_parallel_svi_step if ranks > 1 else svi_step, svi_state)
+    def svi_set_lr(lr: float) -> None:
+        # pyro.optim makes one torch optimizer per parameter, from these arguments
+        optim.pt_optim_args["lr"] = lr
+        for torch_optim in optim.optim_objs.values():
+            for group in torch_optim.param_groups:
+                group["lr"] = lr
+
+    return Engine(data_parallel_svi_step if ranks > 1 else svi_step, svi_state, svi_set_lr)
 
 
 def _check_state_kind(state: dict, engine: str, ok: bool) -> None:

@@ -40,13 +40,22 @@ def resumable(config_class: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(config_class) if f.metadata.get("resumable"))
 
 
+#: learning-rate schedules of :class:`TrainConfig`
+LR_SCHEDULES = ("constant", "burda")
+#: stages of Burda et al.'s schedule: 3^i epochs each, i = 0..7
+BURDA_STAGES = 8
+
+
 @dataclass
 class TrainConfig:
     """Optimization settings. Plain data: stored in checkpoints and ``config.json``."""
 
     epochs: int = field(default=50, metadata=RESUMABLE)  # passes over the training split
     batch_size: int = 128  # data points per gradient step
-    lr: float = 1e-3  # Adam step size
+    lr: float = 1e-3  # Adam step size (at the start, with a schedule)
+    #: "constant", or "burda": lr * 10^(-i/7) for 3^i epochs, i = 0..7 (3,280 epochs),
+    #: the schedule of Burda et al. (2016), section 5
+    lr_schedule: str = "constant"
     # "elbo": Trace_ELBO (Monte Carlo KL); "mean-field": TraceMeanField_ELBO
     # (analytic KL, Doersch eq. 7); "iwae": RenyiELBO(alpha=0), the IWAE bound
     objective: str = "elbo"
@@ -68,6 +77,10 @@ class TrainConfig:
             )
         if self.engine not in ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}; valid names: {', '.join(ENGINES)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(
+                f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}"
+            )
         for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -86,6 +99,20 @@ class TrainConfig:
                 "beta and KL warm-up weight the KL term of an ELBO; the IWAE bound has no "
                 "separate KL term. Use --objective elbo or mean-field with them, or drop them."
             )
+
+    def lr_at(self, epoch: int) -> float:
+        """Adam's step size in epoch ``epoch`` (0-based).
+
+        ``"burda"``: stage i lasts 3^i epochs at ``lr * 10^(-i/7)``, for i = 0..7; epochs
+        after the 3,280 of the schedule stay at its last step size.
+        """
+        if self.lr_schedule == "constant":
+            return self.lr
+        stage, end = 0, 1
+        while epoch >= end and stage < BURDA_STAGES - 1:
+            stage += 1
+            end += 3**stage
+        return self.lr * 10 ** (-stage / 7)
 
     def kl_weight(self, step: int, steps_per_epoch: int) -> float:
         """KL weight at global step ``step`` (0-based): rises linearly to ``beta``.
@@ -272,6 +299,7 @@ def fit(
     try:
         with pyro.validation_enabled(config.validate):
             for epoch in range(start_epoch, config.epochs):
+                engine.set_lr(config.lr_at(epoch))
                 vae.train()
                 t0 = time.perf_counter()
                 total = torch.zeros((), device=device)

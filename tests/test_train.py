@@ -284,3 +284,45 @@ def test_batch_transform_per_tensor():
         assert set(by.unique().tolist()) <= {0.0, 1.0}  # Y binarized
     with pytest.raises(UsageError, match="expected a callable or 2 callables"):
         fit(reg, (x, y), config=config, batch_transform=(torch.bernoulli,), progress=False)
+
+
+def test_burdas_learning_rate_schedule():
+    config = TrainConfig(lr=1e-3, lr_schedule="burda")
+    # stage i lasts 3^i epochs: epochs 0 | 1-3 | 4-12 | 13-39 | ... | 1093-3279
+    stages = [0, 1, 3, 4, 12, 13, 39, 40, 1092, 1093, 3279, 5000]
+    expected = [0, 1, 1, 2, 2, 3, 3, 4, 6, 7, 7, 7]
+    for epoch, stage in zip(stages, expected, strict=True):
+        assert config.lr_at(epoch) == pytest.approx(1e-3 * 10 ** (-stage / 7), rel=1e-12)
+    assert sum(3**i for i in range(8)) == 3280  # the paper's total number of passes
+    assert TrainConfig(lr=0.01).lr_at(100) == 0.01
+    with pytest.raises(UsageError, match="unknown lr_schedule 'cosine'"):
+        TrainConfig(lr_schedule="cosine").check()
+
+
+@pytest.mark.parametrize("engine", ["fast", "svi"])
+def test_the_schedule_sets_the_step_size_of_every_epoch(toy_binary, engine, monkeypatch):
+    from pyro_vae import engine as engine_mod
+
+    seen, engines = [], []
+    make = engine_mod.make_engine
+
+    def recording(*args, **kwargs):
+        built = make(*args, **kwargs)
+        engines.append(built)
+        return built._replace(set_lr=lambda lr: (seen.append(lr), built.set_lr(lr)))
+
+    monkeypatch.setattr("pyro_vae.train.make_engine", recording)
+    train, _ = toy_binary
+    vae = VAE(16, z_dim=2, hidden_dims=(8,))
+    config = TrainConfig(epochs=5, batch_size=64, lr=1e-2, lr_schedule="burda", engine=engine)
+    fit(vae, train, config=config, progress=False)
+    stages = [0, 1, 1, 1, 2]
+    assert seen == pytest.approx([1e-2 * 10 ** (-i / 7) for i in stages], rel=1e-12)
+    # and the optimizers took it: every parameter's Adam has the last epoch's step size
+    state = engines[0].optimizer_state()
+    groups = (
+        state["param_groups"]
+        if engine == "fast"
+        else [g for s in state.values() for g in s["param_groups"]]
+    )
+    assert groups and all(g["lr"] == pytest.approx(seen[-1], rel=1e-12) for g in groups)

@@ -84,7 +84,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         model, dataset, _, folder = run_mod.open(args.run, device)
     if args.gap_decomposition and not model.supports_gap_decomposition:
         raise UsageError(
-            f"--gap-decomposition refines an encoder's diagonal Gaussian per point; the "
+            f'--gap-decomposition refines the guide of one latent site "z" per point; the '
             f"{model.describe()} in {args.run} has none. Drop --gap-decomposition"
         )
     data = model.evaluation_data(dataset, args.split)

@@ -27,7 +27,7 @@ from pyro_vae.models import DEFAULT_KIND, MODELS, model_class
 from pyro_vae.models.base import Model, Option
 from pyro_vae.plots import save_figure
 from pyro_vae.run import DataConfig, RunConfig, RunFolder, resumable
-from pyro_vae.train import TrainConfig, check_fit_inputs, fit
+from pyro_vae.train import LR_SCHEDULES, TrainConfig, check_fit_inputs, fit
 
 _TRAIN = TrainConfig()
 #: the data and training options: (flag, argparse keywords); their dest is a field name
@@ -53,6 +53,14 @@ RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--epochs", {"type": at_least(1), "help": f"passes over the data (default {_TRAIN.epochs})"}),
     ("--batch-size", {"type": at_least(1), "help": f"(default {_TRAIN.batch_size})"}),
     ("--lr", {"type": float, "help": f"Adam step size (default {_TRAIN.lr})"}),
+    (
+        "--lr-schedule",
+        {
+            "choices": LR_SCHEDULES,
+            "help": "constant, or burda: --lr x 10^(-i/7) for 3^i epochs, i = 0..7 (3,280 "
+            "epochs; Burda et al. 2016) (default constant)",
+        },
+    ),
     (
         "--objective",
         {

@@ -149,8 +149,8 @@ class Model(nn.Module):
     max_plate_nesting: ClassVar[int] = 1
     #: the observed site that evaluation scores
     target: ClassVar[str] = "x"
-    #: has ``encoder(x) -> (loc, scale)``, the diagonal Gaussian guide over site ``"z"``
-    #: that :func:`pyro_vae.gaps.decompose_gap` refines per point
+    #: has an ``encoder`` and a ``guide_family`` (:mod:`pyro_vae.guides`) for its one
+    #: latent site ``"z"``, whose member :func:`pyro_vae.gaps.decompose_gap` refines per point
     supports_gap_decomposition: ClassVar[bool] = False
     #: constructor arguments rebuilt from their config by a factory (a likelihood is
     #: stored as ``likelihood.config()``); each is kept as an attribute of that name
