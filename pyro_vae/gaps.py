@@ -24,11 +24,9 @@ import functools
 from typing import NamedTuple
 
 import pyro
-import pyro.distributions as dist
 import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
-from torch.nn import functional as F
 
 from pyro_vae import distributed
 from pyro_vae.evaluate import log_likelihood
@@ -56,38 +54,6 @@ class GapDecomposition(NamedTuple):
     num_samples: int
 
 
-class LocalGaussianGuide(nn.Module):
-    """A free diagonal Gaussian ``q_i(z)`` for each of N data points (no encoder).
-
-    Same signature and sites as :meth:`pyro_vae.models.vae.VAE.guide`, so it replays
-    against the VAE's model.
-
-    :param loc: ``(N, z_dim)`` initial means.
-    :param scale: ``(N, z_dim)`` initial standard deviations (> ``min_scale``).
-    :param float min_scale: lower bound on every standard deviation.
-    """
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, min_scale: float = 1e-4) -> None:
-        super().__init__()
-        self.min_scale = min_scale
-        self.loc = nn.Parameter(loc.detach().clone())
-        excess = (scale.detach() - min_scale).clamp_min(1e-6)
-        self.raw_scale = nn.Parameter(torch.log(torch.expm1(excess)))  # inverse softplus
-
-    def guide(self, x: torch.Tensor, rows: slice = slice(None)) -> None:
-        """``z_i ~ N(loc_i, scale_i^2)`` under ``pyro.plate("data")``; ``x`` gives N only.
-
-        :param slice rows: the points ``x`` holds (all by default).
-        """
-        with pyro.plate("data", x.shape[0], dim=-1):
-            scale = F.softplus(self.raw_scale[rows]) + self.min_scale
-            pyro.sample("z", dist.Normal(self.loc[rows], scale).to_event(1))
-
-    def guide_for(self, i: int):
-        """The guide of point ``i`` alone: a function of a ``(1, x_dim)`` batch."""
-        return functools.partial(self.guide, rows=slice(i, i + 1))
-
-
 class LocalGuide(nn.Module):
     """A free member ``q_i(z)`` of a guide family for each of N data points: the
     family's parameters of every point, initialized from the encoder's output and
@@ -105,14 +71,18 @@ class LocalGuide(nn.Module):
         self.__dict__["encoder"] = encoder  # not a submodule: its weights stay frozen
         self.free = nn.ParameterList(nn.Parameter(t.detach().clone()) for t in family.free(params))
 
+    def params(self, rows: slice = slice(None)) -> tuple[torch.Tensor, ...]:
+        """The family's parameters of the points ``rows`` (for a diagonal Gaussian:
+        ``loc`` and ``scale``)."""
+        return self.family.constrained(tuple(t[rows] for t in self.free))
+
     def guide(self, x: torch.Tensor, rows: slice = slice(None)) -> None:
         """``z_i ~ q_i`` under ``pyro.plate("data")``; ``x`` gives N only.
 
         :param slice rows: the points ``x`` holds (all by default).
         """
         with pyro.plate("data", x.shape[0], dim=-1):
-            params = self.family.constrained(tuple(t[rows] for t in self.free))
-            pyro.sample("z", self.family.distribution(self.encoder, params))
+            pyro.sample("z", self.family.distribution(self.encoder, self.params(rows)))
 
     def guide_for(self, i: int):
         """The guide of point ``i`` alone: a function of a ``(1, x_dim)`` batch."""
@@ -126,8 +96,7 @@ def fit_local_guide(
     steps: int = 500,
     lr: float = 1e-2,
     num_particles: int = 10,
-    min_scale: float = 1e-4,
-) -> LocalGaussianGuide | LocalGuide:
+) -> LocalGuide:
     """Fit ``q*(z)`` per data point by SVI on ``Trace_ELBO``, starting from the encoder.
 
     The VAE's weights are frozen (``requires_grad`` is restored afterwards).
@@ -141,17 +110,13 @@ def fit_local_guide(
     :param int steps: Adam steps.
     :param float lr: Adam step size.
     :param int num_particles: samples of z per point per step (vectorized).
-    :param float min_scale: lower bound on every standard deviation of ``q*``.
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
     family = getattr(vae, "guide_family", DiagonalGaussian())
     with torch.no_grad():
         params = vae.encoder(x)
-    if isinstance(family, DiagonalGaussian):
-        local = LocalGaussianGuide(*params, min_scale)
-    else:
-        local = LocalGuide(family, vae.encoder, params)
+    local = LocalGuide(family, vae.encoder, params)
     elbo = Trace_ELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
