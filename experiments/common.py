@@ -112,9 +112,19 @@ def train_vae(
         image_shape=dataset.image_shape,
         **(vae_options or {}),
     )
+    return train_model(vae, dataset, budget, **train_options)
+
+
+def train_model(model, dataset: data_mod.Dataset, budget: Budget, **train_options):
+    """Train ``model`` (any :class:`~pyro_vae.models.Model`, built by the caller after
+    ``pyro.set_rng_seed(budget.seed)``) on ``dataset`` for ``budget.epochs``.
+
+    :param train_options: more :class:`~pyro_vae.TrainConfig` fields (objective, ...).
+    :returns: ``(model, history, seconds)``, the model in eval mode.
+    """
     t0 = time.perf_counter()
     history = fit(
-        vae,
+        model,
         dataset.x_train,
         dataset.x_test,
         config=TrainConfig(epochs=budget.epochs, seed=budget.seed, **train_options),
@@ -122,7 +132,7 @@ def train_vae(
         progress=False,
     )
     seconds = time.perf_counter() - t0
-    return vae.eval(), history, seconds
+    return model.eval(), history, seconds
 
 
 def train_and_score(dataset: data_mod.Dataset, likelihood: dict, budget: Budget):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,8 +96,9 @@ def test_discover_finds_the_experiments_in_page_order():
         "sigma_sweep",
         "likelihoods",
         "cvae_completion",
+        "guide_families",
     ]
-    ring, cvae = experiments[0], experiments[-1]
+    ring, cvae = experiments[0], experiments[-2]
     assert ring.title == "Figure 2: a ring from N(0, I), and a VAE that learns it"
     assert (ring.page, ring.minutes) == ("ring.md", 1)
     assert (cvae.page, cvae.minutes) == ("cvae.md", 25)
@@ -562,3 +564,58 @@ def test_gap_over_training_experiment(tmp_path, run):
         # a second epoch of training raises log P(X) by far more than the estimate's noise
         assert rows[1]["log_px"]["mean"] > rows[0]["log_px"]["mean"] + 10
     assert (tmp_path / "gap_over_training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_guide_families_experiment(tmp_path, run):
+    results = run("guide_families", tmp_path)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == [
+        "diagonal",
+        "full-covariance",
+        "iaf-2",
+        "iaf-4",
+        "diagonal-burda",
+        "two-layer",
+    ]
+    # the quick sizes, 784-32-4, counted by hand: the encoder's last layer gives loc and
+    # scale (2 x 4 outputs) for the diagonal guide, loc and the 10 entries of L for the
+    # full covariance; the decoder is 4-32-784
+    encoder = 784 * 32 + 32 + 32 * 8 + 8
+    decoder = 4 * 32 + 32 + 32 * 784 + 784
+    assert rows["diagonal"]["parameters"] == encoder + decoder
+    assert rows["full-covariance"]["parameters"] == encoder + decoder + (32 + 1) * (14 - 8)
+    assert rows["diagonal"]["networks"] == "784-32-4"
+    assert rows["two-layer"]["networks"] == "784-32-32-4-16-16-2"
+    for name, r in rows.items():
+        seed_means = r["log_px"]["seed_means"]
+        assert len(seed_means) == 2 and seed_means[0] != seed_means[1]  # two seeds, two models
+        assert r["epoch_seconds"] > 0
+        # the two-layer model has two latent sites: no per-point q*, so no split
+        assert (r["approximation"] is None) == (name == "two-layer")
+    assert (tmp_path / "results.md").read_text().count("\n| two-layer |") == 2
+    for name in ("guide_families.png", "samples.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_guide_families_averages_over_seeds_before_pairing_images():
+    gf = experiment_module("guide_families")
+    row = gf.ROWS[1]
+
+    def run_of(log_px, elbo):
+        log_px, elbo = torch.tensor(log_px), torch.tensor(elbo)
+        return dict(
+            log_px=log_px, bound=log_px, elbo=elbo, parameters=1, networks="1-1", epoch_seconds=1.0
+        )
+
+    runs = [run_of([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]), run_of([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])]
+    reference = [run_of([0.0, 0.0, 0.0], [0.0] * 3), run_of([2.0, 2.0, 2.0], [0.0] * 3)]
+    out = gf.summarize(row, runs, reference)
+    # seed-averaged per image: log P(X) = (2, 3, 4), the reference (1, 1, 1)
+    assert out["log_px"]["mean"] == pytest.approx(3.0)
+    assert out["log_px"]["stderr"] == pytest.approx(1 / math.sqrt(3))
+    assert out["log_px"]["seed_means"] == pytest.approx([2.0, 4.0])
+    assert out["log_px_vs_reference"]["mean"] == pytest.approx(2.0)
+    assert out["log_px_vs_reference"]["stderr"] == pytest.approx(1 / math.sqrt(3))
+    # the gap per image is (2, 3, 4) - (0.5, 0.5, 0.5)
+    assert out["gap"]["mean"] == pytest.approx(2.5)
+    assert out["approximation"] is None  # no gap decomposition in these runs
