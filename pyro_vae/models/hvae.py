@@ -28,13 +28,15 @@ from pyro_vae.likelihoods import Bernoulli, Likelihood
 from pyro_vae.models.base import Model, Option
 from pyro_vae.models.options import (
     LIKELIHOOD,
+    NETWORK,
     SIGMA,
+    architecture,
     check_sizes,
     likelihood_from_options,
     positive_int_list,
 )
 from pyro_vae.models.vae import VAE, image_figures
-from pyro_vae.networks import MLP, GaussianEncoder
+from pyro_vae.networks import GaussianEncoder
 
 Z_DIMS = Option(
     "--z-dims",
@@ -59,12 +61,15 @@ class HVAE(Model):
         hidden layers of ``h1`` units, those between ``z1`` and ``z2`` two of ``h2``.
     :param likelihood: ``p(x|z1)``; Bernoulli by default.
     :param image_shape: ``(height, width)`` for pictures.
+    :param str network: ``"mlp"`` (default) or ``"conv"``: the two networks that touch
+        the images, ``q(z1|x)`` and ``p(x|z1)``, start (end) with two stride-2
+        convolutions (:class:`~pyro_vae.networks.Convolutional`).
     :param str name: prefix in Pyro's param store; unique per instance by default.
     """
 
     kind = "hvae"
     summary = "two stochastic layers p(z2)p(z1|z2)p(X|z1) (Burda et al. 2016)"
-    options = (Z_DIMS, LAYER_HIDDEN, LIKELIHOOD, SIGMA)
+    options = (Z_DIMS, LAYER_HIDDEN, LIKELIHOOD, SIGMA, NETWORK)
     hints: ClassVar[dict[str, str]] = VAE.hints
     figures = VAE.figures
 
@@ -75,6 +80,7 @@ class HVAE(Model):
         hidden_dims: Sequence[int] = (200, 100),
         likelihood: Likelihood | None = None,
         image_shape: Sequence[int] | None = None,
+        network: str = "mlp",
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -96,12 +102,12 @@ class HVAE(Model):
         def gaussian(inputs, width, outputs):
             return GaussianEncoder(inputs, (width, width), outputs, activation=nn.Tanh)
 
-        self.encoder1 = gaussian(self.x_dim, h1, z1)  # q(z1|x)
+        self.network = network
+        images = architecture(network, (h1, h1), self._image_shape, nn.Tanh)
+        self.encoder1 = GaussianEncoder(self.x_dim, images, z1)  # q(z1|x)
         self.encoder2 = gaussian(z1, h2, z2)  # q(z2|z1)
         self.prior1 = gaussian(z2, h2, z1)  # p(z1|z2)
-        self.decoder = MLP(  # p(x|z1)
-            z1, (h1, h1), self.x_dim * self.likelihood.params_per_dim, activation=nn.Tanh
-        )
+        self.decoder = images.decoder(z1, self.x_dim * self.likelihood.params_per_dim)  # p(x|z1)
         self.register_buffer("prior_loc", torch.zeros(z2))
         self.register_buffer("prior_scale", torch.ones(z2))
 
@@ -114,6 +120,7 @@ class HVAE(Model):
             hidden_dims=options["hidden_dims"],
             likelihood=likelihood_from_options(options, dataset),
             image_shape=dataset.image_shape,
+            network=options.get("network", "mlp"),
         )
 
     @property

@@ -11,10 +11,13 @@ import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from pyro_vae.errors import UsageError
 from pyro_vae.guides import GUIDES, IAF, GuideFamily, get_guide_family
 from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, Likelihood, get_likelihood
 from pyro_vae.models.base import Option
+from pyro_vae.networks import NETWORKS, Architecture, Convolutional
 
 if TYPE_CHECKING:
     from pyro_vae.data import Dataset
@@ -89,6 +92,36 @@ SIGMA = Option(
 )
 #: the options of every model with a likelihood and MLP networks
 NETWORK_OPTIONS = (HIDDEN_DIMS, LIKELIHOOD, SIGMA)
+NETWORK = Option(
+    "--network",
+    "the networks between the images and the latents: mlp (fully connected), or conv "
+    "(two stride-2 convolutions, then the hidden widths; the decoder mirrors them)",
+    default="mlp",
+    choices=NETWORKS,
+)
+
+
+def architecture(
+    network: str,
+    hidden_dims: Sequence[int],
+    image_shape: Sequence[int] | None,
+    activation: type[nn.Module] = nn.ReLU,
+) -> Architecture:
+    """The :class:`~pyro_vae.networks.Architecture` that ``--network`` asks for.
+
+    :raises UsageError: an unknown name, or ``conv`` for data that are not images.
+    """
+    if network == "mlp":
+        return Architecture(hidden_dims, activation)
+    if network != "conv":
+        raise UsageError(f"unknown network {network!r}; valid: {', '.join(NETWORKS)}")
+    if image_shape is None:
+        raise UsageError(
+            "--network conv needs images, and these data have no image shape (an npz "
+            "data set is an image only if its width is a square number, like 64 or 784). "
+            "Use --network mlp"
+        )
+    return Convolutional(hidden_dims, image_shape, activation)
 
 
 def _stored_guide(config: dict[str, Any]) -> dict[str, Any]:

@@ -21,17 +21,19 @@ from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
 from pyro_vae.models.base import Model
 from pyro_vae.models.options import (
     GUIDE_OPTIONS,
+    NETWORK,
     NETWORK_OPTIONS,
     Z_DIM,
+    architecture,
     check_sizes,
     guide_family_from_options,
     likelihood_from_options,
 )
-from pyro_vae.networks import MLP
 
 
 class VAE(Model):
-    """Variational autoencoder with MLP encoder and decoder.
+    """Variational autoencoder: an encoder and a decoder network (MLPs, or convolutions
+    for images).
 
     :param int x_dim: data dimension (pixels per image, flattened).
     :param int z_dim: latent dimension.
@@ -41,6 +43,10 @@ class VAE(Model):
     :param image_shape: ``(height, width)`` for pictures; ``None`` for non-image data.
     :param guide_family: a :class:`~pyro_vae.guides.GuideFamily` (or its name) for
         ``Q(z|x)``; :class:`~pyro_vae.guides.DiagonalGaussian` by default.
+    :param str network: ``"mlp"`` (default) or ``"conv"``: two stride-2 convolutions
+        before the hidden layers of the encoder, mirrored by transposed convolutions
+        in the decoder (:class:`~pyro_vae.networks.Convolutional`); needs
+        ``image_shape``.
     :param str name: prefix in Pyro's param store; unique per instance by default.
 
     Example::
@@ -52,7 +58,7 @@ class VAE(Model):
 
     kind = "vae"
     summary = "P(z)P(X|z) with the guide Q(z|X) (Doersch section 2)"
-    options = (Z_DIM, *NETWORK_OPTIONS, *GUIDE_OPTIONS)
+    options = (Z_DIM, *NETWORK_OPTIONS, NETWORK, *GUIDE_OPTIONS)
     supports_gap_decomposition = True
     components: ClassVar[dict[str, Any]] = {
         "likelihood": lambda config: get_likelihood(**config),
@@ -70,6 +76,7 @@ class VAE(Model):
         likelihood: Likelihood | None = None,
         image_shape: Sequence[int] | None = None,
         guide_family: GuideFamily | str = "diagonal",
+        network: str = "mlp",
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -81,12 +88,10 @@ class VAE(Model):
         self.likelihood.setup(self.x_dim)  # per-pixel parameters need the data dimension
         self._image_shape = tuple(image_shape) if image_shape is not None else None
         self.guide_family = get_guide_family(guide_family)
-        self.encoder = self.guide_family.build(self.x_dim, self.hidden_dims, self.z_dim)
-        self.decoder = MLP(
-            self.z_dim,
-            self.hidden_dims[::-1],
-            self.x_dim * self.likelihood.params_per_dim,
-        )
+        self.network = network
+        networks = architecture(network, self.hidden_dims, self._image_shape)
+        self.encoder = self.guide_family.build(self.x_dim, networks, self.z_dim)
+        self.decoder = networks.decoder(self.z_dim, self.x_dim * self.likelihood.params_per_dim)
         # prior parameters as buffers: they follow .to(device) and are not trained
         self.register_buffer("prior_loc", torch.zeros(self.z_dim))
         self.register_buffer("prior_scale", torch.ones(self.z_dim))
@@ -101,6 +106,7 @@ class VAE(Model):
             likelihood=likelihood_from_options(options, dataset),
             image_shape=dataset.image_shape,
             guide_family=guide_family_from_options(options),
+            network=options.get("network", "mlp"),
         )
 
     @property
