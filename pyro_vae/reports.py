@@ -167,6 +167,7 @@ def evaluation_report(
     naive: DatasetEvaluation,
     gaps=None,
     negative_elbo: float | None = None,
+    exact: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Plain-data report of ``pyro-vae evaluate``: settings, summary rows, the ordering
     check and per-point values.
@@ -176,6 +177,8 @@ def evaluation_report(
     :param naive: the same with the prior as proposal.
     :param gaps: a :class:`~pyro_vae.gaps.GapDecomposition`, or ``None``.
     :param negative_elbo: the negative ELBO from fresh particles through ``Trace_ELBO``.
+    :param exact: ``(N,)`` exact ``log P`` of a latent model that can sum its latents
+        out, or ``None``.
     """
     summary = guided.summary()
     summary["log_px_prior"] = mean_and_stderr(naive.log_px)
@@ -203,11 +206,18 @@ def evaluation_report(
             for name in ("elbo", "log_px", "log_px_prior")
         },
         "order_violations": order_violations(guided),
+        "proposal_note": model.proposal_note,
         "per_point": {
             name: values.tolist()
             for name, values in {**rows, "ess": guided.ess, "log_px_prior": naive.log_px}.items()
         },
     }
+    if exact is not None:
+        exact = exact.detach().cpu()
+        report["summary"]["log_px_exact"] = mean_and_stderr(exact)
+        # the importance-sampled estimate against the exact value, paired per point
+        report["log_px_minus_exact"] = mean_and_stderr(guided.log_px - exact)
+        report["per_point"]["log_px_exact"] = exact.tolist()
     if gaps is not None:
         report["gap_decomposition"] = {
             "num_points": len(gaps.log_px),
@@ -265,6 +275,11 @@ def evaluation_table(r: dict[str, Any]) -> str:
         *[_row(f"L_{k} (IWAE bound, {k_max // k} groups)", s[f"L_{k}"]) for k in r["ks"] if k > 1],
         _row(f"log {p}, z from {n['guide']} (K = {k_max})", s["log_px"]),
         _row(f"log {p}, z from the prior {n['prior']} (K = {k_max})", s["log_px_prior"]),
+        *(
+            [_row(f"log {p}, exact (the latents summed out)", s["log_px_exact"])]
+            if "log_px_exact" in s
+            else []
+        ),
         _row(f"gap log {p} - ELBO, estimates D[{n['guide']} || {n['posterior']}]", s["gap"]),
         f"\nEffective sample size of the K = {k_max} importance weights per point:\n\n",
         "| z drawn from | mean ESS | min ESS |\n|---|---|---|\n",
@@ -279,6 +294,8 @@ def evaluation_table(r: dict[str, Any]) -> str:
             f"on -log {p}): {r['negative_elbo_10_particles']:.2f} nats per data point "
             "(compare with minus the ELBO above).\n"
         )
+    if r.get("proposal_note"):
+        lines.append(f"\nThe importance samples come from {r['proposal_note']}.\n")
     if bits is not None:
         data = "binarized images" if r["binarize"] != "none" else "the original grey levels"
         kind = "continuous density on dequantized pixels" if r["dequantized"] else "discrete"

@@ -274,12 +274,12 @@ def test_models_may_share_a_flag_with_their_own_default(capsys):
         with pytest.raises(SystemExit):
             main(["train", "--help"])
         text = " ".join(capsys.readouterr().out.split())
-        assert "latent dimension (default 20 for vae, 20 for cvae, 100 for big)" in text
-        assert "P(x|z), or P(Y|z,X) (default bernoulli) [vae, cvae, regressor, hvae]" in text
+        assert "latent dimension (default 20; 100 for big)" in text
         assert (
-            "hidden widths of every network (default 400 for vae, 400 for cvae, "
-            "400 for regressor, 200,100 for hvae)" in text
+            "P(x|z), or P(Y|z,X) (default bernoulli; gaussian for vqvae) "
+            "[vae, cvae, regressor, hvae, vqvae]" in text
         )
+        assert "hidden widths of every network (default 400; 200,100 for hvae)" in text
     finally:
         MODELS.pop("big")
 

@@ -108,7 +108,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # every data point draws from its own stream of --seed: the same numbers with any
     # number of processes
     common = dict(num_samples=args.num_samples, seed=args.seed, progress=not args.no_progress)
-    guided = evaluate_dataset(model.model, model.guide, data, ks=tuple(sorted({1, *ks})), **common)
+    guided = evaluate_dataset(
+        model.model, model.proposal, data, ks=tuple(sorted({1, *ks})), **common
+    )
     naive = evaluate_dataset(model.model, None, data, ks=(1,), proposal="prior", **common)
     gaps = None
     if args.gap_decomposition:
@@ -125,9 +127,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         max_plate_nesting=model.max_plate_nesting,
         seed=args.seed,  # one stream per batch: the same with any number of processes
     )
+    exact = None
+    if model.supports("exact_log_likelihood"):  # a latent model with a summable log P
+        try:
+            exact = model.exact_log_likelihood(*data)
+        except UsageError:  # this instance's sum is too large
+            exact = None
     if not main:
         return 0
-    report = reports.evaluation_report(model, dataset, settings, guided, naive, gaps, negative_elbo)
+    report = reports.evaluation_report(
+        model, dataset, settings, guided, naive, gaps, negative_elbo, exact
+    )
     table = reports.evaluation_table(report)
     write_json(json_path, report)
     write_text(md_path, table)

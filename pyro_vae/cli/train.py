@@ -119,11 +119,17 @@ def _option_help(dest: str, kinds: list[str]) -> str:
     (per model where the models differ)."""
     declared = {k: next(o for o in MODELS[k].options if o.dest == dest) for k in kinds}
     text = next(iter(declared.values())).help
-    defaults = {k: o.default for k, o in declared.items() if o.default is not None}
-    if len({_shown(v) for v in defaults.values()}) == 1 and len(defaults) == len(kinds):
-        text += f" (default {_shown(next(iter(defaults.values())))})"
-    elif defaults:
-        text += " (default " + ", ".join(f"{_shown(v)} for {k}" for k, v in defaults.items())
+    defaults = {k: _shown(o.default) for k, o in declared.items() if o.default is not None}
+    if len(set(defaults.values())) == 1 and len(defaults) == len(kinds):
+        text += f" (default {next(iter(defaults.values()))})"
+    elif defaults:  # the most common default, then the models that differ from it
+        values = list(defaults.values())
+        common = max(values, key=values.count)
+        if values.count(common) == 1:
+            text += " (default " + ", ".join(f"{v} for {k}" for k, v in defaults.items())
+        else:
+            others = [f"{v} for {k}" for k, v in defaults.items() if v != common]
+            text += f" (default {common}; " + ", ".join(others)
         text += ")"
     return f"{text} [{', '.join(kinds)}]"
 

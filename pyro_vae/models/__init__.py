@@ -13,9 +13,10 @@ from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.regressor import Regressor
 from pyro_vae.models.vae import VAE
+from pyro_vae.models.vqvae import VQVAE
 
 #: model classes by :attr:`~pyro_vae.models.base.Model.kind`, in the order ``--help`` lists them
-MODELS: dict[str, type[Model]] = {cls.kind: cls for cls in (VAE, CVAE, Regressor, HVAE)}
+MODELS: dict[str, type[Model]] = {cls.kind: cls for cls in (VAE, CVAE, Regressor, HVAE, VQVAE)}
 #: the kind ``pyro-vae train`` builds without ``--model``, and that of the first runs,
 #: whose configurations named no kind
 DEFAULT_KIND = VAE.kind
@@ -74,6 +75,7 @@ __all__ = [
     "HVAE",
     "MODELS",
     "VAE",
+    "VQVAE",
     "Model",
     "ModelData",
     "Notation",

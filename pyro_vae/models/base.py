@@ -28,6 +28,7 @@ member                      what it says
 ``completions_figure``      conditional draws, as a picture
 ``training_figures``        the figures ``pyro-vae train`` writes (names in ``figures``)
 ``exact_log_likelihood``    ``log P`` per point, where it has a closed form
+``proposal``                what the evaluator samples the latents from (the guide)
 ==========================  ==========================================================
 
 Shared pieces are written once: registering networks under the model's unique name in
@@ -222,6 +223,16 @@ class Model(nn.Module):
         """The guide, a Pyro function with the model's signature."""
         raise NotImplementedError
 
+    #: what reports say about :meth:`proposal` where it is not the guide (``None``: it is)
+    proposal_note: ClassVar[str | None] = None
+
+    def proposal(self, *data: torch.Tensor) -> Any:
+        """The Pyro guide that the evaluator draws the latents from to importance-sample
+        ``log P``: the guide itself, unless the guide cannot serve (a guide that puts all
+        its mass on one point makes every importance weight equal); then a proposal with
+        full support, described by :attr:`proposal_note`."""
+        return self.guide(*data)
+
     def pyro_module(self, part: str, module: nn.Module) -> None:
         """Register ``module`` with :func:`pyro.module` as ``NAME_PART``; the entries
         leave the param store when this model is garbage-collected."""
@@ -346,7 +357,9 @@ class Model(nn.Module):
         raise self.unsupported("completions_figure")
 
     def exact_log_likelihood(self, *data: torch.Tensor) -> torch.Tensor:
-        """``log P`` of the target per data point, ``(N,)``, where it has a closed form."""
+        """``log P`` of the target per data point, ``(N,)``, where it has a closed form
+        (or a sum small enough to do). A model whose instances differ in this raises
+        :class:`~pyro_vae.errors.UsageError` for those that cannot."""
         raise self.unsupported("exact_log_likelihood")
 
     #: the file names :meth:`training_figures` may return; ``pyro-vae train

@@ -86,7 +86,8 @@ LIKELIHOOD = Option(
 SIGMA = Option(
     "--sigma",
     "scale of the gaussian (sigma) or laplace likelihood: a number (fixed), or shared, "
-    f"per-pixel or predicted (learned) (default {DEFAULT_SIGMA})",
+    f"per-pixel or predicted (learned) (default {DEFAULT_SIGMA}; 1 for vqvae, the notes' "
+    "unit variance)",
     type=scale_value,
     stored=_stored_scale,
 )
@@ -163,8 +164,12 @@ def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:
     return get_guide_family(name)
 
 
-def likelihood_from_options(options: dict[str, Any], dataset: Dataset) -> Likelihood:
+def likelihood_from_options(
+    options: dict[str, Any], dataset: Dataset, default_sigma: float = DEFAULT_SIGMA
+) -> Likelihood:
     """The likelihood that ``--likelihood`` and ``--sigma`` ask for, fitted to ``dataset``.
+
+    :param float default_sigma: the scale when ``--sigma`` is not given.
 
     :raises UsageError: ``--sigma`` for a likelihood without a scale, or a discretized
         logistic on data whose grey levels are unknown.
@@ -172,7 +177,7 @@ def likelihood_from_options(options: dict[str, Any], dataset: Dataset) -> Likeli
     name, sigma = options["likelihood"], options.get("sigma")
     if name in SCALE_ARGUMENT:
         return get_likelihood(
-            name, **{SCALE_ARGUMENT[name]: DEFAULT_SIGMA if sigma is None else sigma}
+            name, **{SCALE_ARGUMENT[name]: default_sigma if sigma is None else sigma}
         )
     if sigma is not None:
         raise UsageError(
