@@ -38,6 +38,7 @@ import torch
 
 from pyro_vae import VAE, Bernoulli
 from pyro_vae import data as data_mod
+from pyro_vae.diagnostics import active_units
 from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr
 from pyro_vae.gaps import decompose_gap
 from pyro_vae.guides import IAF, DiagonalGaussian, FullCovariance
@@ -119,6 +120,19 @@ def networks(model) -> str:
     return "-".join(str(s) for s in sizes)
 
 
+@torch.no_grad()
+def active(model, x: torch.Tensor) -> list[int]:
+    """Active units (Var over images of the guide's centre > 0.01, Burda et al.) per
+    latent layer: ``[z]``, or ``[z1, z2]`` for the two-layer model, whose z2 centre is
+    taken at z1's centre."""
+    if isinstance(model, HVAE):
+        loc1, _ = model.encoder1(x)
+        loc2, _ = model.encoder2(loc1)
+        return [active_units(loc1).count, active_units(loc2).count]
+    center = model.guide_family.center(model.encoder, model.encoder(x))
+    return [active_units(center).count]
+
+
 def score(model, x: torch.Tensor, budget: common.Budget, gap_points: int, gap_steps: int):
     """Per-image ELBO, L_50, log P(X) on ``x`` and, where the model allows it, the gap
     decomposition on ``gap_points`` of them (as tensors of the CPU)."""
@@ -164,6 +178,8 @@ def main(argv=None) -> dict:
             model, history, _ = common.train_model(model, dataset, b)
             values = score(model, x, b, gap_points, gap_steps)
             values["epoch_seconds"] = sum(history.seconds) / len(history.seconds)
+            values["test_elbo_curve"] = list(history.test_elbo)
+            values["active_units"] = active(model, x)
             values["parameters"] = sum(p.numel() for p in model.parameters())
             values["networks"] = networks(model)
             per_seed[row.name].append(values)
@@ -213,6 +229,9 @@ def summarize(row: Row, runs: list[dict], reference: list[dict]) -> dict:
         "parameters": runs[0]["parameters"],
         "networks": runs[0]["networks"],
         "epoch_seconds": sum(r["epoch_seconds"] for r in runs) / len(runs),
+        # mean over seeds of the test ELBO (all test images) after every epoch
+        "test_elbo_curve": torch.tensor([r["test_elbo_curve"] for r in runs]).mean(0).tolist(),
+        "active_units": torch.tensor([r["active_units"] for r in runs]).double().mean(0).tolist(),
     }
     for key in ("elbo", "bound", "log_px"):
         out[key] = mean_and_stderr(averaged(key, runs))
@@ -261,6 +280,7 @@ def table(results: dict) -> str:
             pm(r["gap"]),
             pm(r["amortization"]),
             pm(r["approximation"]),
+            " / ".join(f"{a:.3g}" for a in r["active_units"]),
             f"{r['epoch_seconds']:.2f}",
         ]
         for r in results["rows"]
@@ -283,7 +303,9 @@ def table(results: dict) -> str:
         f"images, K = {b['num_samples']}; the gap parts on {results['gap_points']} of them "
         f"(q* fitted by {results['gap_steps']} SVI steps). Nats per image: each value is "
         "averaged over the seeds, then its mean ± s.e. over images is shown; 'seed range' "
-        "is the largest minus the smallest seed mean of log P(X).\n\n"
+        "is the largest minus the smallest seed mean of log P(X); 'active units' (of z, or "
+        "z1 / z2) is the mean over seeds of the units whose guide centre varies over the "
+        "test images by more than 0.01.\n\n"
         + markdown_table(
             [
                 "guide / model",
@@ -294,6 +316,7 @@ def table(results: dict) -> str:
                 "gap",
                 "amortization",
                 "approximation",
+                "active units",
                 "s / epoch",
             ],
             main_rows,
@@ -310,14 +333,28 @@ def table(results: dict) -> str:
 
 
 def gap_figure(results: dict):
-    """Left: ELBO, L_50 and log P(X) per row. Right: the gap split into its parts."""
+    """Left: ELBO, L_50 and log P(X) per row. Middle: the gap split into its parts.
+    Right: the test ELBO over training."""
     from matplotlib.figure import Figure
 
     rows = results["rows"]
     labels = [r["label"] for r in rows]
     positions = range(len(rows))
-    fig = Figure(figsize=(12, 4.2))
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(16, 4.4))
+    left, right, curves = fig.subplots(1, 3)
+    for r in rows:
+        curve = r["test_elbo_curve"]
+        marker = "o" if len(curve) < 6 else None  # a quick run has a point or two
+        curves.plot(range(1, len(curve) + 1), curve, marker=marker, label=r["label"])
+    curves.set_xlabel("epoch")
+    curves.set_ylabel("test ELBO, nats per image")
+    curves.set_title("test ELBO over training (mean over seeds)", fontsize=9)
+    if len(rows[0]["test_elbo_curve"]) > 5:  # leave the first epochs' plunge out of view
+        low = min(r["test_elbo_curve"][4] for r in rows)
+        high = max(max(r["test_elbo_curve"]) for r in rows)
+        curves.set_ylim(low, high + 0.05 * (high - low))
+    curves.grid(alpha=0.3)
+    curves.legend(fontsize=8)
     for offset, (key, label) in zip(
         (-0.2, 0.0, 0.2),
         (("elbo", "ELBO"), ("bound", f"L_{results['bound_k']}"), ("log_px", "log P(X)")),

@@ -76,9 +76,12 @@ def training_results(model, dataset, train_config, history, data) -> dict[str, A
         )
         for split, tensors in data.items()
     }
+    with torch.no_grad():
+        diagnostics = model.diagnostics(*data["test"])
     return {
         **_data_fields(model, dataset),
         "model_config": model.config(),
+        "diagnostics": diagnostics,
         "split": {"train": len(dataset.x_train), "test": len(dataset.x_test)},
         "epochs": history.epoch[-1] if history.epoch else 0,
         "seed": train_config.seed,
@@ -124,13 +127,21 @@ def training_table(r: dict) -> str:
         if bpd is not None
         else "\n"
     )
+    scalars = {k: v for k, v in (r.get("diagnostics") or {}).items() if isinstance(v, (int, float))}
+    shown = (
+        "On the test split: "
+        + ", ".join(f"{k.replace('_', ' ')} {v:.4g}" for k, v in scalars.items())
+        + "\n"
+        if scalars
+        else ""
+    )
     return (
         f"\n{r['dataset']} ({r['split']['train']} train / {r['split']['test']} test points, "
         f"{_setting(r)}, {r['epochs']} epochs, seed {r['seed']}; {what}, one run\n\n"
         f"| split | {column} (nats per data point) |\n"
         "|---|---|\n"
         f"| train | {r['train_elbo']:.2f} |\n"
-        f"| test | {r['test_elbo']:.2f} |\n" + bits
+        f"| test | {r['test_elbo']:.2f} |\n" + bits + shown
     )
 
 

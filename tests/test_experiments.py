@@ -592,6 +592,8 @@ def test_guide_families_experiment(tmp_path, run):
         assert r["epoch_seconds"] > 0
         # the two-layer model has two latent sites: no per-point q*, so no split
         assert (r["approximation"] is None) == (name == "two-layer")
+        assert len(r["active_units"]) == (2 if name == "two-layer" else 1)
+        assert len(r["test_elbo_curve"]) == results["budget"]["epochs"]
     assert (tmp_path / "results.md").read_text().count("\n| two-layer |") == 2
     for name in ("guide_families.png", "samples.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"

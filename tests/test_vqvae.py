@@ -190,6 +190,13 @@ def test_vqvae_trains_resumes_and_evaluates_from_the_command_line(tmp_path, extr
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
     assert (run / "samples.png").exists() and (run / "reconstructions.png").exists()
+    results = json.loads((run / "results.json").read_text())
+    usage = results["diagnostics"]
+    frequencies = usage["code_frequencies"]
+    assert len(frequencies) == usage["codes"] and sum(frequencies) == pytest.approx(1.0)
+    assert usage["dead_codes"] == sum(f == 0 for f in frequencies)
+    assert 1 <= usage["codebook_perplexity"] <= usage["codes"] - usage["dead_codes"] + 1e-9
+    assert "codebook perplexity" in (run / "results.md").read_text()
     assert main(["evaluate", "--run", str(run), "--num-samples", "50", "--limit", "6"]) == 0
 
 

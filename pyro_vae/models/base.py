@@ -29,6 +29,7 @@ member                      what it says
 ``training_figures``        the figures ``pyro-vae train`` writes (names in ``figures``)
 ``exact_log_likelihood``    ``log P`` per point, where it has a closed form
 ``proposal``                what the evaluator samples the latents from (the guide)
+``diagnostics``             model-specific numbers for the run's results (codebook use)
 ==========================  ==========================================================
 
 Shared pieces are written once: registering networks under the model's unique name in
@@ -361,6 +362,12 @@ class Model(nn.Module):
         (or a sum small enough to do). A model whose instances differ in this raises
         :class:`~pyro_vae.errors.UsageError` for those that cannot."""
         raise self.unsupported("exact_log_likelihood")
+
+    def diagnostics(self, *data: torch.Tensor) -> dict[str, Any]:
+        """Plain-data numbers that describe the trained model on ``data`` (the test
+        split), for the run's ``results.json``; scalars are also shown in
+        ``results.md`` as ``name: value``. None by default."""
+        return {}
 
     #: the file names :meth:`training_figures` may return; ``pyro-vae train
     #: --overwrite`` removes them from a folder it reuses

@@ -536,6 +536,17 @@ class VQVAE(Model):
             "frequencies": freq.tolist(),
         }
 
+    def diagnostics(self, x: torch.Tensor) -> dict[str, Any]:
+        """Codebook use on ``x`` (:meth:`codebook_usage`) and the constant KL term."""
+        usage = self.codebook_usage(x)
+        return {
+            "codebook_perplexity": usage["perplexity"],
+            "dead_codes": usage["dead_codes"],
+            "codes": usage["codes"],
+            "kl_m_log_k": self.kl,
+            "code_frequencies": usage["frequencies"],
+        }
+
     def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
         """Training curves, 64 draws from the uniform prior and test reconstructions."""
         figures = super().training_figures(dataset, history, seed)
