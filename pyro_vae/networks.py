@@ -125,6 +125,55 @@ class ConvEncoder(_Flat):
         self.body = nn.Sequential(*layers)
 
 
+class CanvasEncoder(_Flat):
+    """Inputs that hold some pixels of an image, and perhaps other features, -> ``(...,
+    out_dim)``. The pixels go to their places on a canvas, with a second channel marking
+    the pixels the input gives; the canvas goes through :class:`ConvEncoder`'s
+    convolutions, and the other features join their output before the :class:`MLP`.
+
+    :param image_shape: ``(H, W)``.
+    :param pixels: ``(in_dim,)`` integers: the pixel (row-major index) each input column
+        holds, or -1 for a column that is no pixel (a class label).
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        pixels: torch.Tensor,
+        hidden_dims: Sequence[int],
+        out_dim: int,
+        channels: Sequence[int] = CONV_CHANNELS,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__(len(pixels))
+        height, width = (int(s) for s in image_shape)
+        self.image_shape = (height, width)
+        pixels = torch.as_tensor(pixels, dtype=torch.long)
+        is_pixel = pixels >= 0
+        self.register_buffer("pixel_columns", is_pixel.nonzero().squeeze(1), persistent=False)
+        self.register_buffer("pixel_places", pixels[is_pixel], persistent=False)
+        self.register_buffer("other_columns", (~is_pixel).nonzero().squeeze(1), persistent=False)
+        given = torch.zeros(height * width)
+        given[pixels[is_pixel]] = 1.0
+        self.register_buffer("given", given, persistent=False)
+        layers: list[nn.Module] = []
+        for c_in, c_out in itertools.pairwise([2, *channels]):
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), activation()]
+        self.convs = nn.Sequential(*layers, nn.Flatten())
+        h, w = _halved(height, len(channels))[-1], _halved(width, len(channels))[-1]
+        features = channels[-1] * h * w + len(self.other_columns)
+        self.mlp = MLP(features, hidden_dims, out_dim, activation)
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_dim)`` -> ``(B, out_dim)``."""
+        batch = x.shape[0]
+        canvas = x.new_zeros(batch, self.given.numel())
+        canvas[:, self.pixel_places] = x[:, self.pixel_columns]
+        image = torch.stack([canvas, self.given.expand(batch, -1)], 1)
+        features = self.convs(image.unflatten(-1, self.image_shape))
+        return self.mlp(torch.cat([features, x[:, self.other_columns]], -1))
+
+
 class ConvDecoder(_Flat):
     """``(..., in_dim)`` -> ``(..., out_channels * H * W)``: the mirror of
     :class:`ConvEncoder`. An :class:`MLP` with ``hidden_dims`` makes ``channels[-1]``
@@ -229,6 +278,85 @@ class Convolutional(Architecture):
             self.hidden_dims[::-1],
             self.image_shape,
             out_dim // self.pixels,
+            activation=self.activation,
+        )
+
+
+class CanvasDecoder(ConvDecoder):
+    """A :class:`ConvDecoder` that keeps the pixels ``keep`` of each output channel:
+    ``(..., in_dim)`` -> ``(..., out_channels * len(keep))``, channel-major.
+
+    :param keep: row-major indices of the pixels to emit.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        hidden_dims: Sequence[int],
+        image_shape: Sequence[int],
+        out_channels: int,
+        keep: torch.Tensor,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__(in_dim, hidden_dims, image_shape, out_channels, activation=activation)
+        self.out_channels = out_channels
+        self.register_buffer("keep", torch.as_tensor(keep, dtype=torch.long), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        full = super().forward(z).unflatten(-1, (self.out_channels, -1))
+        return full[..., self.keep].flatten(-2)
+
+
+class PartialImages(Architecture):
+    """Convolutional networks for a conditional task whose X and Y are parts of one
+    image (:mod:`pyro_vae.tasks`): an encoder of ``[X, Y]`` or of ``X`` alone places
+    their pixels on a canvas (:class:`CanvasEncoder`; a class label joins after the
+    convolutions), and the decoder draws the whole image and emits Y's pixels
+    (:class:`CanvasDecoder`; its input, z and X, enters through the fully connected
+    layers).
+
+    :param x_pixels: ``(x_dim,)`` pixel index of each column of X, -1 where X is no
+        image (the label task).
+    :param y_pixels: ``(y_dim,)`` pixel index of each column of Y.
+    """
+
+    name = "conv"
+
+    def __init__(
+        self,
+        hidden_dims: Sequence[int],
+        image_shape: Sequence[int],
+        x_pixels: torch.Tensor,
+        y_pixels: torch.Tensor,
+        activation: type[nn.Module] = nn.ReLU,
+    ) -> None:
+        super().__init__(hidden_dims, activation)
+        self.image_shape = tuple(int(s) for s in image_shape)
+        self.x_pixels = torch.as_tensor(x_pixels, dtype=torch.long)
+        self.y_pixels = torch.as_tensor(y_pixels, dtype=torch.long)
+
+    def encoder(self, in_dim: int, out_dim: int) -> nn.Module:
+        """A :class:`CanvasEncoder` of ``[X, Y]`` (``in_dim = x_dim + y_dim``) or of X."""
+        layouts = {
+            len(self.x_pixels) + len(self.y_pixels): torch.cat([self.x_pixels, self.y_pixels]),
+            len(self.x_pixels): self.x_pixels,
+        }
+        if in_dim not in layouts:
+            raise ValueError(f"inputs of {in_dim} columns are neither [X, Y] nor X")
+        return CanvasEncoder(
+            self.image_shape, layouts[in_dim], self.hidden_dims, out_dim, activation=self.activation
+        )
+
+    def decoder(self, in_dim: int, out_dim: int) -> nn.Module:
+        """A :class:`CanvasDecoder` emitting Y's pixels, ``out_dim / y_dim`` per pixel."""
+        if out_dim % len(self.y_pixels):
+            raise ValueError(f"Y has {len(self.y_pixels)} pixels; {out_dim} outputs do not divide")
+        return CanvasDecoder(
+            in_dim,
+            self.hidden_dims[::-1],
+            self.image_shape,
+            out_dim // len(self.y_pixels),
+            self.y_pixels,
             activation=self.activation,
         )
 

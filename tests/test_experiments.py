@@ -97,8 +97,10 @@ def test_discover_finds_the_experiments_in_page_order():
         "likelihoods",
         "cvae_completion",
         "guide_families",
+        "vqvae",
+        "networks",
     ]
-    ring, cvae = experiments[0], experiments[-2]
+    ring, cvae = experiments[0], experiments[-4]
     assert ring.title == "Figure 2: a ring from N(0, I), and a VAE that learns it"
     assert (ring.page, ring.minutes) == ("ring.md", 1)
     assert (cvae.page, cvae.minutes) == ("cvae.md", 25)
@@ -621,3 +623,57 @@ def test_guide_families_averages_over_seeds_before_pairing_images():
     # the gap per image is (2, 3, 4) - (0.5, 0.5, 0.5)
     assert out["gap"]["mean"] == pytest.approx(2.5)
     assert out["approximation"] is None  # no gap decomposition in these runs
+
+
+def test_vqvae_experiment(tmp_path, run):
+    results = run("vqvae", tmp_path)
+    rows = {r["label"]: r for r in results["rows"]}
+    assert len(rows) == 6
+    for r in rows.values():
+        assert r["kl"] == pytest.approx(r["slots"] * math.log(r["codes"]))
+        frequencies = r["usage"]["frequencies"]
+        assert r["usage"]["dead_codes"] == sum(f == 0 for f in frequencies)
+        # k^m <= 4,096 code arrays are summed out, more are importance-sampled
+        exact = r["codes"] ** r["slots"] <= 4096
+        assert r["method"] == "exact" if exact else r["method"].startswith("IS, K = ")
+        assert ("best_code_share" in r) == (r["slots"] == 1)
+    assert rows["k = 4, the notes' loss alone"]["terms"] is False
+    for name in ("samples.png", "codebook.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_vqvae_scores_the_best_code_by_brute_force():
+    vq = experiment_module("vqvae")
+    model = vq.Row("tiny", 5, bernoulli=True).build(6, None, (8,)).eval()
+    with torch.no_grad():
+        model.quantizer.codebook.normal_()
+    x = torch.tensor([[1, 0, 1, 1, 0, 0], [0, 0, 1, 0, 1, 1], [1, 1, 1, 0, 0, 0.0]])
+    s = vq.score(model, x, num_samples=10, seed=0)
+    chosen = model.quantizer.select(model.encode(x))[:, 0]
+    best = []
+    for i in range(3):
+        scores = [
+            float(model.likelihood(model.decoder(model.quantizer.codebook[j])).log_prob(x[i]))
+            for j in range(5)
+        ]
+        best.append(max(range(5), key=scores.__getitem__))
+    expected = sum(int(b == int(c)) for b, c in zip(best, chosen, strict=True)) / 3
+    assert s["best_code_share"] == pytest.approx(expected)
+    assert s["method"] == "exact"
+
+
+def test_networks_experiment(tmp_path, run):
+    results = run("networks", tmp_path)
+    rows = {(r["model"], r["network"]): r for r in results["rows"]}
+    assert set(rows) == {(m, n) for m in ("vae", "vqvae") for n in ("mlp", "conv")}
+    # the quick sizes counted by hand: 784-32-4 MLPs; the conv encoder adds a 1->32 and a
+    # 32->64 3x3 convolution before a 3136-32 layer, the decoder mirrors it
+    mlp = 784 * 32 + 32 + 32 * 8 + 8 + 4 * 32 + 32 + 32 * 784 + 784
+    conv_encoder = (9 * 32 + 32) + (32 * 9 * 64 + 64) + (3136 * 32 + 32) + (32 * 8 + 8)
+    conv_decoder = (4 * 32 + 32) + (32 * 3136 + 3136) + (64 * 9 * 32 + 32) + (32 * 9 + 1)
+    assert rows["vae", "mlp"]["parameters"] == mlp
+    assert rows["vae", "conv"]["parameters"] == conv_encoder + conv_decoder
+    for (_, network), r in rows.items():
+        assert ("conv_minus_mlp" in r) == (network == "conv")
+    assert results["skipped"] == {}  # a quick run uses mnist5k alone
+    assert (tmp_path / "samples.png").read_bytes()[:4] == b"\x89PNG"

@@ -113,3 +113,42 @@ def test_conv_refused_by_models_without_it(tmp_path, capsys):
     args = ["train", "--dataset", "digits", "--model", "regressor", "--task", "label"]
     assert main([*args, "--network", "conv", "--out", str(tmp_path / "r")]) == 2
     assert "--network applies to" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task", ["center-column", "label"])
+def test_conv_cvae_trains_resumes_and_completes(tmp_path, task):
+    from pyro_vae.cli import main
+
+    run = tmp_path / "run"
+    args = ["train", *SMALL, "--z-dim", "2", "--model", "cvae", "--task", task, "--epochs", "1"]
+    assert main([*args, "--prior", "learned", "--out", str(run)]) == 0
+    stored = json.loads((run / "config.json").read_text())["model"]
+    assert stored["network"] == "conv" and stored["image_shape"] == [8, 8]
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
+    assert main(["evaluate", "--run", str(run), "--num-samples", "10", "--limit", "4"]) == 0
+    assert main(["complete", "--run", str(run), "--inputs", "2", "-n", "2"]) == 0
+
+
+def test_partial_images_put_x_and_y_back_on_their_image():
+    from pyro_vae.networks import CanvasDecoder, CanvasEncoder, PartialImages
+    from pyro_vae.tasks import make_task, split
+
+    task = make_task("quadrants-1", (8, 8))
+    x_pixels, y_pixels = task.x_mask.nonzero()[:, 0], task.y_mask.nonzero()[:, 0]
+    arch = PartialImages((4,), (8, 8), x_pixels, y_pixels)
+    images = torch.rand(3, 64)
+    x, y = split(task, images)
+    encoder = arch.encoder(task.x_dim + task.y_dim, 5)
+    assert isinstance(encoder, CanvasEncoder)
+    # the canvas of [X, Y] is the image, and every pixel is marked as given
+    canvas = torch.zeros(3, 64)
+    canvas[:, encoder.pixel_places] = torch.cat([x, y], -1)[:, encoder.pixel_columns]
+    torch.testing.assert_close(canvas, images)
+    assert encoder.given.sum() == 64 and arch.encoder(task.x_dim, 5).given.sum() == 16
+    decoder = arch.decoder(7, 2 * task.y_dim)
+    assert isinstance(decoder, CanvasDecoder)
+    z = torch.randn(3, 7)
+    full = ConvDecoder.forward(decoder, z).unflatten(-1, (2, 64))
+    torch.testing.assert_close(decoder(z), full[..., y_pixels].flatten(-2))
+    with pytest.raises(ValueError, match="neither"):
+        arch.encoder(3, 5)

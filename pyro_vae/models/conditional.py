@@ -57,6 +57,8 @@ class ConditionalModel(Model):
         arguments = {k: v for k, v in options.items() if k in accepted and k != "likelihood"}
         if "guide_family" in accepted and "guide" in options:
             arguments["guide_family"] = guide_family_from_options(options)
+        if "image_shape" in accepted:
+            arguments["image_shape"] = dataset.image_shape
         likelihood = likelihood_from_options(options, dataset)
         return cls(task.x_dim, task.y_dim, likelihood=likelihood, **arguments)
 

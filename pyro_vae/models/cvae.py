@@ -24,8 +24,15 @@ from pyro_vae.guides import GuideFamily, get_guide_family
 from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
 from pyro_vae.models.base import Option
 from pyro_vae.models.conditional import TASK, ConditionalModel
-from pyro_vae.models.options import GUIDE_OPTIONS, NETWORK_OPTIONS, Z_DIM, check_sizes
-from pyro_vae.networks import MLP, GaussianEncoder
+from pyro_vae.models.options import (
+    GUIDE_OPTIONS,
+    NETWORK,
+    NETWORK_OPTIONS,
+    Z_DIM,
+    architecture,
+    check_sizes,
+)
+from pyro_vae.networks import Architecture, GaussianEncoder, PartialImages
 
 PRIORS = ("fixed", "learned")
 PRIOR = Option(
@@ -37,7 +44,7 @@ PRIOR = Option(
 
 
 class CVAE(ConditionalModel):
-    """Conditional VAE with MLP networks.
+    """Conditional VAE with MLP networks, or convolutional ones on image tasks.
 
     :param int x_dim: size of the condition X.
     :param int y_dim: size of the target Y.
@@ -49,12 +56,17 @@ class CVAE(ConditionalModel):
         a data set, or ``None`` when you pass the tensors yourself.
     :param guide_family: the family of ``Q(z|X, Y)`` (:mod:`pyro_vae.guides`); the
         diagonal Gaussian by default.
+    :param str network: ``"mlp"`` (default) or ``"conv"``: every network places the
+        pixels of X and Y on the image they come from and convolves it
+        (:class:`~pyro_vae.networks.PartialImages`); needs ``task`` and ``image_shape``.
+    :param image_shape: ``(height, width)`` of the images the task splits (for
+        ``network="conv"``).
     :param str name: prefix in Pyro's param store; unique per instance by default.
     """
 
     kind = "cvae"
     summary = "P(z|X)P(Y|z,X) with the guide Q(z|X,Y) on a --task (Doersch section 3)"
-    options = (TASK, PRIOR, Z_DIM, *NETWORK_OPTIONS, *GUIDE_OPTIONS)
+    options = (TASK, PRIOR, Z_DIM, *NETWORK_OPTIONS, NETWORK, *GUIDE_OPTIONS)
     components: ClassVar[dict[str, Any]] = {
         "likelihood": lambda config: get_likelihood(**config),
         "guide_family": lambda config: get_guide_family(**config),
@@ -70,6 +82,8 @@ class CVAE(ConditionalModel):
         prior: str = "fixed",
         task: str | None = None,
         guide_family: GuideFamily | str = "diagonal",
+        network: str = "mlp",
+        image_shape: Sequence[int] | None = None,
         name: str | None = None,
     ) -> None:
         super().__init__(name)
@@ -83,21 +97,43 @@ class CVAE(ConditionalModel):
         self.likelihood = likelihood if likelihood is not None else Bernoulli()
         self.likelihood.setup(self.y_dim)
         self.guide_family = get_guide_family(guide_family)
-        self.recognition = self.guide_family.build(
-            self.x_dim + self.y_dim, self.hidden_dims, self.z_dim
-        )
+        self.network = network
+        self._image_shape = tuple(image_shape) if image_shape is not None else None
+        networks = self._networks()
+        self.recognition = self.guide_family.build(self.x_dim + self.y_dim, networks, self.z_dim)
         self.prior_net = (
-            GaussianEncoder(self.x_dim, self.hidden_dims, self.z_dim)
-            if prior == "learned"
-            else None
+            GaussianEncoder(self.x_dim, networks, self.z_dim) if prior == "learned" else None
         )
-        self.decoder = MLP(
-            self.z_dim + self.x_dim,
-            self.hidden_dims[::-1],
-            self.y_dim * self.likelihood.params_per_dim,
+        self.decoder = networks.decoder(
+            self.z_dim + self.x_dim, self.y_dim * self.likelihood.params_per_dim
         )
         self.register_buffer("prior_loc", torch.zeros(self.z_dim))
         self.register_buffer("prior_scale", torch.ones(self.z_dim))
+
+    def _networks(self) -> Architecture:
+        """MLPs, or convolutions over the image that the task's X and Y come from."""
+        if self.network != "conv":
+            return architecture(self.network, self.hidden_dims, None)
+        if self.task is None or self._image_shape is None:
+            raise UsageError(
+                "--network conv for the CVAE needs the task and the image shape, to put X "
+                "and Y back on their image; pass task= and image_shape=, or use network='mlp'"
+            )
+        from pyro_vae.tasks import make_task
+
+        task = make_task(self.task, self._image_shape, num_classes=self.x_dim)
+        if (task.x_dim, task.y_dim) != (self.x_dim, self.y_dim):
+            raise UsageError(
+                f"task {self.task} on {self._image_shape[0]}x{self._image_shape[1]} images "
+                f"has X and Y of {task.x_dim} and {task.y_dim} values, not {self.x_dim} and "
+                f"{self.y_dim}"
+            )
+        x_pixels = (
+            torch.full((self.x_dim,), -1) if self.task == "label" else task.x_mask.nonzero()[:, 0]
+        )
+        return PartialImages(
+            self.hidden_dims, self._image_shape, x_pixels, task.y_mask.nonzero()[:, 0]
+        )
 
     def prior(self, x: torch.Tensor) -> dist.TorchDistribution:
         """``P(z|X)``: N(0, I), or the learned prior network's diagonal Gaussian."""

@@ -290,6 +290,9 @@ class VQVAE(Model):
     :param image_shape: ``(height, width)`` for pictures.
     :param str select: ``"dot"`` (the notes) or ``"distance"`` (the paper).
     :param float commitment: beta, the weight of the commitment term.
+    :param float codebook_weight: the weight of the codebook term ``||sg[e] - V||^2``;
+        0 with ``commitment=0`` trains the notes' ELBO alone, whose codebook never moves.
+        Unused with ``ema_decay``.
     :param float ema_decay: learn the codebook by moving averages with this decay;
         ``None``: by the codebook term's gradient.
     :param float temperature: of :meth:`proposal`, the evaluator's proposal.
@@ -331,6 +334,7 @@ class VQVAE(Model):
         image_shape: Sequence[int] | None = None,
         select: str = "dot",
         commitment: float = 0.25,
+        codebook_weight: float = 1.0,
         ema_decay: float | None = None,
         temperature: float = 1.0,
         network: str = "mlp",
@@ -344,8 +348,11 @@ class VQVAE(Model):
             )
         if select not in SELECTIONS:
             raise UsageError(f"unknown selection {select!r}; valid: {', '.join(SELECTIONS)}")
-        if not commitment >= 0:
-            raise UsageError(f"the commitment weight must be >= 0, got {commitment}")
+        if not commitment >= 0 or not codebook_weight >= 0:
+            raise UsageError(
+                f"the commitment and codebook weights must be >= 0, got {commitment} and "
+                f"{codebook_weight}"
+            )
         if ema_decay is not None and not 0 < ema_decay < 1:
             raise UsageError(f"the moving-average decay must be in (0, 1), got {ema_decay}")
         if not temperature > 0:
@@ -361,6 +368,7 @@ class VQVAE(Model):
         self.likelihood.setup(self.x_dim)
         self._image_shape = tuple(image_shape) if image_shape is not None else None
         self.commitment = float(commitment)
+        self.codebook_weight = float(codebook_weight)
         self.temperature = float(temperature)
         self.network = network
         networks = architecture(network, self.hidden_dims, self._image_shape)
@@ -448,7 +456,7 @@ class VQVAE(Model):
             if self.training and torch.is_grad_enabled():
                 terms = self.commitment * (e - v.detach()).pow(2).sum((-2, -1))
                 if self.quantizer.ema_decay is None:
-                    terms = terms + (e.detach() - v).pow(2).sum((-2, -1))
+                    terms = terms + self.codebook_weight * (e.detach() - v).pow(2).sum((-2, -1))
                 else:
                     self.quantizer.ema_update(e.detach(), idx)
                 # a guide factor adds to log q: the loss -(log p - log q) grows by it
