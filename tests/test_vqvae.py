@@ -180,7 +180,12 @@ SMALL = ["--dataset", "digits", "--hidden-dims", "16", "--no-progress", "--model
 
 
 @pytest.mark.parametrize(
-    "extra", [["--vq-codes", "8"], ["--vq-codes", "4", "--vq-slots", "2", "--vq-ema", "0.9"]]
+    "extra",
+    [
+        ["--vq-codes", "8"],
+        # --validate: the model's prior checks that the guide's codes are codebook rows
+        ["--vq-codes", "4", "--vq-slots", "2", "--vq-ema", "0.9", "--validate"],
+    ],
 )
 def test_vqvae_trains_resumes_and_evaluates_from_the_command_line(tmp_path, extra):
     run = tmp_path / "run"

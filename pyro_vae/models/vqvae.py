@@ -141,8 +141,7 @@ class Codebook(TorchDistribution):
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
         """``sum over slots of log softmax(logits)[code]``, each slot read as its nearest
-        code (the guide's moving-average update may move a code by a hair between the
-        guide's draw and the model's scoring)."""
+        codebook row."""
         idx = self.indices(value)
         shape = torch.broadcast_shapes(idx.shape, self.logits.shape[:-1])
         logits = self.logits.expand(shape + self.logits.shape[-1:])
@@ -449,16 +448,18 @@ class VQVAE(Model):
         with pyro.plate("data", x.shape[0], dim=-1):
             e = self.encode(x)
             idx = self.quantizer.select(e)
+            training = self.training and torch.is_grad_enabled()
+            if training and self.quantizer.ema_decay is not None:
+                # move the codes first, so that the model scores the codes it decodes
+                self.quantizer.ema_update(e.detach(), idx)
             v = self.quantizer.codebook[idx]
             # the value is exactly v (e - e.detach() is zero), and the gradient at it is
             # copied to e alone: the choice of a code blocks the path to the codebook
             pyro.sample("z", dist.Delta(v.detach() + (e - e.detach()), event_dim=2))
-            if self.training and torch.is_grad_enabled():
+            if training:
                 terms = self.commitment * (e - v.detach()).pow(2).sum((-2, -1))
                 if self.quantizer.ema_decay is None:
                     terms = terms + self.codebook_weight * (e.detach() - v).pow(2).sum((-2, -1))
-                else:
-                    self.quantizer.ema_update(e.detach(), idx)
                 # a guide factor adds to log q: the loss -(log p - log q) grows by it
                 pyro.factor("vq_terms", terms, has_rsample=True)
 
