@@ -486,12 +486,13 @@ class VQVAE(Model):
         return self.likelihood(self.decoder(z.flatten(-2))).log_prob(x) - self.kl
 
     @torch.no_grad()
-    def exact_log_likelihood(self, x: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+    def exact_log_likelihood(self, x: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
         """``log P(x)`` per point by summing ``"z"`` out with Pyro's parallel
         enumeration: ``logsumexp over the k^m code arrays of log p(z) + log p(x|z)``.
 
         :param x: ``(N, x_dim)``.
-        :param int chunk_size: points per enumerated pass.
+        :param int chunk_size: points per enumerated pass; by default as many as keep
+            ``points x k^m`` at 2^15 (one likelihood value per pixel of each).
         :raises UsageError: when ``k^m`` exceeds :data:`MAX_ENUMERATION`.
         """
         combos = self.codes**self.slots
@@ -503,6 +504,7 @@ class VQVAE(Model):
         model = poutine.enum(
             pyro.infer.config_enumerate(self.model, default="parallel"), first_available_dim=-2
         )
+        chunk_size = chunk_size or max(1, 2**15 // combos)
         parts = []
         for start in range(0, len(x), chunk_size):
             with poutine.block():
