@@ -172,7 +172,9 @@ class Objective(nn.Module):
     def forward(self, batch: tuple[torch.Tensor, ...], weight: float) -> torch.Tensor:
         if batch[0].shape[0] == 0:
             # a rank whose share of a short last batch is empty (a plate cannot have size
-            # 0) still takes part in the gradient average, with zero gradients
+            # 0) still takes part in the gradient average, with zero gradients, and in
+            # any collective the model's guide joins (Model.empty_share)
+            self.vae.empty_share()
             return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
         model, guide = _scaled(self.vae.model, weight), _scaled(self.vae.guide, weight)
         return self.loss_fn.differentiable_loss(model, guide, *batch)

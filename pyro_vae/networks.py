@@ -1,5 +1,5 @@
 """Plain :class:`torch.nn.Module` networks. No Pyro calls in here: the model and
-guide in :mod:`pyro_vae.vae` decide what is random and register these modules."""
+guide in :mod:`pyro_vae.models` decide what is random and register these modules."""
 
 from __future__ import annotations
 
@@ -97,7 +97,8 @@ class _Flat(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        return self.body(x.reshape(-1, self.in_dim)).reshape(*lead, -1)
+        out = self.body(x.reshape(-1, self.in_dim))
+        return out.reshape(*lead, out.shape[-1])
 
 
 class ConvEncoder(_Flat):

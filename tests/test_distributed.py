@@ -346,6 +346,26 @@ def test_a_rank_with_an_empty_share_of_the_last_batch_still_steps(tmp_path):
     assert all(math.isfinite(v) for v in _history(out)["train_objective"])
 
 
+def test_vq_moving_averages_count_every_ranks_points(tmp_path):
+    # 41 training images in batches of 8: six steps per epoch, the last of one image,
+    # which leaves rank 1 empty-handed; it must still join the codebook's sums
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(50, 64, generator=gen).numpy()
+    np.savez(tmp_path / "tiny.npz", x_train=images[:41], x_test=images[41:])
+    out, decay, codes = tmp_path / "run", 0.9, 4
+    args = ["--dataset", f"npz:{tmp_path / 'tiny.npz'}", "--batch-size", "8", "--no-progress"]
+    vq = ["--model", "vqvae", "--vq-codes", str(codes), "--vq-ema", str(decay)]
+    proc = torchrun("train", *args, *vq, "--hidden-dims", "16", "--epochs", "2", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(out / "checkpoint.pt", weights_only=False)["model_state"]
+    # the counts start at one per code and decay each step towards the step's number of
+    # points summed over both ranks (one process would count its own share alone)
+    expected = float(codes)
+    for n in [8, 8, 8, 8, 8, 1] * 2:
+        expected = decay * expected + (1 - decay) * n
+    assert float(state["quantizer.ema_counts"].sum()) == pytest.approx(expected, rel=1e-5)
+
+
 def test_two_processes_evaluate_like_one_in_the_same_order(two_process_run, tmp_path):
     import shutil
 

@@ -26,17 +26,18 @@ def test_conv_shapes_with_leading_dimensions(shape):
 
 
 def test_conv_encoder_sees_the_image_not_a_flat_vector():
-    # the rows are unflattened into the image: the first convolution's top-left output
-    # (kernel 3, stride 2, padding 1) sees pixels (0..1, 0..1) of the image and no other
+    # the rows are unflattened into the image in row-major order: the first
+    # convolution's top-left output (kernel 3, stride 2, padding 1) sees pixels
+    # (0..1, 0..1) of the image and no other, whatever their place in the row
     torch.manual_seed(0)
     encoder = ConvEncoder((8, 8), (4,), out_dim=2)
-    conv = encoder.body[1]
-    x = torch.zeros(1, 1, 8, 8)
-    base = conv(x)[0, :, 0, 0]
-    x[0, 0, 2, 2] = 1.0  # outside the top-left window
-    assert torch.equal(conv(x)[0, :, 0, 0], base)
-    x[0, 0, 1, 1] = 1.0  # inside it
-    assert not torch.equal(conv(x)[0, :, 0, 0], base)
+    first = encoder.body[:2]  # unflatten, then the first convolution
+    row = torch.zeros(1, 64)
+    base = first(row)[0, :, 0, 0]
+    for r, c, inside in [(2, 2, False), (0, 2, False), (2, 0, False), (1, 1, True)]:
+        moved = row.clone()
+        moved[0, r * 8 + c] = 1.0
+        assert torch.equal(first(moved)[0, :, 0, 0], base) != inside, (r, c)
 
 
 def test_conv_decoder_output_is_channel_major():
@@ -73,13 +74,20 @@ def test_architectures():
 SMALL = ["--dataset", "digits", "--hidden-dims", "16", "--no-progress", "--network", "conv"]
 
 
-@pytest.mark.parametrize("model", [["--z-dim", "2"], ["--model", "hvae", "--z-dims", "4,2"]])
+@pytest.mark.parametrize(
+    "model",
+    [
+        ["--z-dim", "2"],
+        ["--model", "hvae", "--z-dims", "4,2"],
+        ["--model", "vqvae", "--vq-codes", "4"],
+    ],
+)
 def test_conv_runs_train_sample_evaluate_and_resume(tmp_path, model):
     from pyro_vae.cli import main
 
     run = tmp_path / "run"
     args = ["train", *SMALL, *model, "--epochs", "1", "--out", str(run)]
-    if model[0] == "--model":
+    if model[:2] == ["--model", "hvae"]:
         args[args.index("--hidden-dims") + 1] = "16,8"
     assert main(args) == 0
     stored = json.loads((run / "config.json").read_text())["model"]
@@ -87,7 +95,7 @@ def test_conv_runs_train_sample_evaluate_and_resume(tmp_path, model):
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
     evaluate = ["evaluate", "--run", str(run), "--num-samples", "20", "--limit", "5"]
-    if model[0] != "--model":  # the VAE: its per-point q* goes through the conv encoder
+    if model[0] == "--z-dim":  # the VAE: its per-point q* goes through the conv encoder
         evaluate += ["--gap-decomposition", "--gap-points", "2", "--gap-steps", "3"]
     assert main(evaluate) == 0
     assert (run / "samples.png").exists()

@@ -88,14 +88,35 @@ def test_elbo_is_reconstruction_minus_m_log_k():
 
 
 def test_training_loss_adds_the_codebook_and_commitment_terms():
-    model = tiny(commitment=0.5)
+    model = tiny(commitment=0.5, codebook_weight=2.0)
     with torch.no_grad():
         e = model.encoder(X).reshape(3, 1, 3)
-        v = model.quantizer.codebook[(e @ model.quantizer.codebook.T).argmax(-1)]
+        idx = (e @ model.quantizer.codebook.T).argmax(-1)[:, 0]
+        v = model.quantizer.codebook[idx].unsqueeze(1)
         squared = (e - v).pow(2).sum((-2, -1))
         elbo = model.elbo(X)
     loss = Trace_ELBO().loss(model.model, model.guide, X)  # training mode
-    assert loss == pytest.approx(float(-elbo.sum() + 1.5 * squared.sum()), rel=1e-5)
+    assert loss == pytest.approx(float(-elbo.sum() + 2.5 * squared.sum()), rel=1e-5)
+
+    # the gradients: the codebook term moves the chosen codes towards the outputs
+    # (d/dV_j = 2 w sum over the points that chose j of (V_j - e_i)), and the encoder
+    # output gets the commitment term's 2 beta (e - V) on top of the copied decoder-input
+    # gradient
+    seen = {}
+    model.encoder.register_forward_hook(lambda m, i, out: seen.update(e=out) or out.retain_grad())
+
+    def keep_input(module, inputs):
+        inputs[0].retain_grad()
+        seen["z"] = inputs[0]
+
+    model.decoder.register_forward_pre_hook(keep_input)
+    Trace_ELBO().differentiable_loss(model.model, model.guide, X).backward()
+    expected = torch.zeros(5, 3)
+    for i, j in enumerate(idx.tolist()):
+        expected[j] += 2 * 2.0 * (v[i, 0] - e[i, 0])
+    torch.testing.assert_close(model.quantizer.codebook.grad, expected)
+    commitment = seen["e"].grad - seen["z"].grad
+    torch.testing.assert_close(commitment, (2 * 0.5 * (e - v)).reshape(3, 3))
 
 
 def test_exact_log_likelihood_is_the_brute_force_sum():
@@ -140,6 +161,10 @@ def test_codebook_distribution():
     assert support.shape == (9, 1, 2, 2)
     torch.testing.assert_close(prior.log_prob(support), torch.full((9, 4), -2 * math.log(3)))
     logits = torch.tensor([[0.0, math.log(2), math.log(5)]])  # one slot: 1/8, 2/8, 5/8
+    one_slot = Codebook(codebook, logits)
+    torch.testing.assert_close(
+        one_slot.log_prob(codebook.unsqueeze(1)), torch.tensor([1 / 8, 2 / 8, 5 / 8]).log()
+    )
     draws = Codebook(codebook, logits).sample((4000,))
     frequency = (draws[:, 0, 0] == 1.0).double().mean()  # the third code
     assert abs(frequency - 5 / 8) < 4 * math.sqrt(5 / 8 * 3 / 8 / 4000)
@@ -159,6 +184,14 @@ def test_moving_average_update_by_hand():
     counts, sums = torch.tensor([1.5, 1.0]), torch.tensor([2.0, 9.5])
     smoothed = (counts + 1e-5) / (2.5 + 2e-5) * 2.5
     torch.testing.assert_close(q.codebook[:, 0], sums / smoothed)
+
+
+def test_exact_log_likelihood_refuses_too_many_code_arrays():
+    from pyro_vae.errors import UsageError
+
+    model = tiny(codes=17, slots=3)  # 4,913 > 4,096 arrays
+    with pytest.raises(UsageError, match="k\\^m = 17\\^3 = 4913 code arrays, more than 4096"):
+        model.exact_log_likelihood(X)
 
 
 def test_codebook_usage():

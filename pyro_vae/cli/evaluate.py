@@ -128,7 +128,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,  # one stream per batch: the same with any number of processes
     )
     exact = None
-    if model.supports("exact_log_likelihood"):  # a latent model with a summable log P
+    if main and model.supports("exact_log_likelihood"):  # a latent model with a summable log P
         try:
             exact = model.exact_log_likelihood(*data)
         except UsageError:  # this instance's sum is too large

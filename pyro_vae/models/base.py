@@ -30,6 +30,7 @@ member                      what it says
 ``exact_log_likelihood``    ``log P`` per point, where it has a closed form
 ``proposal``                what the evaluator samples the latents from (the guide)
 ``diagnostics``             model-specific numbers for the run's results (codebook use)
+``empty_share``             a data-parallel step on a rank whose share of the batch is empty
 ==========================  ==========================================================
 
 Shared pieces are written once: registering networks under the model's unique name in
@@ -233,6 +234,13 @@ class Model(nn.Module):
         its mass on one point makes every importance weight equal); then a proposal with
         full support, described by :attr:`proposal_note`."""
         return self.guide(*data)
+
+    def empty_share(self) -> None:
+        """Called by a data-parallel training step, in place of :meth:`model` and
+        :meth:`guide`, on a rank whose share of a short last batch is empty. A model
+        whose guide joins collectives while training (the VQ-VAE's moving averages sum
+        their statistics across ranks) joins them here with empty statistics, so that
+        every rank calls the same collectives in the same order. Nothing by default."""
 
     def pyro_module(self, part: str, module: nn.Module) -> None:
         """Register ``module`` with :func:`pyro.module` as ``NAME_PART``; the entries

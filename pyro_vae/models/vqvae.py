@@ -96,7 +96,7 @@ class Codebook(TorchDistribution):
     """
 
     arg_constraints: ClassVar[dict] = {}
-    support = constraints.real
+    support = constraints.independent(constraints.real, 2)
     has_enumerate_support = True
 
     def __init__(
@@ -135,7 +135,7 @@ class Codebook(TorchDistribution):
         idx = distance.argmin(-1)
         if self._validate_args:
             error = (value - v[idx]).abs().amax()
-            if error > 1e-5 * (1 + v.abs().amax()):
+            if not error <= 1e-5 * (1 + v.abs().amax()):  # NaN fails too
                 raise ValueError(f"a value is {float(error):.3g} away from every codebook row")
         return idx
 
@@ -319,7 +319,7 @@ class VQVAE(Model):
         "r(z|X): every slot of z drawn from a softmax of the selection scores at a "
         "temperature, since the one-hot guide Q(z|X) would make every weight equal; the "
         "ELBO, L_k and the gap above are those of r. The ELBO of Q is minus the negative "
-        "ELBO below (log P(X) - that ELBO is D[Q || P(z|X)])"
+        "ELBO above (log P(X) - that ELBO is D[Q || P(z|X)])"
     )
 
     def __init__(
@@ -463,6 +463,15 @@ class VQVAE(Model):
                 # a guide factor adds to log q: the loss -(log p - log q) grows by it
                 pyro.factor("vq_terms", terms, has_rsample=True)
 
+    def empty_share(self) -> None:
+        """With moving averages, join the update's sums across ranks with no data: the
+        codes decay like every other rank's."""
+        if self.training and self.quantizer.ema_decay is not None:
+            codebook = self.quantizer.codebook
+            e = codebook.new_zeros(0, self.slots, self.code_dim)
+            idx = torch.zeros(0, self.slots, dtype=torch.long, device=codebook.device)
+            self.quantizer.ema_update(e, idx)
+
     def proposal(self, x: torch.Tensor) -> None:
         """The evaluator's proposal for ``"z"``: every slot drawn from
         ``softmax(scores / temperature)`` of the selection scores, so that every code
@@ -490,8 +499,12 @@ class VQVAE(Model):
         """``log P(x)`` per point by summing ``"z"`` out with Pyro's parallel
         enumeration: ``logsumexp over the k^m code arrays of log p(z) + log p(x|z)``.
 
+        One enumerated trace of the model gives the code arrays, their prior
+        log-probabilities and the decoder's output for each (these do not depend on
+        ``x``); the points are then scored against them in chunks.
+
         :param x: ``(N, x_dim)``.
-        :param int chunk_size: points per enumerated pass; by default as many as keep
+        :param int chunk_size: points per chunk; by default as many as keep
             ``points x k^m`` at 2^15 (one likelihood value per pixel of each).
         :raises UsageError: when ``k^m`` exceeds :data:`MAX_ENUMERATION`.
         """
@@ -504,14 +517,16 @@ class VQVAE(Model):
         model = poutine.enum(
             pyro.infer.config_enumerate(self.model, default="parallel"), first_available_dim=-2
         )
+        with poutine.block():
+            trace = poutine.trace(model).get_trace(x[:1])
+        trace.compute_log_prob()
+        log_pz = trace.nodes["z"]["log_prob"]  # (k^m, 1)
+        params = self.decoder(trace.nodes["z"]["value"].flatten(-2))  # (k^m, 1, out)
         chunk_size = chunk_size or max(1, 2**15 // combos)
         parts = []
         for start in range(0, len(x), chunk_size):
-            with poutine.block():
-                trace = poutine.trace(model).get_trace(x[start : start + chunk_size])
-            trace.compute_log_prob()
-            joint = trace.nodes["z"]["log_prob"] + trace.nodes["x"]["log_prob"]  # (k^m, n)
-            parts.append(joint.logsumexp(0))
+            log_px_z = self.likelihood(params).log_prob(x[start : start + chunk_size])
+            parts.append((log_pz + log_px_z).logsumexp(0))  # (k^m, n) -> (n,)
         return torch.cat(parts)
 
     # -- what it can draw ---------------------------------------------------------------
