@@ -90,8 +90,8 @@ ROWS = (
     Row("k = 64, nearest code, moving averages", 64, select="distance", ema_decay=0.99),
     Row("k = 64, m = 2", 64, slots=2),
     Row("k = 64, m = 4", 64, slots=4),
-    Row("Bernoulli, k = 64", 64, select="distance", bernoulli=True),
-    Row("Bernoulli, k = 64, m = 4", 64, slots=4, select="distance", bernoulli=True),
+    Row("Bernoulli, k = 64, nearest code", 64, select="distance", bernoulli=True),
+    Row("Bernoulli, k = 64, m = 4, nearest code", 64, slots=4, select="distance", bernoulli=True),
 )
 QUICK_ROWS = (
     Row("notes, k = 4", 4),
@@ -99,7 +99,7 @@ QUICK_ROWS = (
     Row("k = 4, nearest code, moving averages", 4, select="distance", ema_decay=0.9),
     Row("k = 8, m = 2", 8, slots=2),
     Row("k = 16, m = 4", 16, slots=4),  # 65,536 code arrays: importance-sampled
-    Row("Bernoulli, k = 4, m = 4", 4, slots=4, select="distance", bernoulli=True),
+    Row("Bernoulli, k = 4, m = 4, nearest code", 4, slots=4, select="distance", bernoulli=True),
 )
 
 
@@ -119,7 +119,9 @@ def score(model: VQVAE, x: torch.Tensor, num_samples: int, seed: int) -> dict:
         out["log_px_values"] = model.exact_log_likelihood(x)
         out["method"] = "exact"
     else:
-        ev = evaluate_dataset(model.model, model.proposal, x, num_samples=num_samples, ks=(1,))
+        ev = evaluate_dataset(
+            model.model, model.proposal, x, num_samples=num_samples, ks=(1,), seed=seed
+        )
         out["log_px_values"] = ev.log_px
         out["method"] = f"IS, K = {num_samples} (ESS {float(ev.ess.mean()):.0f})"
     if model.slots == 1:  # does the guide pick the code that explains x best?

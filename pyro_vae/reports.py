@@ -305,6 +305,12 @@ def evaluation_table(r: dict[str, Any]) -> str:
             f"on -log {p}): {r['negative_elbo_10_particles']:.2f} nats per data point "
             "(compare with minus the ELBO above).\n"
         )
+    if r.get("log_px_minus_exact"):
+        d = r["log_px_minus_exact"]
+        lines.append(
+            f"\nThe importance-sampled log {p} minus the exact one, paired per point: "
+            f"{d['mean']:.4f} ± {d['stderr']:.4f} nats.\n"
+        )
     if r.get("proposal_note"):
         lines.append(f"\nThe importance samples come from {r['proposal_note']}.\n")
     if bits is not None:
