@@ -46,7 +46,7 @@ from pyro_vae.tables import markdown_table
 #: on the results page
 TITLE = "VQ-VAE as the notes derive it"
 PAGE = "vqvae.md"
-MINUTES = 15
+MINUTES = 8
 ORDER = 13
 
 TEST_IMAGES = 500
