@@ -37,7 +37,7 @@ from pyro_vae.tables import markdown_table
 #: on the results page
 TITLE = "Fully connected against convolutional networks"
 PAGE = "networks.md"
-MINUTES = 15
+MINUTES = 7
 ORDER = 14
 
 TEST_IMAGES = 200
@@ -175,7 +175,7 @@ def table(results: dict) -> str:
         ]
         for r in results["rows"]
     ]
-    skipped = "".join(f"\n{name}: {why}.\n" for name, why in results["skipped"].items())
+    skipped = "".join(f"\n{name}: {why}.\n\n" for name, why in results["skipped"].items())
     return (
         f"\nBernoulli likelihood on dynamically binarized images, {b['epochs']} epochs of "
         f"{TRAIN_IMAGES} training images, seed {b['seed']}, one run per row; "
