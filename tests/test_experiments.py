@@ -608,7 +608,14 @@ def test_guide_families_averages_over_seeds_before_pairing_images():
     def run_of(log_px, elbo):
         log_px, elbo = torch.tensor(log_px), torch.tensor(elbo)
         return dict(
-            log_px=log_px, bound=log_px, elbo=elbo, parameters=1, networks="1-1", epoch_seconds=1.0
+            log_px=log_px,
+            bound=log_px,
+            elbo=elbo,
+            parameters=1,
+            networks="1-1",
+            epoch_seconds=1.0,
+            test_elbo_curve=[-3.0, float(elbo.mean())],
+            active_units=[2],
         )
 
     runs = [run_of([1.0, 2.0, 3.0], [0.0, 0.0, 0.0]), run_of([3.0, 4.0, 5.0], [1.0, 1.0, 1.0])]
@@ -623,6 +630,7 @@ def test_guide_families_averages_over_seeds_before_pairing_images():
     # the gap per image is (2, 3, 4) - (0.5, 0.5, 0.5)
     assert out["gap"]["mean"] == pytest.approx(2.5)
     assert out["approximation"] is None  # no gap decomposition in these runs
+    assert out["test_elbo_curve"] == pytest.approx([-3.0, 0.5])  # epoch by epoch, over seeds
 
 
 def test_vqvae_experiment(tmp_path, run):
