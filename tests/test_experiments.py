@@ -20,7 +20,10 @@ def quick_results(tmp_path_factory) -> Path:
     script in a fresh process, results in one folder per experiment."""
     out = tmp_path_factory.mktemp("reproduce")
     proc = subprocess.run(
-        [sys.executable, "-m", "pyro_vae", "reproduce", "--quick", "--out", str(out)],
+        [
+            *(sys.executable, "-m", "pyro_vae", "reproduce", "--quick", "--out", str(out)),
+            *("--jobs", "2", "--threads", "1"),  # two at a time, one core each
+        ],
         capture_output=True,
         text=True,
         timeout=900,
@@ -71,6 +74,35 @@ def test_reproduce_collect_rebuilds_the_page_and_leaves_docs_alone(quick_results
     empty = quick_results / "nothing-here"
     assert main(["reproduce", "--collect", "--only", "ring", "--out", str(empty)]) == 2
     assert "--collect: no results of ring" in capsys.readouterr().err
+
+
+def test_reproduce_results_do_not_depend_on_the_jobs(quick_results, tmp_path):
+    # the fixture ran two experiments at a time; one at a time, with the same threads,
+    # every number is the same (each experiment seeds itself)
+    names = ["ring", "latent_dim"]
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "pyro_vae", "reproduce", "--quick"),
+            *("--only", ",".join(names), "--threads", "1", "--out", str(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for name in names:
+        serial = json.loads((tmp_path / name / "results.json").read_text())
+        parallel = json.loads((quick_results / name / "results.json").read_text())
+        assert untimed(serial) == untimed(parallel), name
+
+
+def untimed(value):
+    """``value`` without the wall times (keys ending in ``seconds``), at any depth."""
+    if isinstance(value, dict):
+        return {k: untimed(v) for k, v in value.items() if not k.endswith("seconds")}
+    if isinstance(value, list):
+        return [untimed(v) for v in value]
+    return value
 
 
 def test_reproduce_refuses_unknown_experiments(capsys):

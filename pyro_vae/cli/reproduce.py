@@ -30,6 +30,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import NamedTuple
 
@@ -161,7 +162,17 @@ def add_parser(sub) -> None:
         + (", ".join(e.name for e in experiments) or "the scripts in experiments/"),
     )
     r.add_argument("--out", type=Path, help="results folder (default results/, or results/quick)")
-    r.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    r.add_argument(
+        "--threads", type=int, default=2, help="torch threads of each experiment (default 2)"
+    )
+    r.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="experiments run at once, each in its own process with --threads threads "
+        "(default 1; give each job its share of the cores, e.g. --jobs 2 --threads 1 on "
+        "2 cores). Every experiment seeds itself, so the results do not depend on it",
+    )
     r.add_argument(
         "--collect",
         action="store_true",
@@ -185,12 +196,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         chosen = [known[name] for name in args.only]
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     out = args.out or (Path("results") / "quick" if args.quick else Path("results"))
     if not args.quick and not args.collect:
         minutes = sum(e.minutes for e in chosen)
         print(f"pyro-vae: {len(chosen)} experiments, about {minutes:.0f} minutes on 2 CPU cores")
     failed, seconds = [], {}
-    for i, experiment in enumerate([] if args.collect else chosen, 1):
+    to_run = [] if args.collect else chosen
+    for stale in (p for e in to_run for p in _figures(out / e.name)):  # an earlier run's
+        stale.unlink()
+
+    def run(i: int, experiment: Experiment) -> tuple[Experiment, int, str]:
         command = [
             sys.executable,
             str(root / "experiments" / f"{experiment.name}.py"),
@@ -200,18 +217,27 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             str(args.threads),
             *(["--quick"] if args.quick else []),
         ]
-        print(f"pyro-vae: [{i}/{len(chosen)}] {experiment.name}: {experiment.title}", flush=True)
-        for stale in _figures(out / experiment.name):  # figures of an earlier run
-            stale.unlink()
+        print(f"pyro-vae: [{i}/{len(to_run)}] {experiment.name}: {experiment.title}", flush=True)
         t0 = time.perf_counter()
         done = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         seconds[experiment.name] = time.perf_counter() - t0
-        if done.returncode != 0:
-            failed.append(experiment.name)
-            print(done.stderr[-3000:], file=sys.stderr)
-            print(f"pyro-vae: error: {experiment.name} failed (exit {done.returncode})")
-        else:
-            print(f"pyro-vae:   done in {seconds[experiment.name]:.0f} s", flush=True)
+        return experiment, done.returncode, done.stderr
+
+    # the experiments are independent processes: threads here only wait for them
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = [pool.submit(run, i, e) for i, e in enumerate(to_run, 1)]
+        for future in as_completed(futures):
+            experiment, code, stderr = future.result()
+            if code != 0:
+                failed.append(experiment.name)
+                print(stderr[-3000:], file=sys.stderr)
+                print(f"pyro-vae: error: {experiment.name} failed (exit {code})")
+            else:
+                print(
+                    f"pyro-vae:   {experiment.name} done in {seconds[experiment.name]:.0f} s",
+                    flush=True,
+                )
+    failed.sort(key=[e.name for e in to_run].index)
     if args.collect:
         missing = [e.name for e in chosen if not (out / e.name / "results.json").is_file()]
         if missing:
