@@ -87,6 +87,17 @@ def _halved(size: int, times: int) -> list[int]:
     return sizes
 
 
+def _convolutions(
+    in_channels: int, channels: Sequence[int], activation: type[nn.Module]
+) -> list[nn.Module]:
+    """Stride-2 3x3 convolutions (padding 1) through ``channels``, each followed by
+    ``activation``: every one halves the side lengths, rounding up."""
+    layers: list[nn.Module] = []
+    for c_in, c_out in itertools.pairwise([in_channels, *channels]):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), activation()]
+    return layers
+
+
 class _Flat(nn.Module):
     """Applies an image network to inputs with any leading dimensions: ``(..., D)`` ->
     ``(..., out)``, by flattening them into one batch dimension."""
@@ -118,12 +129,13 @@ class ConvEncoder(_Flat):
     ) -> None:
         height, width = (int(s) for s in image_shape)
         super().__init__(height * width)
-        layers: list[nn.Module] = [nn.Unflatten(1, (1, height, width))]
-        for c_in, c_out in itertools.pairwise([1, *channels]):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), activation()]
         h, w = _halved(height, len(channels))[-1], _halved(width, len(channels))[-1]
-        layers += [nn.Flatten(), MLP(channels[-1] * h * w, hidden_dims, out_dim, activation)]
-        self.body = nn.Sequential(*layers)
+        self.body = nn.Sequential(
+            nn.Unflatten(1, (1, height, width)),
+            *_convolutions(1, channels, activation),
+            nn.Flatten(),
+            MLP(channels[-1] * h * w, hidden_dims, out_dim, activation),
+        )
 
 
 class CanvasEncoder(_Flat):
@@ -157,10 +169,7 @@ class CanvasEncoder(_Flat):
         given = torch.zeros(height * width)
         given[pixels[is_pixel]] = 1.0
         self.register_buffer("given", given, persistent=False)
-        layers: list[nn.Module] = []
-        for c_in, c_out in itertools.pairwise([2, *channels]):
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), activation()]
-        self.convs = nn.Sequential(*layers, nn.Flatten())
+        self.convs = nn.Sequential(*_convolutions(2, channels, activation), nn.Flatten())
         h, w = _halved(height, len(channels))[-1], _halved(width, len(channels))[-1]
         features = channels[-1] * h * w + len(self.other_columns)
         self.mlp = MLP(features, hidden_dims, out_dim, activation)

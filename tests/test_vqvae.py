@@ -37,6 +37,19 @@ def log_px_given_code(model, x, codes):
     return (x * logits - torch.nn.functional.softplus(logits)).sum(-1)
 
 
+def watch_encoder_output_and_decoder_input(model) -> dict:
+    """``{"e": encoder output, "z": decoder input}`` of the next pass, gradients kept."""
+    seen = {}
+
+    def keep(name, tensor):
+        tensor.retain_grad()
+        seen[name] = tensor
+
+    model.encoder.register_forward_hook(lambda module, inputs, out: keep("e", out))
+    model.decoder.register_forward_pre_hook(lambda module, inputs: keep("z", inputs[0]))
+    return seen
+
+
 @pytest.mark.parametrize(("rule", "expected"), [("dot", 2), ("distance", 0)])
 def test_selection_rules_on_hand_made_vectors(rule, expected):
     q = Quantizer(3, 2, select=rule)
@@ -58,14 +71,7 @@ def test_selection_rules_on_hand_made_vectors(rule, expected):
 
 def test_straight_through_gradient_is_the_decoder_input_gradient():
     model = tiny().eval()  # evaluation: no codebook or commitment terms in the loss
-    seen = {}
-    model.encoder.register_forward_hook(lambda m, i, out: seen.update(e=out) or out.retain_grad())
-
-    def keep_input(module, inputs):
-        inputs[0].retain_grad()
-        seen["z"] = inputs[0]
-
-    model.decoder.register_forward_pre_hook(keep_input)
+    seen = watch_encoder_output_and_decoder_input(model)
     loss = Trace_ELBO().differentiable_loss(model.model, model.guide, X)
     loss.backward()
     grad_e, grad_z = seen["e"].grad, seen["z"].grad
@@ -102,14 +108,7 @@ def test_training_loss_adds_the_codebook_and_commitment_terms():
     # (d/dV_j = 2 w sum over the points that chose j of (V_j - e_i)), and the encoder
     # output gets the commitment term's 2 beta (e - V) on top of the copied decoder-input
     # gradient
-    seen = {}
-    model.encoder.register_forward_hook(lambda m, i, out: seen.update(e=out) or out.retain_grad())
-
-    def keep_input(module, inputs):
-        inputs[0].retain_grad()
-        seen["z"] = inputs[0]
-
-    model.decoder.register_forward_pre_hook(keep_input)
+    seen = watch_encoder_output_and_decoder_input(model)
     Trace_ELBO().differentiable_loss(model.model, model.guide, X).backward()
     expected = torch.zeros(5, 3)
     for i, j in enumerate(idx.tolist()):
