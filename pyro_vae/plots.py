@@ -100,7 +100,8 @@ def bounds_figure(report: dict):
     """IWAE bounds ``L_k`` against k (log axis), rising from the ELBO towards ``log P(X)``.
 
     Error bars are standard errors of the per-image differences from the ELBO,
-    the uncertainty of the rise; image-to-image spread would swamp it.
+    the uncertainty of the rise; image-to-image spread would swamp it. The title gives
+    the naive estimate (z from the prior) and its K where the report has one.
 
     :param dict report: as written to ``eval.json`` by ``pyro-vae evaluate``.
     """
@@ -125,10 +126,17 @@ def bounds_figure(report: dict):
     ax.set_xscale("log")
     ax.set_xlabel("k (samples per bound)")
     ax.set_ylabel("nats per image (mean over images)")
-    naive = s["log_px_prior"]["mean"]
+    # no naive pass (--naive-samples 0): no line for it; reports of earlier versions
+    # ran it at K = num_samples and lack its own K
+    k_naive = report.get("num_samples_prior", k_max if "log_px_prior" in s else None)
+    naive = (
+        f"naive estimate (z from the prior, K={k_naive}): {s['log_px_prior']['mean']:.2f}\n"
+        if k_naive
+        else ""
+    )
     ax.set_title(
         f"{report['dataset']} {report['split']}, {report['num_points']} images: "
-        f"bounds rise towards log {p}\nnaive estimate (z from the prior, K={k_max}): {naive:.2f}\n"
+        f"bounds rise towards log {p}\n{naive}"
         "error bars: standard error of the gain over the ELBO",
         fontsize=9,
     )

@@ -175,7 +175,7 @@ def evaluation_report(
     dataset,
     settings: dict[str, Any],
     guided: DatasetEvaluation,
-    naive: DatasetEvaluation,
+    naive: DatasetEvaluation | None,
     gaps=None,
     negative_elbo: float | None = None,
     exact: torch.Tensor | None = None,
@@ -185,15 +185,20 @@ def evaluation_report(
 
     :param dict settings: ``run``, ``split``, ``seed`` and anything else to record.
     :param guided: :func:`~pyro_vae.evaluate.evaluate_dataset` with the guide as proposal.
-    :param naive: the same with the prior as proposal.
+    :param naive: the same with the prior as proposal (the naive estimator, at a K of
+        its own), or ``None`` where it was skipped: then ``num_samples_prior`` is ``None``
+        and no ``log_px_prior`` or ``ess_prior`` entries are written.
     :param gaps: a :class:`~pyro_vae.gaps.GapDecomposition`, or ``None``.
     :param negative_elbo: the negative ELBO from fresh particles through ``Trace_ELBO``.
     :param exact: ``(N,)`` exact ``log P`` of a latent model that can sum its latents
         out, or ``None``.
     """
     summary = guided.summary()
-    summary["log_px_prior"] = mean_and_stderr(naive.log_px)
-    summary["ess_prior"] = {**mean_and_stderr(naive.ess), "min": float(naive.ess.min())}
+    per_point_prior = {}
+    if naive is not None:
+        summary["log_px_prior"] = mean_and_stderr(naive.log_px)
+        summary["ess_prior"] = {**mean_and_stderr(naive.ess), "min": float(naive.ess.min())}
+        per_point_prior = {"log_px_prior": naive.log_px}
     rows = {"elbo": guided.elbo, "log_px": guided.log_px}
     rows.update({f"L_{k}": b for k, b in zip(guided.ks, guided.bounds, strict=True)})
     report = {
@@ -201,6 +206,8 @@ def evaluation_report(
         **_data_fields(model, dataset),
         "num_points": len(guided.log_px),
         "num_samples": guided.num_samples,
+        # K of the naive pass, z from the prior; None: skipped, no *_prior entries
+        "num_samples_prior": None if naive is None else naive.num_samples,
         "ks": list(guided.ks),
         "repeats": 1,
         "unit": "nats per data point",
@@ -215,12 +222,13 @@ def evaluation_report(
         "bits_per_dim": {
             name: comparable_bits_per_dim(model, dataset, summary[name]["mean"])
             for name in ("elbo", "log_px", "log_px_prior")
+            if name in summary
         },
         "order_violations": order_violations(guided),
         "proposal_note": model.proposal_note,
         "per_point": {
             name: values.tolist()
-            for name, values in {**rows, "ess": guided.ess, "log_px_prior": naive.log_px}.items()
+            for name, values in {**rows, "ess": guided.ess, **per_point_prior}.items()
         },
     }
     if exact is not None:
@@ -280,24 +288,44 @@ def evaluation_table(r: dict[str, Any]) -> str:
         return "".join(lines) + "\n"
     n = r["notation"]
     k_max = r["num_samples"]
+    # eval.json of earlier versions: the naive pass always ran, at K = num_samples
+    k_naive = r.get("num_samples_prior", k_max if "log_px_prior" in s else None)
+    naive_row = (
+        [_row(f"log {p}, z from the prior {n['prior']} (K = {k_naive})", s["log_px_prior"])]
+        if k_naive
+        else []
+    )
+    naive_ess = (
+        [
+            f"| the prior {escape_cell(n['prior'])}, K = {k_naive} "
+            f"| {s['ess_prior']['mean']:.2f} | {s['ess_prior']['min']:.2f} |\n"
+        ]
+        if k_naive
+        else []
+    )
     lines = [
         _head(r, f"K = {k_max} importance samples per point, seed {r['seed']}, one run"),
         _row("ELBO (= L_1)", s["elbo"]),
         *[_row(f"L_{k} (IWAE bound, {k_max // k} groups)", s[f"L_{k}"]) for k in r["ks"] if k > 1],
         _row(f"log {p}, z from {n['guide']} (K = {k_max})", s["log_px"]),
-        _row(f"log {p}, z from the prior {n['prior']} (K = {k_max})", s["log_px_prior"]),
+        *naive_row,
         *(
             [_row(f"log {p}, exact (the latents summed out)", s["log_px_exact"])]
             if "log_px_exact" in s
             else []
         ),
         _row(f"gap log {p} - ELBO, estimates D[{n['guide']} || {n['posterior']}]", s["gap"]),
-        f"\nEffective sample size of the K = {k_max} importance weights per point:\n\n",
+        "\nEffective sample size of the K importance weights per point (1 to K):\n\n",
         "| z drawn from | mean ESS | min ESS |\n|---|---|---|\n",
-        f"| {escape_cell(n['guide'])} | {s['ess']['mean']:.2f} | {s['ess']['min']:.2f} |\n",
-        f"| the prior {escape_cell(n['prior'])} | {s['ess_prior']['mean']:.2f} "
-        f"| {s['ess_prior']['min']:.2f} |\n",
+        f"| {escape_cell(n['guide'])}, K = {k_max} | {s['ess']['mean']:.2f} "
+        f"| {s['ess']['min']:.2f} |\n",
+        *naive_ess,
     ]
+    if not k_naive:
+        lines.append(
+            f"\nNo naive estimate of log {p} with z from the prior {n['prior']} was made "
+            "(`--naive-samples 0`).\n"
+        )
     if r.get("negative_elbo_10_particles") is not None:
         lines.append(
             f"\nNegative ELBO from {TUTORIAL_ELBO_PARTICLES} fresh particles through "
@@ -329,6 +357,6 @@ def evaluation_table(r: dict[str, Any]) -> str:
             "| quantity | mean | std. error |\n|---|---|---|\n",
             *[_row(label, g[key]) for key, label in GAP_ROWS],
         ]
-    if not math.isfinite(s["log_px_prior"]["mean"]):
+    if k_naive and not math.isfinite(s["log_px_prior"]["mean"]):
         lines.append("\nThe naive estimate is -inf: no prior sample explained some point at all.\n")
     return "".join(lines) + "\n"

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from pyro_vae import plots
 from pyro_vae.cli import main
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.run import open as open_run
@@ -77,11 +78,93 @@ def test_a_failed_ordering_check_exits_1_on_stderr(run_copy, capsys, monkeypatch
     assert len(report["order_violations"]) == 1
 
 
+def _naive_row(text):
+    return [line for line in text.splitlines() if "the prior" in line]
+
+
+@pytest.mark.parametrize(
+    "extra,k_naive",
+    [
+        (["--num-samples", "600"], 500),  # the default, below --num-samples
+        (["--num-samples", "20"], 20),  # the default, capped at --num-samples
+        (["--num-samples", "20", "--naive-samples", "50"], 50),  # as given, even above K
+    ],
+)
+def test_naive_pass_runs_at_its_own_k(run_copy, capsys, extra, k_naive):
+    args = ["evaluate", "--run", str(run_copy), *extra, "--ks", "1,5", "--limit", "6"]
+    assert main([*args, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((run_copy / "eval_n6.json").read_text())
+    assert report["num_samples"] == int(extra[1])
+    assert report["num_samples_prior"] == k_naive
+    # the numbers are those of the library's naive estimator at that K and seed
+    model, dataset, _, _ = open_run(run_copy)
+    (x,) = model.evaluation_data(dataset, "test")
+    x = x[spread_subset(len(x), 6)]
+    naive = evaluate_dataset(
+        model.model, None, x, num_samples=k_naive, ks=(1,), proposal="prior", seed=0
+    )
+    np.testing.assert_allclose(
+        report["per_point"]["log_px_prior"], naive.log_px.tolist(), rtol=1e-6
+    )
+    s = report["summary"]
+    assert s["log_px_prior"]["mean"] == pytest.approx(float(naive.log_px.double().mean()))
+    assert 1.0 <= s["ess_prior"]["min"] <= s["ess_prior"]["mean"] <= k_naive
+    assert set(report["bits_per_dim"]) == {"elbo", "log_px", "log_px_prior"}
+    # the table row and the ESS row state the naive pass's own K
+    mean, stderr = s["log_px_prior"]["mean"], s["log_px_prior"]["stderr"]
+    row = f"| log P(X), z from the prior P(z) (K = {k_naive}) | {mean:.2f} | {stderr:.2f} |"
+    ess = (
+        f"| the prior P(z), K = {k_naive} | {s['ess_prior']['mean']:.2f} "
+        f"| {s['ess_prior']['min']:.2f} |"
+    )
+    assert _naive_row(out) == [row, ess]
+    assert _naive_row((run_copy / "eval_n6.md").read_text()) == [row, ess]
+    assert f"naive estimate (z from the prior, K={k_naive}): {mean:.2f}\n" in (
+        plots.bounds_figure(report).axes[0].get_title()
+    )
+
+
+def test_naive_samples_0_skips_the_prior_pass(run_copy, capsys, monkeypatch):
+    import pyro_vae.cli.evaluate as cli_evaluate
+
+    proposals = []
+
+    def spy(*args, **kwargs):
+        result = evaluate_dataset(*args, **kwargs)
+        proposals.append((result.proposal, result.num_samples))
+        return result
+
+    monkeypatch.setattr(cli_evaluate, "evaluate_dataset", spy)
+    args = ["evaluate", "--run", str(run_copy), "--num-samples", "20", "--limit", "6"]
+    assert main([*args, "--naive-samples", "0", "--no-progress"]) == 0
+    assert proposals == [("guide", 20)]  # no pass with z from the prior at all
+    out = capsys.readouterr().out
+    report = json.loads((run_copy / "eval_n6.json").read_text())
+    assert "num_samples_prior" in report and report["num_samples_prior"] is None
+    assert report["num_samples"] == 20
+    assert "log_px_prior" not in report["summary"] and "ess_prior" not in report["summary"]
+    assert set(report["per_point"]) == {"elbo", "log_px", "L_1", "L_5", "ess"}
+    assert set(report["bits_per_dim"]) == {"elbo", "log_px"}
+    note = (
+        "No naive estimate of log P(X) with z from the prior P(z) was made (`--naive-samples 0`)."
+    )
+    for text in (out, (run_copy / "eval_n6.md").read_text()):
+        assert _naive_row(text) == [note]
+        assert "| the prior" not in text
+    assert (run_copy / "bounds_n6.png").read_bytes()[:4] == b"\x89PNG"
+    assert "naive" not in plots.bounds_figure(report).axes[0].get_title()
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [
         (["--num-samples", "10", "--ks", "1,50"], "--ks 50 exceeds --num-samples 10"),
         (["--gap-decomposition", "--gap-steps", "-1"], "expected an integer >= 0, got -1"),
+        (
+            ["--naive-samples", "-1"],
+            "argument --naive-samples: expected an integer >= 0, got -1",
+        ),
     ],
 )
 def test_evaluate_bad_input_exits_2(digits_run, capsys, extra, message):
