@@ -210,3 +210,31 @@ def test_the_cvae_takes_a_guide_family_and_the_regressor_refuses_one(tmp_path, c
     assert "--guide applies to --model vae or cvae, not to --model regressor" in (
         capsys.readouterr().err
     )
+
+
+def test_reparameterized_normal_draws_and_scores_as_pyros_normal():
+    from pyro_vae.guides import ReparameterizedNormal
+
+    loc = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    raw = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    grads, values = [], []
+    for cls in (dist.Normal, ReparameterizedNormal):
+        q = cls(loc, raw.exp()).to_event(1).expand((5, 4))  # as a particle plate does
+        torch.manual_seed(3)
+        z = q.rsample()
+        log_q = q.log_prob(z)  # from the kept noise for ReparameterizedNormal
+        # a downstream use of z as in an ELBO, so the path through z counts
+        objective = (z.sin().sum(-1) - log_q).sum()
+        grads.append(torch.autograd.grad(objective, (loc, raw)))
+        values.append((z.detach(), log_q.detach()))
+    torch.testing.assert_close(values[0][0], values[1][0], rtol=0, atol=0)  # same draws
+    torch.testing.assert_close(values[0][1], values[1][1], rtol=1e-12, atol=1e-12)
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    # any other value is scored by Normal.log_prob
+    q = ReparameterizedNormal(loc.detach(), raw.detach().exp())
+    q.rsample()
+    other = torch.zeros(4, 3, dtype=torch.float64)
+    torch.testing.assert_close(
+        q.log_prob(other), dist.Normal(loc.detach(), raw.detach().exp()).log_prob(other)
+    )

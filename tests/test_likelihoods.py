@@ -33,6 +33,52 @@ def test_bernoulli_log_prob_is_negative_binary_cross_entropy():
     torch.testing.assert_close(Bernoulli().mean(logits), torch.sigmoid(logits))
 
 
+@pytest.mark.parametrize(
+    "logits_shape, value_shape", [((6, 9), (6, 9)), ((4, 6, 9), (6, 9)), ((3, 1, 9), (1, 9))]
+)
+def test_bernoulli_pixels_equal_pyros_bernoulli_in_value_and_gradient(logits_shape, value_shape):
+    # the fused sum over pixels against Pyro's element-wise Bernoulli, in float64,
+    # with logits from moderate to far past where exp over- or underflows in float32
+    import pyro.distributions as dist
+
+    from pyro_vae.likelihoods.pixels import BernoulliPixels
+
+    gen = torch.Generator().manual_seed(0)
+    scale = torch.tensor([0.1, 1.0, 5.0, 30.0, 120.0, 1e4, 1.0, 3.0, 0.5], dtype=torch.float64)
+    logits = torch.randn(logits_shape, generator=gen, dtype=torch.float64) * scale
+    logits.requires_grad_()
+    x = (torch.rand(value_shape, generator=gen) > 0.5).double()
+    weights = torch.randn(logits_shape[:-1], generator=gen, dtype=torch.float64)
+    ours = BernoulliPixels(logits).log_prob(x)
+    pyros = dist.Bernoulli(logits=logits).to_event(1).log_prob(x)
+    torch.testing.assert_close(ours, pyros, rtol=1e-12, atol=1e-9)
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), logits)
+    (g_pyro,) = torch.autograd.grad((pyros * weights).sum(), logits)
+    torch.testing.assert_close(g_ours, g_pyro, rtol=1e-12, atol=1e-12)
+
+
+def test_bernoulli_pixels_keep_their_class_and_fall_back_where_they_must():
+    from pyro_vae.likelihoods.pixels import BernoulliPixels
+
+    logits = torch.randn(5, 7)
+    d = Bernoulli()(logits)
+    assert isinstance(d, BernoulliPixels)
+    wide = d.expand((3, 5))  # as pyro.plate broadcasts it
+    assert isinstance(wide, BernoulliPixels) and wide.batch_shape == (3, 5)
+    x = (torch.rand(5, 7) > 0.5).float()
+    expected = -F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+    torch.testing.assert_close(wide.log_prob(x), expected.expand(3, 5))
+    # a value that needs a gradient, or that would broadcast the logits, takes Pyro's path
+    value = x.clone().requires_grad_()
+    (grad,) = torch.autograd.grad(d.log_prob(value).sum(), value)
+    torch.testing.assert_close(grad, logits)  # d/dx [x l - softplus(l)] = l
+    row = torch.randn(1, 7)
+    torch.testing.assert_close(
+        Bernoulli()(row).log_prob(x),
+        -F.binary_cross_entropy_with_logits(row.expand(5, 7), x, reduction="none").sum(-1),
+    )
+
+
 def test_continuous_bernoulli_includes_the_normalizing_constant():
     logits = torch.randn(4, 6, dtype=D64)
     x = torch.rand(4, 6, dtype=D64)

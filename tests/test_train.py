@@ -47,6 +47,24 @@ def test_fast_and_svi_engines_compute_the_same_updates(toy_binary):
     assert fast.test_elbo == pytest.approx(svi.test_elbo, rel=1e-4)
 
 
+def test_the_fast_engine_leaves_the_param_store_alone_and_uses_fused_adam(toy_binary):
+    import pyro
+
+    train, _ = toy_binary
+    pyro.clear_param_store()
+    vae = small_vae()
+    engine = make_engine(vae, engine="fast", lr=1e-2)
+    before = {k: v.clone() for k, v in vae.state_dict().items()}
+    engine.step((train[:16],), 1.0)
+    assert not list(pyro.get_param_store().keys())  # no pyro.module registration
+    assert any(not torch.equal(before[k], v) for k, v in vae.state_dict().items())
+    state = engine.optimizer_state()
+    assert state["param_groups"][0]["fused"] is True
+    # outside the engine the model registers as before, so that SVI finds its parameters
+    poutine.trace(vae.guide).get_trace(train[:4])
+    assert any(k.startswith(vae.name) for k in pyro.get_param_store().keys())
+
+
 def _log_probs(vae, x, seed):
     torch.manual_seed(seed)
     guide_tr = poutine.trace(vae.guide).get_trace(x)

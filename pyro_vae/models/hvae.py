@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from pyro_vae.errors import UsageError
+from pyro_vae.guides import ReparameterizedNormal
 from pyro_vae.likelihoods import Bernoulli, Likelihood
 from pyro_vae.models.base import Model, Option
 from pyro_vae.models.options import (
@@ -158,8 +159,8 @@ class HVAE(Model):
         self.pyro_module("encoder1", self.encoder1)
         self.pyro_module("encoder2", self.encoder2)
         with pyro.plate("data", x.shape[0], dim=-1):
-            z1 = pyro.sample("z1", dist.Normal(*self.encoder1(x)).to_event(1))
-            pyro.sample("z2", dist.Normal(*self.encoder2(z1)).to_event(1))
+            z1 = pyro.sample("z1", ReparameterizedNormal(*self.encoder1(x)).to_event(1))
+            pyro.sample("z2", ReparameterizedNormal(*self.encoder2(z1)).to_event(1))
 
     @torch.no_grad()
     def sample(self, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
