@@ -761,3 +761,20 @@ def test_quick_results_equal_the_reference_from_before_the_speed_ups(quick_resul
         compare(ref, untimed(json.loads((quick_results / name / "results.json").read_text())), name)
     assert not mismatches, "\n".join(mismatches[:20])
 
+
+def test_reproduce_picks_jobs_and_threads_from_the_cores(monkeypatch):
+    from pyro_vae.cli import reproduce
+    from pyro_vae.errors import UsageError
+
+    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert reproduce.jobs_and_threads(None, None) == (4, 1)  # a job per core
+    assert reproduce.jobs_and_threads(None, 2) == (2, 2)
+    assert reproduce.jobs_and_threads(None, 3) == (1, 3)
+    assert reproduce.jobs_and_threads(2, None) == (2, 2)  # the cores' share of each job
+    assert reproduce.jobs_and_threads(3, None) == (3, 1)
+    assert reproduce.jobs_and_threads(8, None) == (8, 1)
+    assert reproduce.jobs_and_threads(1, 8) == (1, 8)  # as given
+    with pytest.raises(UsageError, match="--jobs must be at least 1, got 0"):
+        reproduce.jobs_and_threads(0, None)
+    with pytest.raises(UsageError, match="--threads must be at least 1, got -1"):
+        reproduce.jobs_and_threads(None, -1)

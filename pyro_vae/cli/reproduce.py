@@ -163,15 +163,17 @@ def add_parser(sub) -> None:
     )
     r.add_argument("--out", type=Path, help="results folder (default results/, or results/quick)")
     r.add_argument(
-        "--threads", type=int, default=2, help="torch threads of each experiment (default 2)"
+        "--threads",
+        type=int,
+        help="torch threads of each experiment (default: the cores' share of each job, at least 1)",
     )
     r.add_argument(
         "--jobs",
         type=int,
-        default=1,
-        help="experiments run at once, each in its own process with --threads threads "
-        "(default 1; give each job its share of the cores, e.g. --jobs 2 --threads 1 on "
-        "2 cores). Every experiment seeds itself, so the results do not depend on it",
+        help="experiments run at once, each in its own process with --threads threads, "
+        "the longest first (default: as many as the cores hold at --threads each; one "
+        "thread each without --threads). Every experiment seeds itself, so the results "
+        "do not depend on it",
     )
     r.add_argument(
         "--collect",
@@ -179,6 +181,25 @@ def add_parser(sub) -> None:
         help="run nothing: rebuild the results page from the experiments already in --out",
     )
     r.set_defaults(func=cmd_reproduce)
+
+
+def jobs_and_threads(jobs: int | None, threads: int | None) -> tuple[int, int]:
+    """``(--jobs, --threads)`` with the defaults filled in from the cores this process
+    may use: one thread per job and a job per core, or as many jobs as the cores hold
+    at the given threads each.
+
+    :raises UsageError: for a value below 1.
+    """
+    for name, value in (("--jobs", jobs), ("--threads", threads)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be at least 1, got {value}")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    if threads is None:
+        threads = max(1, cores // jobs) if jobs else 1
+    if jobs is None:
+        jobs = max(1, cores // threads)
+    return jobs, threads
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -194,14 +215,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(known)}"
             )
         chosen = [known[name] for name in args.only]
-    if args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    if args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
+    jobs, threads = jobs_and_threads(args.jobs, args.threads)
     out = args.out or (Path("results") / "quick" if args.quick else Path("results"))
     if not args.quick and not args.collect:
         minutes = sum(e.minutes for e in chosen)
-        print(f"pyro-vae: {len(chosen)} experiments, about {minutes:.0f} minutes on 2 CPU cores")
+        print(
+            f"pyro-vae: {len(chosen)} experiments, about {minutes:.0f} minutes one after "
+            f"another on 2 CPU cores; {jobs} at a time with {threads} thread(s) each"
+        )
     failed, seconds = [], {}
     to_run = [] if args.collect else chosen
     for stale in (p for e in to_run for p in _figures(out / e.name)):  # an earlier run's
@@ -214,7 +235,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             "--out",
             str(out / experiment.name),
             "--threads",
-            str(args.threads),
+            str(threads),
             *(["--quick"] if args.quick else []),
         ]
         print(f"pyro-vae: [{i}/{len(to_run)}] {experiment.name}: {experiment.title}", flush=True)
@@ -224,8 +245,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         return experiment, done.returncode, done.stderr
 
     # the experiments are independent processes: threads here only wait for them
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = [pool.submit(run, i, e) for i, e in enumerate(to_run, 1)]
+    # the longest first, so that no long one starts last while the other jobs idle
+    by_length = sorted(enumerate(to_run, 1), key=lambda pair: -pair[1].minutes)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = [pool.submit(run, i, e) for i, e in by_length]
         for future in as_completed(futures):
             experiment, code, stderr = future.result()
             if code != 0:
