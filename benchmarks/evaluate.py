@@ -1,23 +1,33 @@
 """Evaluator speed and memory: importance-sampled log P(x) with K samples per image.
 
-Three ways to compute the same per-image estimate ``log (1/K) sum_k w_k`` for
-the same 784-400-20 Bernoulli VAE (weights from a fixed seed; speed does not
-depend on training) on ``mnist5k`` test images:
+For each network size (``--sizes``: ``small`` is the 784-400-20 Bernoulli VAE,
+``burda`` Burda et al.'s 784-200-200-50) and each thread count (``--threads``: 1 and
+every core by default), with weights from a fixed seed (speed does not depend on
+training) on ``mnist5k`` test images, four timings alternate over two halves of the
+images (ours, per-point, torch, limit, then again), so that machine load hits them
+alike:
 
 - ``ours``: :func:`pyro_vae.evaluate.log_likelihood` on batches of 100 images,
-  particles in chunks under a particle plate, streaming logsumexp;
-- ``loop``: the same function called once per image, a per-data-point Python
-  loop as some libraries do;
-- ``torch``: a hand-written torch computation of the same weights, with the
-  same batches and chunk sizes.
+  particles in chunks of 2^11 particle-image pairs under a particle plate, streaming
+  logsumexp;
+- ``per-point``: :func:`pyro_vae.evaluate.evaluate_dataset`, the path of
+  ``pyro-vae evaluate``: one image at a time from its own random stream, with the IWAE
+  bounds for k = 1, 5, 50, 500;
+- ``torch``: a hand-written torch computation of the same weights, with the same
+  batches and chunks (the likelihood as ``binary_cross_entropy_with_logits``);
+- ``limit``: the decoder's matrix products alone (``torch.mm`` at the shapes of a chunk
+  of ``ours``) for K samples per image: the time the evaluator would take if it did
+  nothing but its largest unavoidable work at the measured matmul rate. The *fraction of
+  the matmul limit* is this time over ``ours``'s.
 
-The images are split in two halves and the variants alternate over them
-(ours, torch, loop, ours, torch, loop) with the thread count fixed and printed.
-Peak resident memory of a fresh process (and its size just before the
-evaluation) is measured for ``ours`` at each K in ``--memory-ks`` on
-``--memory-images`` images. The last line printed is JSON.
+Peak resident memory of a fresh process (and its size just before the evaluation) is
+measured for ``ours`` at each K in ``--memory-ks`` on ``--memory-images`` images, on
+the first size and thread count. The last line printed is JSON; its top-level
+``images_per_s``, ``ratio_vs_torch`` (time of ours / time of torch: below 1 is faster)
+and ``fraction_of_matmul_limit`` are those of the first case.
 
-Usage: ``python benchmarks/evaluate.py [--images 1000] [--num-samples 5000] [--threads 2]``
+Usage: ``python benchmarks/evaluate.py [--images 200] [--num-samples 5000]
+[--sizes small,burda] [--threads 1,all]``
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import resource
 import subprocess
 import sys
@@ -35,19 +46,22 @@ import torch
 from torch.nn import functional as F
 
 from pyro_vae import VAE, load
-from pyro_vae.evaluate import log_likelihood
+from pyro_vae.evaluate import evaluate_dataset, log_likelihood
 from pyro_vae.weights import DEFAULT_PAIRS_PER_CHUNK
 
 LOG_2PI = math.log(2 * math.pi)
 BATCH = 100
+#: ``--sizes``: latent dimension and hidden widths
+SIZES = {"small": (20, (400,)), "burda": (50, (200, 200))}
 
 
-def setup(threads: int, images: int):
+def setup(threads: int, images: int, size: str = "small"):
     torch.set_num_threads(threads)
     torch.set_flush_denormal(True)
     pyro.enable_validation(False)
     torch.manual_seed(0)
-    vae = VAE(784, z_dim=20, hidden_dims=(400,)).eval()
+    z_dim, hidden = SIZES[size]
+    vae = VAE(784, z_dim=z_dim, hidden_dims=hidden).eval()
     x = load("mnist5k", binarize="dynamic").x_test[:images]
     return vae, x
 
@@ -58,20 +72,18 @@ def ours(vae, x, k):
     )
 
 
-def loop(vae, x, k):
-    return torch.cat(
-        [
-            log_likelihood(vae.model, vae.guide, x[i : i + 1], num_samples=k).log_px
-            for i in range(len(x))
-        ]
-    )
+def per_point(vae, x, k):
+    ks = tuple(g for g in (1, 5, 50, 500) if g <= k)  # pyro-vae evaluate's default bounds
+    return evaluate_dataset(vae.model, vae.guide, x, num_samples=k, ks=ks, seed=0).log_px
 
 
 @torch.no_grad()
-def hand_written(vae, x, k):
+def hand_written(vae, x, k, chunk: int | None = None):
+    """log P(x) per image, the weights written out in torch: the encoder once per batch
+    of 100 images, particles in chunks of ``chunk`` (by default ``ours``'s)."""
     out = []
     for b in x.split(BATCH):
-        chunk = max(1, DEFAULT_PAIRS_PER_CHUNK // len(b))
+        chunk = chunk or max(1, DEFAULT_PAIRS_PER_CHUNK // len(b))
         loc, scale = vae.encoder(b)  # (B, z)
         lse = None
         for start in range(0, k, chunk):
@@ -88,6 +100,65 @@ def hand_written(vae, x, k):
             lse = part if lse is None else torch.logaddexp(lse, part)
         out.append(lse - math.log(k))
     return torch.cat(out)
+
+
+def matmul_limit(vae):
+    """``(limit, gflop_per_sample)``: ``limit(x, k)`` runs the decoder's matrix products
+    for ``k`` samples of each image of ``x`` in chunks of ``ours``'s shape."""
+    rows = max(1, DEFAULT_PAIRS_PER_CHUNK // BATCH) * BATCH
+    layers = [m for m in vae.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    mats = [(torch.randn(rows, m.in_features), m.weight.detach()) for m in layers]
+    flops = sum(2 * w.shape[0] * w.shape[1] for _, w in mats)
+
+    def limit(x, k):
+        full, rest = divmod(len(x) * k, rows)  # every sample's row, once
+        for size in [rows] * full + ([rest] if rest else []):
+            for a, w in mats:
+                torch.mm(a[:size], w.t())
+
+    return limit, flops / 1e9
+
+
+def speed_case(size: str, threads: int, args) -> dict:
+    """One size at one thread count: images per second of every variant, alternating."""
+    vae, x = setup(threads, args.images, size)
+    k = args.num_samples
+    limit, gflop = matmul_limit(vae)
+    variants = {
+        "ours": ours,
+        "per_point": per_point,
+        "torch": hand_written,
+        "limit": lambda vae, x, k: limit(x, k),
+    }
+    for fn in variants.values():  # warm-up
+        fn(vae, x[:2], 64)
+    halves = [x[: len(x) // 2], x[len(x) // 2 :]]
+    seconds = dict.fromkeys(variants, 0.0)
+    estimates: dict[str, list] = {name: [] for name in variants}
+    for half in halves:
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            estimates[name].append(fn(vae, half, k))
+            seconds[name] += time.perf_counter() - t0
+    per_s = {name: len(x) / s for name, s in seconds.items()}
+    # independent samples: the signed mean difference should be zero within its s.e.
+    diff = torch.cat(estimates["ours"]) - torch.cat(estimates["torch"])
+    return {
+        "size": size,
+        "threads": threads,
+        "images_per_s": round(per_s["ours"], 2),
+        "per_point_images_per_s": round(per_s["per_point"], 2),
+        "torch_images_per_s": round(per_s["torch"], 2),
+        "limit_images_per_s": round(per_s["limit"], 2),
+        "ratio_vs_torch": round(seconds["ours"] / seconds["torch"], 3),
+        "fraction_of_matmul_limit": round(seconds["limit"] / seconds["ours"], 3),
+        "per_point_fraction_of_matmul_limit": round(seconds["limit"] / seconds["per_point"], 3),
+        "matmul_gflops": round(gflop * k * per_s["limit"], 1),
+        "diff_vs_torch": {
+            "mean": round(float(diff.mean()), 4),
+            "stderr": round(float(diff.std() / len(diff) ** 0.5), 4),
+        },
+    }
 
 
 def _status_mb(field: str) -> float:
@@ -122,48 +193,41 @@ def memory_probe(args) -> None:
     print(json.dumps(result))
 
 
+def _threads(text: str) -> list[int]:
+    cores = os.cpu_count() or 1
+    values = [cores if v.strip() == "all" else int(v) for v in text.split(",") if v.strip()]
+    return list(dict.fromkeys(values))  # "1,all" on one core is one case
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000)
+    parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--num-samples", type=int, default=5000)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--sizes", default="small,burda", help="of: " + ", ".join(SIZES))
+    parser.add_argument(
+        "--threads", default="1,all", help="torch thread counts; all: every core (default 1,all)"
+    )
     parser.add_argument("--memory-images", type=int, default=100)
     parser.add_argument("--memory-ks", default="500,5000,50000")
     parser.add_argument("--probe-k", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    thread_counts = _threads(args.threads)
+    sizes = [v.strip() for v in args.sizes.split(",") if v.strip()]
     if args.probe_k:
+        args.threads = thread_counts[0]
         return memory_probe(args)
 
-    vae, x = setup(args.threads, args.images)
-    k = args.num_samples
-    halves = [x[: len(x) // 2], x[len(x) // 2 :]]
-    variants = {"ours": ours, "torch": hand_written, "loop": loop}
-    seconds = dict.fromkeys(variants, 0.0)
-    estimates: dict[str, list] = {name: [] for name in variants}
-    for half in halves:
-        for name, fn in variants.items():
-            t0 = time.perf_counter()
-            estimates[name].append(fn(vae, half, k))
-            seconds[name] += time.perf_counter() - t0
-    per_s = {name: len(x) / s for name, s in seconds.items()}
-    # independent samples: the signed mean difference should be zero within its s.e.
-    agree = {}
-    for name in ("ours", "loop"):
-        diff = torch.cat(estimates[name]) - torch.cat(estimates["torch"])
-        agree[name] = {
-            "mean": round(float(diff.mean()), 4),
-            "stderr": round(float(diff.std() / len(diff) ** 0.5), 4),
-        }
+    cases = [speed_case(size, t, args) for size in sizes for t in thread_counts]
 
     memory = {}
-    for probe_k in [int(v) for v in args.memory_ks.split(",")]:
+    for probe_k in [int(v) for v in args.memory_ks.split(",") if v.strip()]:
         cmd = [
             sys.executable,
             __file__,
             "--probe-k",
             str(probe_k),
             "--threads",
-            str(args.threads),
+            str(thread_counts[0]),
             "--memory-images",
             str(args.memory_images),
         ]
@@ -172,31 +236,43 @@ def main(argv=None) -> dict:
         )
         memory[str(probe_k)] = {"peak_mb": child["peak_mb"], "baseline_mb": child["baseline_mb"]}
 
+    first = cases[0]
     result = {
-        "images_per_s": round(per_s["ours"], 2),
-        "loop_images_per_s": round(per_s["loop"], 2),
-        "torch_images_per_s": round(per_s["torch"], 2),
-        "ratio_vs_torch": round(per_s["torch"] / per_s["ours"], 3),
-        "ratio_vs_loop": round(per_s["loop"] / per_s["ours"], 3),
+        **{k: first[k] for k in ("images_per_s", "torch_images_per_s", "ratio_vs_torch")},
+        "fraction_of_matmul_limit": first["fraction_of_matmul_limit"],
+        "cases": cases,
         "peak_memory_mb_by_k": memory,
         "memory_images": args.memory_images,
-        "images": len(x),
-        "num_samples": k,
-        "threads": args.threads,
-        "diff_vs_torch": agree,
+        "images": args.images,
+        "num_samples": args.num_samples,
+        "chunk_pairs": DEFAULT_PAIRS_PER_CHUNK,
         "torch_version": torch.__version__,
         "pyro_version": pyro.__version__,
     }
     print(
-        f"threads={args.threads} images={len(x)} K={k} batch={BATCH} "
-        f"chunk={DEFAULT_PAIRS_PER_CHUNK // BATCH}"
+        f"images={args.images} K={args.num_samples} batch={BATCH} chunk={DEFAULT_PAIRS_PER_CHUNK}"
     )
-    for name in variants:
-        print(f"{name:>6}: {per_s[name]:.2f} images/s ({seconds[name]:.1f} s)")
+    print(
+        "| network | threads | ours, images/s | per-point | torch | matmul limit | "
+        "ours / torch, time | fraction of limit: ours | per-point |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c in cases:
+        z_dim, hidden = SIZES[c["size"]]
+        net = "784-" + "-".join(map(str, hidden)) + f"-{z_dim}"
+        print(
+            f"| {net} | {c['threads']} | {c['images_per_s']:.2f} | "
+            f"{c['per_point_images_per_s']:.2f} | {c['torch_images_per_s']:.2f} | "
+            f"{c['limit_images_per_s']:.2f} ({c['matmul_gflops']:.0f} GFLOP/s) | "
+            f"{c['ratio_vs_torch']:.3f} | {c['fraction_of_matmul_limit']:.0%} | "
+            f"{c['per_point_fraction_of_matmul_limit']:.0%} |"
+        )
     print(f"peak resident memory on {args.memory_images} images (and before evaluating), MB:")
     for probe_k, m in memory.items():
         print(f"  K={probe_k:>6}: {m['peak_mb']:.1f} ({m['baseline_mb']:.1f})")
-    print(f"log P(x) minus torch's (independent samples), mean and s.e.: {agree}")
+    print("log P(x) minus torch's (independent samples), mean and s.e.:")
+    for c in cases:
+        print(f"  {c['size']}, {c['threads']} thread(s): {c['diff_vs_torch']}")
     print(json.dumps(result))
     return result
 

@@ -18,8 +18,12 @@ binarization) without the steps. The last line printed is JSON.
 ``--model iaf`` and ``--model hvae`` time the IAF guide (2 steps) and the two-layer model
 the same way, each against its own hand-written loss.
 
+Each batch size of ``--batch-sizes`` (128 and 512 by default) is timed in turn; the
+last line's top-level ``ratio`` (svi / torch) and ``fast_ratio`` (fast / torch) are those
+of the first, ``by_batch_size`` holds every row.
+
 Usage: ``python benchmarks/train_step.py [--model vae|iaf|hvae] [--threads 1] [--steps 50]
-[--repeats 7] [--device cpu]``
+[--repeats 7] [--batch-sizes 128,512] [--device cpu]``
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pyro
 import torch
 
 from pyro_vae import VAE, binarize_batch, load, make_engine
+from pyro_vae.engine import adam_options
 from pyro_vae.guides import IAF
 from pyro_vae.models import HVAE
 
@@ -99,30 +104,9 @@ MODELS = {
 }
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
-    parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
-    parser.add_argument("--repeats", type=int, default=7, help="alternating blocks per variant")
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument(
-        "--model",
-        choices=tuple(MODELS),
-        default="vae",
-        help="vae: 784-400-20; iaf: the same with an IAF guide of 2 steps; hvae: Burda et "
-        "al.'s two stochastic layers 784-200-200-100-100-50 (default vae)",
-    )
-    args = parser.parse_args(argv)
-    build, loss_of = MODELS[args.model]
-
-    torch.set_num_threads(args.threads)
-    torch.set_flush_denormal(True)
-    pyro.enable_validation(False)
-    pyro.set_rng_seed(0)
-    device = torch.device(args.device)
-    data = load("mnist5k", binarize="static").to(device)
-    x = data.x_train[: args.batch_size]
+def time_batch(args, build, loss_of, device, data, batch_size: int) -> dict:
+    """The three variants on one batch of ``batch_size`` images, in alternating blocks."""
+    x = data.x_train[:batch_size]
 
     def make_vae():
         torch.manual_seed(0)
@@ -131,7 +115,10 @@ def main(argv=None) -> dict:
     svi_vae, fast_vae, torch_vae = make_vae(), make_vae(), make_vae()
     svi_engine = make_engine(svi_vae, engine="svi", lr=1e-3)
     fast_engine = make_engine(fast_vae, engine="fast", lr=1e-3)
-    torch_opt = torch.optim.Adam(torch_vae.parameters(), lr=1e-3)
+    # the same Adam as the engines (fused where torch has the kernel)
+    torch_opt = torch.optim.Adam(
+        torch_vae.parameters(), lr=1e-3, **adam_options(torch_vae.parameters())
+    )
 
     def sync():
         if device.type == "cuda":
@@ -169,34 +156,76 @@ def main(argv=None) -> dict:
         sync()
         t0 = time.perf_counter()
         perm = torch.randperm(len(grey), device=device)
-        for i in range(math.ceil(len(grey) / args.batch_size)):
-            batch = binarize_batch(grey[perm[i * args.batch_size : (i + 1) * args.batch_size]])
+        for i in range(math.ceil(len(grey) / batch_size)):
+            binarize_batch(grey[perm[i * batch_size : (i + 1) * batch_size]])
         sync()
         epochs_ms.append((time.perf_counter() - t0) * 1e3)
-    del batch
 
     med = {k: statistics.median(v) for k, v in times.items()}
-    result = {
+    return {
+        "batch_size": batch_size,
         "svi_ms": round(med["svi"], 3),
         "fast_ms": round(med["fast"], 3),
         "torch_ms": round(med["torch"], 3),
         "ratio": round(med["svi"] / med["torch"], 3),
         "fast_ratio": round(med["fast"] / med["torch"], 3),
+        "range_ms": {k: [round(min(v), 3), round(max(v), 3)] for k, v in times.items()},
+        "data_epoch_ms": round(statistics.median(epochs_ms), 3),
+    }
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--steps", type=int, default=50, help="steps per timed block")
+    parser.add_argument("--repeats", type=int, default=7, help="alternating blocks per variant")
+    parser.add_argument(
+        "--batch-sizes", default="128,512", help="comma-separated (default 128,512)"
+    )
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--model",
+        choices=tuple(MODELS),
+        default="vae",
+        help="vae: 784-400-20; iaf: the same with an IAF guide of 2 steps; hvae: Burda et "
+        "al.'s two stochastic layers 784-200-200-100-100-50 (default vae)",
+    )
+    args = parser.parse_args(argv)
+    build, loss_of = MODELS[args.model]
+    batch_sizes = [int(v) for v in args.batch_sizes.split(",") if v.strip()]
+
+    torch.set_num_threads(args.threads)
+    torch.set_flush_denormal(True)
+    pyro.enable_validation(False)
+    pyro.set_rng_seed(0)
+    device = torch.device(args.device)
+    data = load("mnist5k", binarize="static").to(device)
+    rows = [time_batch(args, build, loss_of, device, data, b) for b in batch_sizes]
+
+    first = rows[0]
+    result = {
+        **{k: first[k] for k in ("svi_ms", "fast_ms", "torch_ms", "ratio", "fast_ratio")},
+        "batch_size": first["batch_size"],
+        "by_batch_size": rows,
         "model": args.model,
         "threads": args.threads,
         "device": str(device),
-        "batch_size": args.batch_size,
-        "data_epoch_ms": round(statistics.median(epochs_ms), 3),
+        "steps": args.steps,
+        "repeats": args.repeats,
         "torch_version": torch.__version__,
         "pyro_version": pyro.__version__,
     }
+    print(f"model={args.model} threads={args.threads} steps={args.steps} repeats={args.repeats}")
     print(
-        f"threads={args.threads} batch={args.batch_size} steps={args.steps} repeats={args.repeats}"
+        "| batch | svi, ms | fast, ms | torch, ms | svi / torch | fast / torch "
+        "| data, ms per epoch |"
     )
-    for name in variants:
-        spread = f"{min(times[name]):.3f}..{max(times[name]):.3f}"
-        print(f"{name:>6}: {med[name]:.3f} ms/step (median; range {spread})")
-    print(f"mnist5k epoch data handling: {result['data_epoch_ms']:.2f} ms")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['batch_size']} | {r['svi_ms']:.3f} | {r['fast_ms']:.3f} | {r['torch_ms']:.3f} "
+            f"| {r['ratio']:.3f} | {r['fast_ratio']:.3f} | {r['data_epoch_ms']:.2f} |"
+        )
     print(json.dumps(result))
     return result
 
