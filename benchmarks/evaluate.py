@@ -3,9 +3,10 @@
 For each network size (``--sizes``: ``small`` is the 784-400-20 Bernoulli VAE,
 ``burda`` Burda et al.'s 784-200-200-50) and each thread count (``--threads``: 1 and
 every core by default), with weights from a fixed seed (speed does not depend on
-training) on ``mnist5k`` test images, four timings alternate over two halves of the
-images (ours, per-point, torch, limit, then again), so that machine load hits them
-alike:
+training) on ``mnist5k`` test images, four timings alternate over blocks of the
+images (ours, per-point, torch, limit, then the same on the next block of 100 images),
+so that machine load hits them alike; each variant's time per image is the median over
+the blocks:
 
 - ``ours``: :func:`pyro_vae.evaluate.log_likelihood` on batches of 100 images,
   particles in chunks of 2^11 particle-image pairs under a particle plate, streaming
@@ -26,7 +27,7 @@ the first size and thread count. The last line printed is JSON; its top-level
 ``images_per_s``, ``ratio_vs_torch`` (time of ours / time of torch: below 1 is faster)
 and ``fraction_of_matmul_limit`` are those of the first case.
 
-Usage: ``python benchmarks/evaluate.py [--images 200] [--num-samples 5000]
+Usage: ``python benchmarks/evaluate.py [--images 400] [--num-samples 5000]
 [--sizes small,burda] [--threads 1,all]``
 """
 
@@ -37,6 +38,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -132,15 +134,16 @@ def speed_case(size: str, threads: int, args) -> dict:
     }
     for fn in variants.values():  # warm-up
         fn(vae, x[:2], 64)
-    halves = [x[: len(x) // 2], x[len(x) // 2 :]]
-    seconds = dict.fromkeys(variants, 0.0)
+    blocks = x.split(BATCH)  # alternate over blocks of 100 images: medians per variant
+    per_image: dict[str, list[float]] = {name: [] for name in variants}
     estimates: dict[str, list] = {name: [] for name in variants}
-    for half in halves:
+    for block in blocks:
         for name, fn in variants.items():
             t0 = time.perf_counter()
-            estimates[name].append(fn(vae, half, k))
-            seconds[name] += time.perf_counter() - t0
-    per_s = {name: len(x) / s for name, s in seconds.items()}
+            estimates[name].append(fn(vae, block, k))
+            per_image[name].append((time.perf_counter() - t0) / len(block))
+    seconds = {name: statistics.median(t) for name, t in per_image.items()}  # per image
+    per_s = {name: 1 / s for name, s in seconds.items()}
     # independent samples: the signed mean difference should be zero within its s.e.
     diff = torch.cat(estimates["ours"]) - torch.cat(estimates["torch"])
     return {
@@ -201,7 +204,7 @@ def _threads(text: str) -> list[int]:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=200)
+    parser.add_argument("--images", type=int, default=400, help="in blocks of 100 (default 400)")
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--sizes", default="small,burda", help="of: " + ", ".join(SIZES))
     parser.add_argument(

@@ -149,7 +149,8 @@ def add_parser(sub) -> None:
     total = f"about {sum(e.minutes for e in experiments):.0f} minutes" if experiments else "hours"
     r = sub.add_parser(
         "reproduce",
-        help=f"run every experiment ({total} on 2 CPU cores; --quick: "
+        help=f"run every experiment ({total} one after another on 2 CPU cores, one per "
+        "core at a time by default; --quick: "
         "about 2 minutes) and collect the results",
     )
     r.add_argument(
