@@ -62,6 +62,13 @@ class ReparameterizedNormal(dist.Normal):
     through ``z``, since ``(z - loc) / scale = eps`` whatever they are; only the
     autograd graph is shorter (a guide's ``log q`` costs half as much per step). Any
     other value takes ``Normal.log_prob``.
+
+    The shortcut gives the *total* derivative, through ``z``, which is what every
+    objective here differentiates (``Trace_ELBO``, ``TraceMeanField_ELBO``, ``RenyiELBO``
+    and the IWAE bound). An estimator that differentiates ``log q`` with ``z`` held fixed
+    or with detached parameters (sticking the landing, DReG), or that asks for the
+    gradient with respect to ``z`` itself, must score a detached copy of the sample, or
+    use :class:`pyro.distributions.Normal`.
     """
 
     def rsample(self, sample_shape=()) -> torch.Tensor:

@@ -766,7 +766,9 @@ def test_reproduce_picks_jobs_and_threads_from_the_cores(monkeypatch):
     from pyro_vae.cli import reproduce
     from pyro_vae.errors import UsageError
 
-    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    # where the process may run on 4 cores (Linux)...
+    monkeypatch.setattr(reproduce.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: 16)
     assert reproduce.jobs_and_threads(None, None) == (4, 1)  # a job per core
     assert reproduce.jobs_and_threads(None, 2) == (2, 2)
     assert reproduce.jobs_and_threads(None, 3) == (1, 3)
@@ -774,6 +776,12 @@ def test_reproduce_picks_jobs_and_threads_from_the_cores(monkeypatch):
     assert reproduce.jobs_and_threads(3, None) == (3, 1)
     assert reproduce.jobs_and_threads(8, None) == (8, 1)
     assert reproduce.jobs_and_threads(1, 8) == (1, 8)  # as given
+    # ...and elsewhere, from the machine's count
+    monkeypatch.delattr(reproduce.os, "sched_getaffinity")
+    assert reproduce.jobs_and_threads(None, None) == (16, 1)
+    assert reproduce.jobs_and_threads(None, 4) == (4, 4)
+    monkeypatch.setattr(reproduce.os, "cpu_count", lambda: None)  # unknown: one core
+    assert reproduce.jobs_and_threads(None, None) == (1, 1)
     with pytest.raises(UsageError, match="--jobs must be at least 1, got 0"):
         reproduce.jobs_and_threads(0, None)
     with pytest.raises(UsageError, match="--threads must be at least 1, got -1"):

@@ -57,6 +57,23 @@ def test_bernoulli_pixels_equal_pyros_bernoulli_in_value_and_gradient(logits_sha
     torch.testing.assert_close(g_ours, g_pyro, rtol=1e-12, atol=1e-12)
 
 
+def test_bernoulli_pixels_round_in_float32_as_pyros_bernoulli_does():
+    import pyro.distributions as dist
+
+    from pyro_vae.likelihoods.pixels import BernoulliPixels
+
+    gen = torch.Generator().manual_seed(1)
+    for scale in (1.0, 5.0, 30.0):
+        logits = torch.randn(64, 784, generator=gen) * scale
+        x = (torch.rand(64, 784, generator=gen) < 0.3).float()
+        exact = dist.Bernoulli(logits=logits.double()).to_event(1).log_prob(x.double())
+        pyros = dist.Bernoulli(logits=logits).to_event(1).log_prob(x).double()
+        ours = BernoulliPixels(logits).log_prob(x).double()
+        # float32 sums of 784 terms: errors of the same size as Pyro's own
+        pyro_error = float((pyros - exact).abs().max())
+        assert float((ours - exact).abs().max()) <= 2 * pyro_error + 1e-5 * scale
+
+
 def test_bernoulli_pixels_keep_their_class_and_fall_back_where_they_must():
     from pyro_vae.likelihoods.pixels import BernoulliPixels
 

@@ -174,7 +174,9 @@ def add_parser(sub) -> None:
         help="experiments run at once, each in its own process with --threads threads, "
         "the longest first (default: as many as the cores hold at --threads each; one "
         "thread each without --threads). Every experiment seeds itself, so the results "
-        "do not depend on it",
+        "do not depend on --jobs; they do depend on --threads in the last bits (matrix "
+        "products add up in another order), which full budgets grow: the published "
+        "pages were made with --jobs 1 --threads 2",
     )
     r.add_argument(
         "--collect",
@@ -194,8 +196,10 @@ def jobs_and_threads(jobs: int | None, threads: int | None) -> tuple[int, int]:
     for name, value in (("--jobs", jobs), ("--threads", threads)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = cores or 1
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (Linux)
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
     if threads is None:
         threads = max(1, cores // jobs) if jobs else 1
     if jobs is None:
