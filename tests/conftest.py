@@ -50,7 +50,7 @@ def run_copy(digits_run, tmp_path):
 
 
 def pytest_collection_modifyitems(items):
-    """Tests that read the one ``pyro-vae reproduce --quick`` run (about two minutes)
+    """Tests that read the one ``pyro-vae reproduce --quick`` run (about a minute)
     are slow, whichever way they reach it."""
     for item in items:
         if "quick_results" in getattr(item, "fixturenames", ()):

@@ -151,7 +151,7 @@ def add_parser(sub) -> None:
         "reproduce",
         help=f"run every experiment ({total} one after another on 2 CPU cores, one per "
         "core at a time by default; --quick: "
-        "about 2 minutes) and collect the results",
+        "about a minute) and collect the results",
     )
     r.add_argument(
         "--quick", action="store_true", help="tiny budgets: minutes, for CI and a first look"
