@@ -137,9 +137,6 @@ def training_profile(vae: VAE, args) -> dict:
             return elbo.differentiable_loss(vae.model, vae.guide, x)
 
     def pyro_forward_backward():
-        engine_opt_free_step()
-
-    def engine_opt_free_step():
         for p in vae.parameters():
             p.grad = None
         pyro_forward().backward()
