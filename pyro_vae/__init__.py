@@ -7,6 +7,14 @@ with SVI, with the likelihood P(x|z) a swappable value.
 
 __version__ = "0.2.0"
 
+from pyro_vae.ais import (
+    AISResult,
+    BDMCResult,
+    ais_dataset,
+    annealed_importance_sampling,
+    bdmc,
+    bdmc_dataset,
+)
 from pyro_vae.data import Dataset, binarize_batch, dequantize, load
 from pyro_vae.engine import Engine, make_engine, make_objective
 from pyro_vae.errors import TrainingDiverged, UsageError
@@ -46,6 +54,8 @@ __all__ = [
     "MODELS",
     "TASKS",
     "VAE",
+    "AISResult",
+    "BDMCResult",
     "Bernoulli",
     "Beta",
     "ContinuousBernoulli",
@@ -71,6 +81,10 @@ __all__ = [
     "TrainingDiverged",
     "UsageError",
     "__version__",
+    "ais_dataset",
+    "annealed_importance_sampling",
+    "bdmc",
+    "bdmc_dataset",
     "binarize_batch",
     "bits_per_dim",
     "conditional_data",

@@ -25,3 +25,8 @@ class TrainingDiverged(RuntimeError):
 class RunWarning(UserWarning):
     """Something the user should know about a run that still goes ahead (a resumed run
     whose random streams restart, say); the command line prints it as one line."""
+
+
+class UnreliableWeights(RunWarning):
+    """Importance weights too heavy-tailed to trust: the Pareto k-hat of many points'
+    weights is above 0.7, so their importance-sampled ``log P`` may be far too low."""

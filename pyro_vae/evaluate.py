@@ -18,7 +18,10 @@ and data dimensions. From the stream of weights they compute, per data point:
   ``D[Q(z|x) || P(z|x)]`` (Doersch eq. 5);
 - the IWAE bounds ``L_k = E[log (1/k) sum_{j<=k} w_j]`` (Burda et al. 2016),
   estimated by averaging over disjoint groups of k samples; ``L_1`` is the ELBO;
-- the effective sample size ``(sum w)^2 / sum w^2`` (Kong 1992).
+- the effective sample size ``(sum w)^2 / sum w^2`` (Kong 1992);
+- the Pareto k-hat of the weights' tail (Vehtari et al.): above 0.7 the estimate of
+  ``log P(x)`` is unreliable at any practical K, whatever the ESS says
+  (:func:`~pyro_vae.weights.pareto_khat`).
 
 Particles are drawn in chunks and combined with a streaming ``logsumexp``, so
 memory depends on the chunk size, not on K.
@@ -33,10 +36,14 @@ References:
 - C. Doersch. Tutorial on Variational Autoencoders. arXiv:1606.05908, 2016.
 - Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
 - A. Kong. A note on importance sampling using standardized weights. 1992.
+- A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto Smoothed Importance
+  Sampling. arXiv:1507.02646.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -44,7 +51,8 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_vae import distributed
-from pyro_vae.weights import Accumulator, log_weight_chunks
+from pyro_vae.errors import UnreliableWeights
+from pyro_vae.weights import KHAT_UNRELIABLE, Accumulator, log_weight_chunks
 
 
 class LogLikelihood(NamedTuple):
@@ -55,6 +63,8 @@ class LogLikelihood(NamedTuple):
     :ivar ess: ``(N,)`` effective sample size, between 1 and ``num_samples``.
     :ivar num_samples: K, samples per data point.
     :ivar proposal: ``"guide"`` or ``"prior"``.
+    :ivar khat: ``(N,)`` Pareto k-hat of the weights (NaN where K is too small to fit
+        one); above :data:`~pyro_vae.weights.KHAT_UNRELIABLE` the estimate is unreliable.
     """
 
     log_px: torch.Tensor
@@ -62,6 +72,7 @@ class LogLikelihood(NamedTuple):
     ess: torch.Tensor
     num_samples: int
     proposal: str
+    khat: torch.Tensor | None = None
 
 
 class IWAEBounds(NamedTuple):
@@ -74,6 +85,7 @@ class IWAEBounds(NamedTuple):
     :ivar elbo: ``(N,)``, as in :class:`LogLikelihood`.
     :ivar ess: ``(N,)``, as in :class:`LogLikelihood`.
     :ivar num_samples: K.
+    :ivar khat: ``(N,)``, as in :class:`LogLikelihood`.
     """
 
     ks: tuple[int, ...]
@@ -82,6 +94,7 @@ class IWAEBounds(NamedTuple):
     elbo: torch.Tensor
     ess: torch.Tensor
     num_samples: int
+    khat: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -144,10 +157,10 @@ def log_likelihood(
     :raises ValueError: ``num_samples < 1``, an unknown proposal, no ``"data"`` plate,
         a model latent site the guide lacks, or a site outside the ``"data"`` plate.
     """
-    log_px, elbo, ess, _ = _estimate(
+    log_px, elbo, ess, _, khat = _estimate(
         model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks=()
     )
-    return LogLikelihood(log_px, elbo, ess, num_samples, proposal)
+    return LogLikelihood(log_px, elbo, ess, num_samples, proposal, khat)
 
 
 @torch.no_grad()
@@ -178,10 +191,10 @@ def iwae_bounds(
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1 or max(ks) > num_samples:
         raise ValueError(f"every k in ks must lie in [1, num_samples={num_samples}], got {ks}")
-    log_px, elbo, ess, bounds = _estimate(
+    log_px, elbo, ess, bounds, khat = _estimate(
         model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks
     )
-    return IWAEBounds(ks, bounds, log_px, elbo, ess, num_samples)
+    return IWAEBounds(ks, bounds, log_px, elbo, ess, num_samples, khat)
 
 
 @torch.no_grad()
@@ -240,8 +253,9 @@ def _concatenate(chunks) -> torch.Tensor:
 
 
 def _estimate(model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn, ks):
-    """Fold the weight chunks into per-point statistics: ``(log_px, elbo, ess, bounds)``."""
-    stats = Accumulator(num_samples, ks)
+    """Fold the weight chunks into per-point statistics:
+    ``(log_px, elbo, ess, bounds, khat)``."""
+    stats = Accumulator(num_samples, ks, khat=True)
     for chunk in log_weight_chunks(
         model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn
     ):
@@ -259,6 +273,7 @@ class DatasetEvaluation(NamedTuple):
     :ivar ess: ``(N,)`` effective sample size.
     :ivar num_samples: K per data point.
     :ivar proposal: ``"guide"`` or ``"prior"``.
+    :ivar khat: ``(N,)`` Pareto k-hat of each point's weights (NaN where none was fitted).
     """
 
     ks: tuple[int, ...]
@@ -268,20 +283,41 @@ class DatasetEvaluation(NamedTuple):
     ess: torch.Tensor
     num_samples: int
     proposal: str
+    khat: torch.Tensor | None = None
 
     def summary(self) -> dict[str, dict[str, float]]:
         """Mean and standard error over data points of every per-point quantity.
 
         Keys: ``"elbo"``, ``"L_k"`` for each k, ``"log_px"``, ``"gap"``
-        (``log_px - elbo``, an estimate of ``D[Q(z|x) || P(z|x)]``) and ``"ess"``
-        (with its ``"min"`` too).
+        (``log_px - elbo``, an estimate of ``D[Q(z|x) || P(z|x)]``), ``"ess"``
+        (with its ``"min"`` too) and ``"khat"`` (see :func:`khat_summary`).
         """
         rows = {"elbo": self.elbo}
         rows.update({f"L_{k}": b for k, b in zip(self.ks, self.bounds, strict=True)})
         rows.update(log_px=self.log_px, gap=self.log_px - self.elbo, ess=self.ess)
         out = {name: mean_and_stderr(v) for name, v in rows.items()}
         out["ess"]["min"] = float(self.ess.min())
+        if self.khat is not None:
+            out["khat"] = khat_summary(self.khat)
         return out
+
+
+def khat_summary(khat: torch.Tensor) -> dict[str, float]:
+    """What a reader needs of per-point Pareto k-hats: their mean, the largest, the share
+    of points above :data:`~pyro_vae.weights.KHAT_UNRELIABLE` among those with a k-hat,
+    and how many points have none (K too small to fit).
+
+    :param khat: ``(N,)``, NaN where no k-hat was fitted.
+    """
+    fitted = khat[~torch.isnan(khat)].double()
+    n = fitted.numel()
+    return {
+        "mean": float(fitted.mean()) if n else math.nan,
+        "max": float(fitted.max()) if n else math.nan,
+        "share_unreliable": float((fitted > KHAT_UNRELIABLE).double().mean()) if n else math.nan,
+        "threshold": KHAT_UNRELIABLE,
+        "not_fitted": int(khat.numel() - n),
+    }
 
 
 def mean_and_stderr(values: torch.Tensor) -> dict[str, float]:
@@ -363,10 +399,13 @@ def evaluate_dataset(
                 proposal=proposal,
                 chunk_size=chunk_size,
             )
-            parts.append(torch.cat([res.bounds, res.log_px[None], res.elbo[None], res.ess[None]]))
+            per_point = (res.log_px, res.elbo, res.ess, res.khat)
+            parts.append(torch.cat([res.bounds, *(v[None] for v in per_point)]))
             bar.update(distributed.world_size())  # the ranks advance together
-    mine = torch.cat(parts, dim=1).cpu() if parts else torch.empty(len(ks) + 3, 0)
+    mine = torch.cat(parts, dim=1).cpu() if parts else torch.empty(len(ks) + 4, 0)
     rows = torch.cat(distributed.all_gather(mine), dim=1)
+    if proposal == "guide":
+        _warn_if_unreliable(rows[len(ks) + 3])
     return DatasetEvaluation(
         ks=ks,
         bounds=rows[: len(ks)],
@@ -375,4 +414,22 @@ def evaluate_dataset(
         ess=rows[len(ks) + 2],
         num_samples=num_samples,
         proposal=proposal,
+        khat=rows[len(ks) + 3],
     )
+
+
+#: the share of points with k-hat above 0.7 from which :func:`evaluate_dataset` warns
+KHAT_WARN_SHARE = 0.1
+
+
+def _warn_if_unreliable(khat: torch.Tensor) -> None:
+    share = khat_summary(khat)["share_unreliable"]
+    if share > KHAT_WARN_SHARE:
+        warnings.warn(
+            f"the Pareto k-hat of the importance weights is above {KHAT_UNRELIABLE} for "
+            f"{share:.0%} of the {len(khat)} points: there log P may be far too low at any "
+            "practical number of samples (Vehtari et al.); check it against annealed "
+            "importance sampling",
+            UnreliableWeights,
+            stacklevel=4,  # the caller of evaluate_dataset, past torch.no_grad's wrapper
+        )

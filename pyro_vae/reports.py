@@ -16,6 +16,15 @@ from typing import Any
 import torch
 
 from pyro_vae import distributed
+from pyro_vae.ais import AISResult, BDMCResult
+from pyro_vae.ais_reports import (
+    ais_fields,
+    ais_lines,
+    ais_rows,
+    bdmc_fields,
+    bdmc_lines,
+    khat_lines,
+)
 from pyro_vae.evaluate import DatasetEvaluation, mean_and_stderr, mean_elbo
 from pyro_vae.tables import escape_cell
 from pyro_vae.units import comparable_bits_per_dim
@@ -174,17 +183,22 @@ def evaluation_report(
     model,
     dataset,
     settings: dict[str, Any],
-    guided: DatasetEvaluation,
+    guided: DatasetEvaluation | None,
     naive: DatasetEvaluation | None,
     gaps=None,
     negative_elbo: float | None = None,
     exact: torch.Tensor | None = None,
+    ais: AISResult | None = None,
+    bdmc: BDMCResult | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Plain-data report of ``pyro-vae evaluate``: settings, summary rows, the ordering
     check and per-point values.
 
     :param dict settings: ``run``, ``split``, ``seed`` and anything else to record.
-    :param guided: :func:`~pyro_vae.evaluate.evaluate_dataset` with the guide as proposal.
+    :param guided: :func:`~pyro_vae.evaluate.evaluate_dataset` with the guide as proposal,
+        or ``None`` where only AIS ran (then ``ais`` is required and ``num_samples`` is
+        ``None``).
     :param naive: the same with the prior as proposal (the naive estimator, at a K of
         its own), or ``None`` where it was skipped: then ``num_samples_prior`` is ``None``
         and no ``log_px_prior`` or ``ess_prior`` entries are written.
@@ -192,7 +206,64 @@ def evaluation_report(
     :param negative_elbo: the negative ELBO from fresh particles through ``Trace_ELBO``.
     :param exact: ``(N,)`` exact ``log P`` of a latent model that can sum its latents
         out, or ``None``.
+    :param ais: :func:`~pyro_vae.ais.ais_dataset` on the same points, or ``None``.
+    :param bdmc: :func:`~pyro_vae.ais.bdmc_dataset` on simulated points, or ``None``.
+    :param dict seconds: wall times of the ``"ais"`` and ``"bdmc"`` passes.
     """
+    seconds = seconds or {}
+    if guided is None:
+        report = _ais_only_report(model, dataset, settings, ais, negative_elbo)
+    else:
+        report = _is_report(model, dataset, settings, guided, naive, negative_elbo)
+    estimate = ais.log_px if guided is None else guided.log_px
+    if ais is not None:
+        section, per_point = ais_fields(
+            ais, None if guided is None else guided.log_px, seconds.get("ais")
+        )
+        report.update(section)
+        report["per_point"].update(per_point)
+    if bdmc is not None:
+        report.update(bdmc_fields(bdmc, seconds.get("bdmc")))
+    if exact is not None:
+        exact = exact.detach().cpu()
+        report["summary"]["log_px_exact"] = mean_and_stderr(exact)
+        # the estimate against the exact value, paired per point
+        report["log_px_minus_exact"] = mean_and_stderr(estimate - exact)
+        report["per_point"]["log_px_exact"] = exact.tolist()
+    if gaps is not None:
+        report["gap_decomposition"] = {
+            "num_points": len(gaps.log_px),
+            "steps": gaps.steps,
+            "num_samples": gaps.num_samples,
+            **{name: mean_and_stderr(getattr(gaps, name)) for name, _ in GAP_ROWS},
+        }
+    return report
+
+
+def _ais_only_report(model, dataset, settings, ais, negative_elbo) -> dict[str, Any]:
+    if ais is None:
+        raise ValueError("an evaluation report needs importance sampling, AIS or both")
+    return {
+        **settings,
+        **_data_fields(model, dataset),
+        "num_points": len(ais.log_px),
+        "num_samples": None,  # no importance sampling
+        "num_samples_prior": None,
+        "ks": [],
+        "repeats": 1,
+        "unit": "nats per data point",
+        "summary": {},
+        "negative_elbo_10_particles": negative_elbo,
+        "bits_per_dim": {
+            "log_px_ais": comparable_bits_per_dim(model, dataset, float(ais.log_px.mean()))
+        },
+        "order_violations": [],
+        "proposal_note": model.proposal_note,
+        "per_point": {},
+    }
+
+
+def _is_report(model, dataset, settings, guided, naive, negative_elbo) -> dict[str, Any]:
     summary = guided.summary()
     per_point_prior = {}
     if naive is not None:
@@ -231,19 +302,8 @@ def evaluation_report(
             for name, values in {**rows, "ess": guided.ess, **per_point_prior}.items()
         },
     }
-    if exact is not None:
-        exact = exact.detach().cpu()
-        report["summary"]["log_px_exact"] = mean_and_stderr(exact)
-        # the importance-sampled estimate against the exact value, paired per point
-        report["log_px_minus_exact"] = mean_and_stderr(guided.log_px - exact)
-        report["per_point"]["log_px_exact"] = exact.tolist()
-    if gaps is not None:
-        report["gap_decomposition"] = {
-            "num_points": len(gaps.log_px),
-            "steps": gaps.steps,
-            "num_samples": gaps.num_samples,
-            **{name: mean_and_stderr(getattr(gaps, name)) for name, _ in GAP_ROWS},
-        }
+    if guided.khat is not None:
+        report["per_point"]["khat"] = guided.khat.tolist()
     return report
 
 
@@ -286,6 +346,8 @@ def evaluation_table(r: dict[str, Any]) -> str:
             kind = " (an upper bound, from one dequantization)" if r["dequantized"] else ""
             lines.append(f"\nIn bits per dimension of the target: {bits:.4f}{kind}\n")
         return "".join(lines) + "\n"
+    if r["num_samples"] is None:
+        return _ais_only_table(r)
     n = r["notation"]
     k_max = r["num_samples"]
     # eval.json of earlier versions: the naive pass always ran, at K = num_samples
@@ -308,6 +370,7 @@ def evaluation_table(r: dict[str, Any]) -> str:
         _row("ELBO (= L_1)", s["elbo"]),
         *[_row(f"L_{k} (IWAE bound, {k_max // k} groups)", s[f"L_{k}"]) for k in r["ks"] if k > 1],
         _row(f"log {p}, z from {n['guide']} (K = {k_max})", s["log_px"]),
+        *ais_rows(r, _row),
         *naive_row,
         *(
             [_row(f"log {p}, exact (the latents summed out)", s["log_px_exact"])]
@@ -320,6 +383,8 @@ def evaluation_table(r: dict[str, Any]) -> str:
         f"| {escape_cell(n['guide'])}, K = {k_max} | {s['ess']['mean']:.2f} "
         f"| {s['ess']['min']:.2f} |\n",
         *naive_ess,
+        *khat_lines(r),
+        *ais_lines(r),
     ]
     if not k_naive:
         lines.append(
@@ -359,4 +424,28 @@ def evaluation_table(r: dict[str, Any]) -> str:
         ]
     if k_naive and not math.isfinite(s["log_px_prior"]["mean"]):
         lines.append("\nThe naive estimate is -inf: no prior sample explained some point at all.\n")
+    lines += bdmc_lines(r)
+    return "".join(lines) + "\n"
+
+
+def _ais_only_table(r: dict[str, Any]) -> str:
+    """The table of ``evaluate --method ais``: AIS without importance sampling."""
+    a, s, p = r["ais"], r["summary"], r["target"]
+    lines = [
+        _head(r, f"annealed importance sampling, seed {r['seed']}, one run"),
+        *ais_rows(r, _row),
+        *(
+            [_row(f"log {p}, exact (the latents summed out)", s["log_px_exact"])]
+            if "log_px_exact" in s
+            else []
+        ),
+        *ais_lines(r),
+    ]
+    if r.get("negative_elbo_10_particles") is not None:
+        elbo = -r["negative_elbo_10_particles"]
+        lines.append(
+            f"\nELBO from {TUTORIAL_ELBO_PARTICLES} fresh particles through Trace_ELBO: "
+            f"{elbo:.2f} nats per data point; AIS - ELBO: {a['log_px']['mean'] - elbo:.2f}.\n"
+        )
+    lines += bdmc_lines(r)
     return "".join(lines) + "\n"

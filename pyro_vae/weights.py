@@ -1,9 +1,17 @@
 """Per-data-point log importance weights and their streaming statistics.
 
-The machinery behind :mod:`pyro_vae.evaluate`: trace the guide and replay the
-model under an outer particle plate, sum each site's ``log_prob`` over every
-dimension but the particle and ``"data"`` dimensions, and fold the resulting
-``(chunk, N)`` tensors into running per-point statistics.
+The machinery behind :mod:`pyro_vae.evaluate` (and the per-point densities of
+:mod:`pyro_vae.ais`): trace the guide and replay the model under an outer particle
+plate, sum each site's ``log_prob`` over every dimension but the particle and
+``"data"`` dimensions, and fold the resulting ``(chunk, N)`` tensors into running
+per-point statistics, the Pareto k-hat of the weights' tail among them.
+
+References:
+
+- A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto Smoothed Importance
+  Sampling. arXiv:1507.02646 (JMLR 2024).
+- Y. Yao, A. Vehtari, D. Simpson, A. Gelman. Yes, but Did It Work?: Evaluating
+  Variational Inference. ICML 2018.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.ops.stats import fit_generalized_pareto
 
 #: particle-data pairs per chunk when ``chunk_size`` is not given. Memory is a few
 #: times (pairs x the model's largest per-point tensor). Measured on a 2-core CPU
@@ -24,10 +33,25 @@ from pyro.distributions.util import scale_and_mask
 #: are freshly mapped (and page-faulted) every chunk; on a GPU pass a larger chunk_size.
 DEFAULT_PAIRS_PER_CHUNK = 2**11
 PROPOSALS = ("guide", "prior")
-_PARTICLE_PLATE = "_evaluate_particles"
+#: the name of the outer plate that vectorizes particles (importance samples, AIS chains)
+PARTICLE_PLATE = "_evaluate_particles"
+#: Pareto k-hat above which importance sampling is unreliable (Vehtari et al., section 3.2:
+#: the estimate's error converges too slowly for any practical K)
+KHAT_UNRELIABLE = 0.7
+#: the fewest tail weights that :func:`pareto_khat` fits (Pyro's ``psis_diagnostic``)
+MIN_TAIL = 10
+#: tail weights, relative to the largest, that differ by no more than this are equal
+_TIED = 1e-12
 
 
-class _Layout(NamedTuple):
+class Layout(NamedTuple):
+    """Where the data points are in a model's plates.
+
+    :ivar num_points: the size of the ``"data"`` plate.
+    :ivar data_dim: its (negative) dim.
+    :ivar max_plate_nesting: plates the model and guide nest.
+    """
+
     num_points: int
     data_dim: int
     max_plate_nesting: int
@@ -44,7 +68,7 @@ def log_weight_chunks(
         raise ValueError(f"unknown proposal {proposal!r}; valid: {', '.join(PROPOSALS)}")
     if proposal == "guide" and guide is None:
         raise ValueError("proposal='guide' needs a guide")
-    layout = _inspect(model, guide if proposal == "guide" else None, args, kwargs)
+    layout = inspect_layout(model, guide if proposal == "guide" else None, args, kwargs)
     mpn = max(layout.max_plate_nesting, max_plate_nesting or 0)
     if chunk_size is None:
         chunk_size = max(1, DEFAULT_PAIRS_PER_CHUNK // layout.num_points)
@@ -58,7 +82,7 @@ def log_weight_chunks(
 
 
 def _chunk(model, guide, args, kwargs, size, proposal, layout, mpn) -> torch.Tensor:
-    with pyro.plate(_PARTICLE_PLATE, size, dim=-(mpn + 1)):
+    with pyro.plate(PARTICLE_PLATE, size, dim=-(mpn + 1)):
         if proposal == "guide":
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
@@ -69,40 +93,55 @@ def _chunk(model, guide, args, kwargs, size, proposal, layout, mpn) -> torch.Ten
             model_trace = poutine.trace(model).get_trace(*args, **kwargs)
     shape = (size, layout.num_points)
     log_w = torch.zeros(shape, device=_device(model_trace))
-    for site in _sample_sites(model_trace):
+    for site in sample_sites(model_trace):
         if proposal == "guide" or site["is_observed"]:
-            log_w = log_w + _per_point(site, layout, mpn, shape)
+            log_w = log_w + site_log_prob(site, layout, mpn, shape)
     if guide_trace is not None:
-        for site in _sample_sites(guide_trace):
-            log_w = log_w - _per_point(site, layout, mpn, shape)
+        for site in sample_sites(guide_trace):
+            log_w = log_w - site_log_prob(site, layout, mpn, shape)
     return log_w
 
 
-def _per_point(site, layout: _Layout, mpn: int, shape) -> torch.Tensor:
-    """Sum a site's log-density over every dim but the particle and data dims -> ``shape``."""
+def site_log_prob(site, layout: Layout, mpn: int, shape) -> torch.Tensor:
+    """A site's masked ``log_prob``, summed per particle and data point -> ``shape``."""
     log_p = site["fn"].log_prob(site["value"])
     log_p = scale_and_mask(log_p, mask=site["mask"])  # masks count; poutine.scale does not
-    if log_p.dim() > mpn + 1:
+    return per_point_sum(log_p, site["name"], layout, mpn, shape)
+
+
+def per_point_sum(values: torch.Tensor, name: str, layout: Layout, mpn: int, shape):
+    """Sum a tensor of a site's batch shape over every dim but the particle and data dims.
+
+    :param values: batch-shaped: plates right-aligned, the particle plate at ``-(mpn + 1)``.
+    :param str name: the site, for the error message.
+    :param shape: ``(particles, num_points)``, the result's shape.
+    """
+    if values.dim() > mpn + 1:
         raise ValueError(
-            f"site {site['name']!r} has batch shape {tuple(log_p.shape)} with more dims than "
+            f"site {name!r} has batch shape {tuple(values.shape)} with more dims than "
             f"its plates ({mpn + 1} including particles); declare extra dims with .to_event()"
         )
-    log_p = log_p.reshape((1,) * (mpn + 1 - log_p.dim()) + log_p.shape)
+    values = values.reshape((1,) * (mpn + 1 - values.dim()) + values.shape)
     keep = {0, mpn + 1 + layout.data_dim}  # particle dim, data dim (as positive indices)
     other = [d for d in range(mpn + 1) if d not in keep]
     if other:
-        log_p = log_p.sum(other, keepdim=True)
-    return log_p.reshape(log_p.shape[0], -1).expand(shape)
+        values = values.sum(other, keepdim=True)
+    return values.reshape(values.shape[0], -1).expand(shape)
 
 
-def _inspect(model, guide, args, kwargs) -> _Layout:
-    """Trace once without particles: find the data plate, check the sites, count plates."""
+def inspect_layout(model, guide, args, kwargs) -> Layout:
+    """Trace once without particles: find the data plate, check the sites, count plates.
+
+    :param guide: checked against the model's latent sites; ``None`` for none.
+    :raises ValueError: no or a subsampled ``"data"`` plate, a site outside it, or a
+        guide whose sites differ from the model's latent sites.
+    """
     with poutine.block():
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs) if guide else None
         runner = poutine.replay(model, trace=guide_trace) if guide_trace else model
         model_trace = poutine.trace(runner).get_trace(*args, **kwargs)
     traces = [t for t in (model_trace, guide_trace) if t is not None]
-    frames = [f for t in traces for s in _sample_sites(t) for f in s["cond_indep_stack"]]
+    frames = [f for t in traces for s in sample_sites(t) for f in s["cond_indep_stack"]]
     data_frames = {(f.dim, f.size) for f in frames if f.name == "data"}
     subsampled = {
         (f.size, f.full_size)
@@ -129,15 +168,15 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
     for trace, role in ((model_trace, "model"), (guide_trace, "guide")):
         if trace is None:
             continue
-        for site in _sample_sites(trace):
+        for site in sample_sites(trace):
             if not any(f.name == "data" for f in site["cond_indep_stack"]):
                 raise ValueError(
                     f"{role} site {site['name']!r} is outside the 'data' plate; a per-point "
                     "log-likelihood needs every sample site inside it"
                 )
     if guide_trace is not None:
-        model_latent = {s["name"] for s in _sample_sites(model_trace) if not s["is_observed"]}
-        guide_latent = {s["name"] for s in _sample_sites(guide_trace)}
+        model_latent = {s["name"] for s in sample_sites(model_trace) if not s["is_observed"]}
+        guide_latent = {s["name"] for s in sample_sites(guide_trace)}
         missing = sorted(model_latent - guide_latent)
         if missing:
             raise ValueError(
@@ -145,11 +184,11 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
                 "importance weights need q to propose every latent variable (enumerated "
                 "discrete sites are not supported: sample them in the guide)"
             )
-        extra = sorted(guide_latent - {s["name"] for s in _sample_sites(model_trace)})
+        extra = sorted(guide_latent - {s["name"] for s in sample_sites(model_trace)})
         if extra:
             raise ValueError(f"the guide samples site(s) {', '.join(extra)} that the model lacks")
     if any(
-        s["scale"] is not None and not _is_one(s["scale"]) for t in traces for s in _sample_sites(t)
+        s["scale"] is not None and not _is_one(s["scale"]) for t in traces for s in sample_sites(t)
     ):
         warnings.warn(
             "poutine.scale factors in the model or guide are ignored: the estimates are of "
@@ -157,15 +196,17 @@ def _inspect(model, guide, args, kwargs) -> _Layout:
             stacklevel=6,
         )
     max_plate_nesting = max([-f.dim for f in frames if f.dim is not None] + [1])
-    return _Layout(int(num_points), int(data_dim), max_plate_nesting)
+    return Layout(int(num_points), int(data_dim), max_plate_nesting)
 
 
-def _sample_sites(trace):
+def sample_sites(trace) -> list[dict]:
+    """The sample sites of a trace that carry a log-density (no plates, particles or
+    ``pyro.deterministic`` sites), in order."""
     return [
         s
         for s in trace.nodes.values()
         if s["type"] == "sample"
-        and s["name"] != _PARTICLE_PLATE
+        and s["name"] != PARTICLE_PLATE
         and not _is_plate_site(s)
         and not s["infer"].get("_deterministic", False)  # pyro.deterministic: log_prob 0
     ]
@@ -180,20 +221,74 @@ def _is_one(scale) -> bool:
 
 
 def _device(trace) -> torch.device:
-    for site in _sample_sites(trace):
+    for site in sample_sites(trace):
         return site["value"].device
     return torch.device("cpu")
 
 
-class Accumulator:
-    """Running per-point statistics of a stream of ``(chunk, N)`` log weights."""
+def tail_size(num_samples: int) -> int:
+    """How many of K weights form the tail that k-hat is fitted to: ``min(K / 5, 3 sqrt(K))``,
+    rounded up (Vehtari et al., section 3; Pyro's ``psis_diagnostic``)."""
+    return math.ceil(min(0.2 * num_samples, 3.0 * math.sqrt(num_samples)))
 
-    def __init__(self, num_samples: int, ks: tuple[int, ...]) -> None:
+
+def pareto_khat(top: torch.Tensor, num_samples: int) -> torch.Tensor:
+    """Pareto k-hat per data point from the largest log weights of each.
+
+    The weights above the ``(M + 1)``-th largest (``M =`` :func:`tail_size`), relative to
+    it, are fitted by a generalized Pareto distribution with
+    :func:`pyro.ops.stats.fit_generalized_pareto`; its shape k says how heavy the tail of
+    the weights is. Below 0.5 the weights have a finite variance; up to
+    :data:`KHAT_UNRELIABLE` (0.7) importance sampling converges at a practical rate;
+    above it, the estimate can be far off at any practical K, whatever the ESS says.
+    This is the rule of Pyro's :func:`~pyro.infer.importance.psis_diagnostic`, applied
+    to each point's own weights.
+
+    :param top: ``(>= M + 1, N)``: at least the ``M + 1`` largest log weights of each of
+        N points, in any order.
+    :param int num_samples: K, the number of weights they were taken from.
+    :returns: ``(N,)`` double; NaN where fewer than :data:`MIN_TAIL` weights lie above the
+        cutoff (K too small, or most weights tied); ``-inf`` where the largest weights are
+        equal to 12 digits, the limit k -> -inf of a tail of zero width (the proposal is
+        the posterior).
+    """
+    m = tail_size(num_samples)
+    top = top.detach().double().cpu().sort(dim=0, descending=True).values[: m + 1]
+    top = top - top[:1]  # the largest log weight is 0
+    out = torch.full((top.shape[1],), math.nan, dtype=torch.double)
+    for i in range(top.shape[1]):
+        lw = top[:, i]
+        if not torch.isfinite(lw).all() or lw.shape[0] < m + 1:
+            continue
+        cutoff = max(math.log(1e-15), float(lw[m]))
+        tail = lw[lw > cutoff]
+        if tail.numel() < MIN_TAIL:
+            continue
+        exceedances = tail.exp() - math.exp(cutoff)
+        if float(exceedances.max()) <= _TIED:  # equal weights: a tail of zero width
+            out[i] = -math.inf
+            continue
+        out[i] = fit_generalized_pareto(exceedances)[0]
+    return out
+
+
+class Accumulator:
+    """Running per-point statistics of a stream of ``(chunk, N)`` log weights.
+
+    :param int num_samples: K, the weights that will be added in all.
+    :param ks: the IWAE group sizes.
+    :param bool khat: keep each point's largest ``tail_size(K) + 1`` weights for
+        :func:`pareto_khat`.
+    """
+
+    def __init__(self, num_samples: int, ks: tuple[int, ...], khat: bool = False) -> None:
         self.num_samples = num_samples
         self.ks = ks
         self.lse = self.lse2 = self.total = None
         self.group_sum: list[torch.Tensor | None] = [None] * len(ks)
         self.leftover: list[torch.Tensor | None] = [None] * len(ks)
+        self.keep = tail_size(num_samples) + 1 if khat else 0
+        self.top: torch.Tensor | None = None
 
     def add(self, log_w: torch.Tensor) -> None:
         chunk_lse = torch.logsumexp(log_w, 0)
@@ -215,8 +310,13 @@ class Accumulator:
                     bound_sum if self.group_sum[i] is None else self.group_sum[i] + bound_sum
                 )
             self.leftover[i] = buffer[full * k :]
+        if self.keep:
+            pool = log_w if self.top is None else torch.cat([self.top, log_w])
+            self.top = pool.topk(min(self.keep, pool.shape[0]), dim=0).values  # (<= keep, N)
 
     def finish(self):
+        """``(log_px, elbo, ess, bounds, khat)`` per point; ``bounds`` is ``None`` without
+        group sizes, ``khat`` without ``khat=True``."""
         log_px = self.lse - math.log(self.num_samples)
         elbo = self.total / self.num_samples
         ess = torch.exp(2 * self.lse - self.lse2)
@@ -227,8 +327,9 @@ class Accumulator:
             if self.ks
             else None
         )
+        khat = pareto_khat(self.top, self.num_samples).to(log_px) if self.keep else None
         _warn_if_degenerate(log_px, elbo)
-        return log_px, elbo, ess, bounds
+        return log_px, elbo, ess, bounds, khat
 
 
 def _warn_if_degenerate(log_px: torch.Tensor, elbo: torch.Tensor) -> None:

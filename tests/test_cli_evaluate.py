@@ -144,7 +144,7 @@ def test_naive_samples_0_skips_the_prior_pass(run_copy, capsys, monkeypatch):
     assert "num_samples_prior" in report and report["num_samples_prior"] is None
     assert report["num_samples"] == 20
     assert "log_px_prior" not in report["summary"] and "ess_prior" not in report["summary"]
-    assert set(report["per_point"]) == {"elbo", "log_px", "L_1", "L_5", "ess"}
+    assert set(report["per_point"]) == {"elbo", "log_px", "L_1", "L_5", "ess", "khat"}
     assert set(report["bits_per_dim"]) == {"elbo", "log_px"}
     note = (
         "No naive estimate of log P(X) with z from the prior P(z) was made (`--naive-samples 0`)."

@@ -373,6 +373,9 @@ def test_two_processes_evaluate_like_one_in_the_same_order(two_process_run, tmp_
     shutil.copytree(two_process_run, run)
     args = ["--num-samples", "100", "--ks", "1,10", "--limit", "41", "--seed", "3"]
     gaps = ["--gap-decomposition", "--gap-points", "30", "--gap-steps", "10"]
+    # AIS beside IS, and BDMC on 5 simulated points (3 on rank 0, 2 on rank 1)
+    gaps += ["--method", "both", "--ais-steps", "15", "--ais-chains", "3", "--leapfrog-steps", "2"]
+    gaps += ["--bdmc", "5"]
     proc = torchrun("evaluate", "--run-dir", str(run), *args, *gaps, "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((run / "eval_n41.json").read_text())
@@ -384,6 +387,9 @@ def test_two_processes_evaluate_like_one_in_the_same_order(two_process_run, tmp_
         assert two["gap_decomposition"][key]["mean"] == pytest.approx(
             one["gap_decomposition"][key]["mean"], rel=1e-5
         )
+    for key, values in one["bdmc"]["per_point"].items():
+        np.testing.assert_allclose(two["bdmc"]["per_point"][key], values, rtol=1e-5, err_msg=key)
+    assert len(two["per_point"]["log_px_ais"]) == 41
     assert two["negative_elbo_10_particles"] == pytest.approx(
         one["negative_elbo_10_particles"], rel=1e-5
     )

@@ -285,3 +285,43 @@ def test_conditional_model_gives_log_p_y_given_x():
     marginal = dist.MultivariateNormal(x @ A.T, W @ W.T + s**2 * torch.eye(3, dtype=D64))
     res = log_likelihood(model, guide, x, y, num_samples=16)
     torch.testing.assert_close(res.log_px, marginal.log_prob(y), atol=1e-9, rtol=0)
+
+
+# --- Pareto k-hat ------------------------------------------------------------------------
+
+#: how far the mean k-hat of 8 points, each from K = 5000 weights, may lie from its
+#: closed form (a k-hat from ~200 tail weights has a standard error near 0.08)
+KHAT_TOLERANCE = 0.1
+
+
+def _scaled_posterior_guide(lg, factor):
+    def guide(x):
+        with pyro.plate("data", x.shape[0], dim=-1):
+            pyro.sample("z", dist.MultivariateNormal(lg.posterior_mean(x), lg.cov * factor**2))
+
+    return guide
+
+
+@pytest.mark.parametrize("factor", [0.2, 0.6, 0.8])
+def test_pareto_khat_of_a_narrowed_posterior_has_its_closed_form(lg, factor):
+    """Proposal N(m, f^2 S) for a posterior N(m, S) in d = 2 dimensions: with
+    u = (z - m)^T S^-1 (z - m) / f^2 ~ chi2_2 (an exponential of mean 2) under the
+    proposal, log w = u (1 - f^2) / 2 + const, so P(w > t) ~ t^(-1 / (1 - f^2)): the
+    weights are exactly Pareto-tailed with shape k = 1 - f^2."""
+    x = lg.sample_x(8)
+    pyro.set_rng_seed(5)
+    res = log_likelihood(lg.model, _scaled_posterior_guide(lg, factor), x, num_samples=5000)
+    assert float(res.khat.mean()) == pytest.approx(1 - factor**2, abs=KHAT_TOLERANCE)
+    if factor == 0.2:  # k = 0.96: every point is flagged
+        assert (res.khat > 0.7).all()
+
+
+def test_pareto_khat_is_low_for_the_posterior_and_a_wider_proposal(lg):
+    x = lg.sample_x(8)
+    pyro.set_rng_seed(6)
+    exact = log_likelihood(lg.model, lg.exact_guide, x, num_samples=1000).khat
+    assert (exact == -math.inf).all()  # equal weights: a tail of zero width
+    wide = log_likelihood(lg.model, _scaled_posterior_guide(lg, 1.5), x, num_samples=5000).khat
+    assert (wide < 0).all()  # bounded weights: a negative shape
+    few = log_likelihood(lg.model, lg.mean_field_guide, x, num_samples=20).khat
+    assert torch.isnan(few).all()  # 4 tail weights of 20 are too few to fit

@@ -227,3 +227,25 @@ def test_finite_weights_do_not_warn(lg):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         log_likelihood(lg.model, lg.mean_field_guide, lg.sample_x(3), num_samples=20)
+
+
+def test_the_streamed_tail_is_the_largest_weights_and_khat_follows_pyros_fit():
+    from pyro.ops.stats import fit_generalized_pareto
+
+    from pyro_vae.weights import pareto_khat, tail_size
+
+    g = torch.Generator().manual_seed(1)
+    lw = torch.randn(500, 3, generator=g, dtype=D64) * 2
+    m = tail_size(500)
+    assert m == math.ceil(3 * math.sqrt(500))  # 3 sqrt(K) < K / 5 from K = 225
+    direct = pareto_khat(lw, 500)
+    for chunk in (1, 33, 500):
+        acc = Accumulator(500, (), khat=True)
+        for part in lw.split(chunk):
+            acc.add(part)
+        torch.testing.assert_close(acc.top, lw.topk(m + 1, dim=0).values)
+        torch.testing.assert_close(acc.finish()[4], direct)
+    # by hand for point 0: the m weights above the (m + 1)-th largest, relative to the max
+    top = lw[:, 0].sort(descending=True).values[: m + 1] - lw[:, 0].max()
+    k, _ = fit_generalized_pareto(top[:m].exp() - top[m].exp())
+    assert float(direct[0]) == pytest.approx(k)

@@ -9,14 +9,21 @@ from Q(z|X,Y) and from the prior P(z|X). The estimate with z from the prior (the
 estimator of the tutorial's section 2.3) is a second pass over the data with its own K,
 ``--naive-samples`` (default ``min(500, --num-samples)``; 0 skips it). A model without
 latent variables has an exact log-likelihood, and nothing is sampled.
+
+``--method ais`` or ``both`` estimates log P(X) by annealed importance sampling
+(:mod:`pyro_vae.ais`), alone or beside importance sampling with the paired difference;
+``--bdmc N`` sandwiches log P(X) between AIS bounds on N points simulated from the
+model. Every importance-sampling pass reports the Pareto k-hat of each point's weights
+and warns when many points have unreliable weights.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from pyro_vae import distributed, reports
+from pyro_vae import ais, distributed, reports
 from pyro_vae import run as run_mod
 from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
 from pyro_vae.errors import UsageError
@@ -29,6 +36,8 @@ DEFAULT_KS = (1, 5, 50, 500)
 #: K of the naive pass (z from the prior) unless ``--naive-samples`` says otherwise; the
 #: default is never more than ``--num-samples``
 DEFAULT_NAIVE_SAMPLES = 500
+#: how log P(X) is estimated: importance sampling, annealed importance sampling, both
+METHODS = ("is", "ais", "both")
 
 
 def add_parser(sub) -> None:
@@ -49,6 +58,64 @@ def add_parser(sub) -> None:
         "--num-samples, whichever is smaller)",
     )
     e.add_argument("--ks", type=_ks, help="IWAE group sizes (default: those of 1,5,50,500 up to K)")
+    e.add_argument(
+        "--method",
+        choices=METHODS,
+        default="is",
+        help="is: importance sampling with the guide (K = --num-samples); ais: annealed "
+        "importance sampling with HMC (--ais-*); both: side by side, with their paired "
+        "difference (default is)",
+    )
+    e.add_argument(
+        "--ais-steps",
+        type=at_least(1),
+        default=ais.DEFAULTS["num_steps"],
+        metavar="T",
+        help=f"AIS: intermediate distributions (default {ais.DEFAULTS['num_steps']})",
+    )
+    e.add_argument(
+        "--ais-chains",
+        type=at_least(1),
+        default=ais.DEFAULTS["num_chains"],
+        metavar="C",
+        help=f"AIS: chains per point (default {ais.DEFAULTS['num_chains']})",
+    )
+    e.add_argument(
+        "--leapfrog-steps",
+        type=at_least(1),
+        default=ais.DEFAULTS["leapfrog_steps"],
+        metavar="L",
+        help=f"AIS: leapfrog steps per HMC transition (default {ais.DEFAULTS['leapfrog_steps']})",
+    )
+    e.add_argument(
+        "--ais-init",
+        choices=ais.INITS,
+        default="guide",
+        help="AIS: the initial distribution, the guide Q(z|X) or the prior (default guide)",
+    )
+    e.add_argument(
+        "--ais-schedule",
+        choices=ais.SCHEDULES,
+        default="sigmoid",
+        help="AIS: spacing of the inverse temperatures (default sigmoid, as Wu et al.)",
+    )
+    e.add_argument(
+        "--ais-step-size",
+        type=_step_size,
+        default=ais.STEP_SIZE,
+        help=f"AIS: the first HMC step size, in (0, 1), adapted per point towards an "
+        f"acceptance rate of {ais.TARGET_ACCEPT} (default {ais.STEP_SIZE})",
+    )
+    e.add_argument(
+        "--bdmc",
+        type=at_least(0),
+        default=0,
+        metavar="N",
+        help="bidirectional Monte Carlo on N points simulated from the model: AIS forward "
+        "(a lower bound of log P) and in reverse from the latents that made each point "
+        "(an upper bound), with the --ais-* settings; their gap says how close AIS gets "
+        "(default 0: none)",
+    )
     e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     e.add_argument("--limit", type=at_least(1), help="evaluate N evenly spaced points")
     e.add_argument(
@@ -89,6 +156,63 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
+def _step_size(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"a step size must lie in (0, 1), got {text}")
+    return value
+
+
+def ais_settings(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`~pyro_vae.ais.ais_dataset` that the options give.
+
+    :param args: the parsed ``evaluate`` options.
+    """
+    return {
+        "num_steps": args.ais_steps,
+        "num_chains": args.ais_chains,
+        "leapfrog_steps": args.leapfrog_steps,
+        "init": args.ais_init,
+        "schedule_kind": args.ais_schedule,
+        "step_size": args.ais_step_size,
+    }
+
+
+def _check_ais(model, data, args: argparse.Namespace) -> None:
+    """Refuse AIS and BDMC where they cannot run, before any work (exit 2)."""
+    wanted = [f"--method {args.method}"] if args.method != "is" else []
+    wanted += ["--bdmc"] if args.bdmc else []
+    if not wanted:
+        return
+    what = " and ".join(wanted)
+    if not model.latent:
+        raise UsageError(
+            f"{what}: the {model.describe()} has no latent variable, so its log-likelihood "
+            "is exact; drop " + " and ".join(w.split()[0] for w in wanted)
+        )
+    point = tuple(t[:1] for t in data)
+    try:
+        ais.check(model.model, model.proposal, *point, init=args.ais_init)
+        if args.bdmc:
+            ais.simulate(model.model, *point, seeds=[0])
+    except ValueError as err:
+        exact = (
+            "; its exact log-likelihood (the latents summed out) is in the table of "
+            "`pyro-vae evaluate` without these options"
+            if model.supports("exact_log_likelihood")
+            else ""
+        )
+        raise UsageError(f"{what} on the {model.describe()}: {err}{exact}") from None
+    if args.bdmc > len(data[0]):
+        raise UsageError(
+            f"--bdmc {args.bdmc} exceeds the {len(data[0])} points of the {args.split} split "
+            "that lend the simulated points their shape; ask for fewer"
+        )
+
+
 def naive_samples(args: argparse.Namespace) -> int:
     """K of the naive pass (z from the prior): ``--naive-samples`` as given, or by default
     :data:`DEFAULT_NAIVE_SAMPLES` capped at ``--num-samples``; 0 means no naive pass.
@@ -114,9 +238,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{model.describe()} in {args.run} has none. Drop --gap-decomposition"
         )
     data = model.evaluation_data(dataset, args.split)
+    _check_ais(model, data, args)
+    if args.bdmc:  # the points that lend the simulated ones their inputs and shapes
+        simulated_from = tuple(t[spread_subset(len(t), args.bdmc).to(t.device)] for t in data)
     subset = spread_subset(len(data[0]), args.limit).to(data[0].device)
     data = tuple(t[subset] for t in data)
     settings = {"run": str(args.run), "split": args.split, "seed": args.seed}
+    if args.method != "is" or args.bdmc:
+        settings["method"] = args.method
     json_path, md_path, png_path = folder.evaluation(args.split, args.limit)
 
     main = distributed.is_main()  # every rank computes its share, rank 0 writes
@@ -134,11 +263,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # every data point draws from its own stream of --seed: the same numbers with any
     # number of processes
     common = dict(num_samples=args.num_samples, seed=args.seed, progress=not args.no_progress)
-    guided = evaluate_dataset(
-        model.model, model.proposal, data, ks=tuple(sorted({1, *ks})), **common
-    )
-    naive = None
-    k_naive = naive_samples(args)
+    guided = naive = None
+    k_naive = naive_samples(args) if args.method != "ais" else 0
+    if args.method != "ais":
+        guided = evaluate_dataset(
+            model.model, model.proposal, data, ks=tuple(sorted({1, *ks})), **common
+        )
+    annealed = bdmc = None
+    seconds = {}
+    if args.method != "is":
+        start = time.perf_counter()
+        annealed = ais.ais_dataset(
+            model.model,
+            model.proposal,
+            data,
+            seed=args.seed,
+            progress=not args.no_progress,
+            **ais_settings(args),
+        )
+        seconds["ais"] = time.perf_counter() - start
+    if args.bdmc:
+        start = time.perf_counter()
+        bdmc = ais.bdmc_dataset(
+            model.model,
+            model.proposal,
+            simulated_from,
+            site=model.target,
+            seed=args.seed,
+            progress=not args.no_progress,
+            **ais_settings(args),
+        )
+        seconds["bdmc"] = time.perf_counter() - start
     if k_naive:  # the same on every rank, so every rank makes the same calls
         naive = evaluate_dataset(
             model.model, None, data, ks=(1,), proposal="prior", **{**common, "num_samples": k_naive}
@@ -167,18 +322,31 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if not main:
         return 0
     report = reports.evaluation_report(
-        model, dataset, settings, guided, naive, gaps, negative_elbo, exact
+        model,
+        dataset,
+        settings,
+        guided,
+        naive,
+        gaps,
+        negative_elbo,
+        exact,
+        ais=annealed,
+        bdmc=bdmc,
+        seconds=seconds,
     )
     table = reports.evaluation_table(report)
     write_json(json_path, report)
     write_text(md_path, table)
-    from pyro_vae import plots
+    written = [json_path, md_path]
+    if guided is not None:
+        from pyro_vae import plots
 
-    plots.save_figure(plots.bounds_figure(report), png_path)
+        plots.save_figure(plots.bounds_figure(report), png_path)
+        written.append(png_path)
     print(table, end="")
     for line in report["order_violations"]:
         print(f"pyro-vae: error: {line}", file=sys.stderr)
     if report["order_violations"]:
         return 1
-    wrote(json_path, md_path, png_path)
+    wrote(*written)
     return 0

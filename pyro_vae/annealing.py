@@ -1,0 +1,373 @@
+"""The chains of annealed importance sampling: state, densities and HMC transitions.
+
+:mod:`pyro_vae.ais` is the interface; this module holds what runs one batch of points:
+the latent sites as one unconstrained ``(chains, points, D)`` tensor, the log densities
+of the initial distribution and of the model from their Pyro code, and the annealing
+loop with Pyro's leapfrog integrator, per-chain acceptance and per-point step sizes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import sum_rightmost
+from pyro.ops.integrator import potential_grad, velocity_verlet
+from torch.distributions import biject_to
+from torch.distributions.transforms import ComposeTransform, IndependentTransform
+
+from pyro_vae import distributed
+from pyro_vae.weights import (
+    PARTICLE_PLATE,
+    Layout,
+    inspect_layout,
+    per_point_sum,
+    sample_sites,
+    site_log_prob,
+)
+
+#: the initial distributions AIS can start from
+INITS = ("guide", "prior")
+#: the annealing schedules: Wu et al.'s sigmoid, or evenly spaced
+SCHEDULES = ("sigmoid", "linear")
+#: steepness of the sigmoid schedule (Wu et al. use 4)
+SIGMOID_DELTA = 4.0
+#: acceptance rate the step sizes are adapted towards (Wu et al., after Neal 2011)
+TARGET_ACCEPT = 0.65
+#: after each transition, ``log step_size += ADAPT_RATE * (acceptance - TARGET_ACCEPT)``
+#: per point: the step size settles where the mean acceptance is the target, and moves
+#: fast while it is far from it (see :func:`pyro_vae.ais.annealed_importance_sampling`)
+ADAPT_RATE = 0.5
+#: the step size of the first transition, and the range adaptation keeps it in
+STEP_SIZE = 0.01
+STEP_SIZE_BOUNDS = (1e-4, 0.5)
+
+
+class Settings(NamedTuple):
+    """Checked AIS settings (see :func:`pyro_vae.ais.annealed_importance_sampling`)."""
+
+    num_steps: int
+    num_chains: int
+    leapfrog_steps: int
+    init: str
+    schedule_kind: str
+    step_size: float
+    adapt_rate: float
+
+    @classmethod
+    def make(
+        cls,
+        num_steps,
+        num_chains,
+        leapfrog_steps,
+        init,
+        schedule_kind,
+        step_size,
+        adapt_rate=ADAPT_RATE,
+    ):
+        check_count("num_steps", num_steps)
+        check_count("num_chains", num_chains)
+        check_count("leapfrog_steps", leapfrog_steps)
+        if init not in INITS:
+            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
+        if schedule_kind not in SCHEDULES:
+            raise ValueError(f"unknown schedule {schedule_kind!r}; valid: {', '.join(SCHEDULES)}")
+        if not (isinstance(step_size, (int, float)) and 0 < step_size < 1):
+            raise ValueError(f"step_size must lie in (0, 1), got {step_size}")
+        if not (isinstance(adapt_rate, (int, float)) and 0 <= adapt_rate < math.inf):
+            raise ValueError(f"adapt_rate must be finite and at least 0, got {adapt_rate}")
+        return cls(
+            int(num_steps),
+            int(num_chains),
+            int(leapfrog_steps),
+            init,
+            schedule_kind,
+            float(step_size),
+            float(adapt_rate),
+        )
+
+
+def check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def draw_seeds(n: int) -> list[int]:
+    return [int(s) for s in torch.randint(0, 2**62, (n,))]
+
+
+def mix_seed(seed: int, salt: int) -> int:
+    """A second, independent stream of a point: ``stream_seed`` of the point's seed."""
+    return distributed.stream_seed(int(seed), "ais", salt)
+
+
+def point_args(args: tuple, i: int, n: int) -> tuple:
+    """The arguments of data point ``i``: every tensor with ``n`` rows, sliced to one."""
+    return tuple(
+        a[i : i + 1] if torch.is_tensor(a) and a.dim() and len(a) == n else a for a in args
+    )
+
+
+def is_identity(transform) -> bool:
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, ComposeTransform) and not transform.parts
+
+
+class _Site(NamedTuple):
+    name: str
+    shape: tuple[int, ...]  # the value's shape, with the points moved to dim 1
+    position: int  # the data plate's dim in the value
+    transform: Any  # unconstrained -> support; None for the identity
+    jacobian_event_dims: int  # dims of log|det J| beyond the site's batch shape
+
+
+class Annealer:
+    """The AIS chains of one batch of points: densities, HMC transitions, weights."""
+
+    def __init__(self, model, guide, args, kwargs, settings: Settings) -> None:
+        self.model, self.args, self.kwargs, self.settings = model, args, kwargs, settings
+        self.guide = guide if settings.init == "guide" else None
+        if settings.init == "guide" and guide is None:
+            raise ValueError("init='guide' needs a guide")
+        self.layout: Layout = inspect_layout(model, self.guide, args, kwargs)
+        self.mpn = self.layout.max_plate_nesting
+        self.shape = (settings.num_chains, self.layout.num_points)
+        with poutine.block(), torch.no_grad():
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+        self.latent = [s["name"] for s in sample_sites(trace) if not s["is_observed"]]
+        if not self.latent:
+            raise ValueError("the model has no latent sites: its log-likelihood needs no AIS")
+        for s in sample_sites(trace):
+            if s["name"] in self.latent and (
+                s["fn"].support.is_discrete
+                or s["fn"].has_enumerate_support
+                or s["infer"].get("enumerate")
+            ):
+                raise ValueError(
+                    f"latent site {s['name']!r} is discrete; AIS moves the latents with "
+                    "Hamiltonian Monte Carlo, which needs continuous ones (sum a discrete "
+                    "site out exactly by enumeration instead)"
+                )
+        self.guide_sites: dict[str, dict] | None = None  # the guide's one site, kept
+
+    def seeds(self, seeds) -> list[int]:
+        n = self.layout.num_points
+        if seeds is None:
+            return draw_seeds(n)
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != n:
+            raise ValueError(f"seeds must give one integer per data point ({n}), got {len(seeds)}")
+        return seeds
+
+    # -- the state: every latent site, unconstrained, as one (C, N, D) tensor -----------
+
+    def _describe(self, values: dict[str, torch.Tensor], fns: dict[str, Any]) -> None:
+        self.sites = []
+        for name in self.latent:
+            value, fn = values[name], fns[name]
+            position = value.dim() - fn.event_dim + self.layout.data_dim
+            shape = list(value.movedim(position, 1).shape)
+            shape[1] = self.layout.num_points
+            transform = biject_to(fn.support)
+            self.sites.append(
+                _Site(
+                    name,
+                    tuple(shape),
+                    position,
+                    None if is_identity(transform) else transform,
+                    fn.event_dim - transform.codomain.event_dim,
+                )
+            )
+
+    def flatten(self, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Constrained site values (points along their data dim) -> ``(C, n, D)``."""
+        parts = []
+        for s in self.sites:
+            v = values[s.name]
+            if s.transform is not None:
+                v = s.transform.inv(v)
+            v = v.movedim(s.position, 1)
+            parts.append(v.reshape(v.shape[0], v.shape[1], -1))
+        return torch.cat(parts, dim=-1)
+
+    def unflatten(self, u: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """``(C, N, D)`` -> ``({site: constrained value}, log|det J| per chain and point)``."""
+        values, log_jacobian, start = {}, u.new_zeros(self.shape), 0
+        for s in self.sites:
+            size = math.prod(s.shape[2:])
+            part = u[..., start : start + size].reshape(s.shape).movedim(1, s.position)
+            start += size
+            if s.transform is not None:
+                constrained = s.transform(part)
+                ladj = sum_rightmost(
+                    s.transform.log_abs_det_jacobian(part, constrained), s.jacobian_event_dims
+                )
+                log_jacobian = log_jacobian + per_point_sum(
+                    ladj, s.name, self.layout, self.mpn, self.shape
+                )
+                part = constrained
+            values[s.name] = part
+        return values, log_jacobian
+
+    def log_densities(self, u: torch.Tensor):
+        """``(log pi_0(z), log p(x, z), log|det J|)``, each ``(C, N)``, at ``z = T(u)``."""
+        values, log_jacobian = self.unflatten(u)
+        with pyro.plate(PARTICLE_PLATE, self.shape[0], dim=-(self.mpn + 1)):
+            model_trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
+                *self.args, **self.kwargs
+            )
+            if self.guide is not None and self.guide_sites is None:
+                guide_trace = poutine.trace(poutine.condition(self.guide, data=values)).get_trace(
+                    *self.args, **self.kwargs
+                )
+        log_joint = log_init = u.new_zeros(self.shape)
+        for s in sample_sites(model_trace):
+            log_p = site_log_prob(s, self.layout, self.mpn, self.shape)
+            log_joint = log_joint + log_p
+            if self.guide is None and s["name"] in self.latent:
+                log_init = log_init + log_p
+        if self.guide is not None:
+            sites = (
+                sample_sites(guide_trace)
+                if self.guide_sites is None
+                else [{**s, "value": values[name]} for name, s in self.guide_sites.items()]
+            )
+            for s in sites:
+                log_init = log_init + site_log_prob(s, self.layout, self.mpn, self.shape)
+        return log_init, log_joint, log_jacobian
+
+    def _keep_guide(self, values: dict[str, torch.Tensor]) -> None:
+        """A guide with one latent site: its distribution depends on the data alone, so
+        one pass of the guide serves every step (the others rerun it)."""
+        if self.guide is None or len(self.latent) != 1:
+            return
+        with torch.no_grad(), pyro.plate(PARTICLE_PLATE, self.shape[0], dim=-(self.mpn + 1)):
+            trace = poutine.trace(poutine.condition(self.guide, data=values)).get_trace(
+                *self.args, **self.kwargs
+            )
+        self.guide_sites = {s["name"]: s for s in sample_sites(trace)}
+
+    # -- the chains ------------------------------------------------------------------
+
+    def _initial(self, seeds, start):
+        """Each point's first state from its own stream, and its HMC generator."""
+        c, n = self.shape
+        init = self.guide if self.guide is not None else self.model
+        values: dict[str, list[torch.Tensor]] = {name: [] for name in self.latent}
+        fns: dict[str, Any] = {}
+        tensors = [a for a in self.args if torch.is_tensor(a)]
+        device = tensors[0].device if tensors else torch.device("cpu")
+        generators = []
+        with torch.no_grad(), torch.random.fork_rng(devices=distributed.rng_devices(*tensors)):
+            for i, seed in enumerate(seeds):
+                torch.manual_seed(seed)
+                with poutine.block(), pyro.plate(PARTICLE_PLATE, c, dim=-(self.mpn + 1)):
+                    trace = poutine.trace(init).get_trace(
+                        *point_args(self.args, i, n), **self.kwargs
+                    )
+                for name in self.latent:
+                    site = trace.nodes[name]
+                    values[name].append(site["value"])
+                    fns[name] = site["fn"]
+                generators.append(torch.Generator(device=device).manual_seed(mix_seed(seed, 0)))
+        first = {}
+        for name, parts in values.items():
+            position = parts[0].dim() - fns[name].event_dim + self.layout.data_dim
+            first[name] = torch.cat(parts, dim=position)
+        self._describe(first, fns)
+        if start is not None:  # the reverse chains: every chain at its point's exact sample
+            first = {
+                s.name: start[s.name].unsqueeze(0).expand(first[s.name].shape).to(first[s.name])
+                for s in self.sites
+            }
+        return first, generators
+
+    def _normal(self, generators, like: torch.Tensor) -> torch.Tensor:
+        """``(C, N, D)`` standard normal noise, point ``i`` from ``generators[i]``."""
+        c, _, d = like.shape
+        return torch.stack(
+            [
+                torch.randn(c, d, generator=g, device=like.device, dtype=like.dtype)
+                for g in generators
+            ],
+            dim=1,
+        )
+
+    def _uniform(self, generators, like: torch.Tensor) -> torch.Tensor:
+        c = like.shape[0]
+        return torch.stack(
+            [torch.rand(c, generator=g, device=like.device, dtype=like.dtype) for g in generators],
+            dim=1,
+        )
+
+    def run(self, betas: torch.Tensor, seeds, start=None, on_step=None):
+        """Anneal along ``betas``; returns ``(log weights (C, N), acceptance (N,),
+        final step sizes (N,))``. ``start``: exact latents per point (the reverse run);
+        ``on_step``: called after every step."""
+        first, generators = self._initial(seeds, start)
+        self._keep_guide(first)
+        u = self.flatten(first).detach()
+        settings = self.settings
+        step = u.new_full((1, self.shape[1], 1), settings.step_size)
+        low, high = STEP_SIZE_BOUNDS
+        log_w = u.new_zeros(self.shape)
+        accepted = u.new_zeros(self.shape[1])
+        transitions = 0
+        held: dict[str, torch.Tensor] = {}
+        beta = 0.0
+
+        def potential(state: dict[str, torch.Tensor]) -> torch.Tensor:
+            log_init, log_joint, log_jacobian = self.log_densities(state["u"])
+            held["init"], held["joint"] = log_init.detach(), log_joint.detach()
+            energy = -((1 - beta) * log_init + beta * log_joint + log_jacobian)
+            held["energy"] = energy.detach()
+            return energy.sum()
+
+        def kinetic_grad(r: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            return r  # unit mass matrix
+
+        num_steps = len(betas) - 1
+        with torch.enable_grad():
+            for t in range(1, num_steps + 1):
+                beta = float(betas[t])
+                if t == num_steps:  # the last weight needs no gradient and no transition
+                    with torch.no_grad():
+                        potential({"u": u})
+                else:
+                    grads, _ = potential_grad(potential, {"u": u})
+                log_w = log_w + (beta - float(betas[t - 1])) * (held["joint"] - held["init"])
+                if on_step is not None:
+                    on_step()
+                if t == num_steps:
+                    break
+                energy0 = held["energy"]
+                r = self._normal(generators, u)
+                proposal, r_new, _, _ = velocity_verlet(
+                    {"u": u},
+                    {"u": r},
+                    potential,
+                    kinetic_grad,
+                    step,
+                    settings.leapfrog_steps,
+                    z_grads=grads,
+                )
+                log_accept = (
+                    energy0
+                    + 0.5 * r.square().sum(-1)
+                    - held["energy"]
+                    - 0.5 * r_new["u"].square().sum(-1)
+                )
+                log_accept = torch.nan_to_num(log_accept, nan=-math.inf).clamp(max=0)
+                accept = self._uniform(generators, u).log() < log_accept  # (C, N)
+                u = torch.where(accept.unsqueeze(-1), proposal["u"], u).detach()
+                rate = log_accept.exp().mean(0)  # (N,): mean acceptance probability
+                accepted += rate
+                transitions += 1
+                move = settings.adapt_rate * (rate - TARGET_ACCEPT)
+                step = (step * move.exp().view(1, -1, 1)).clamp(low, high)
+        acceptance = accepted / transitions if transitions else torch.full_like(accepted, math.nan)
+        return log_w.detach(), acceptance, step.reshape(-1)
