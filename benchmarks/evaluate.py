@@ -21,6 +21,12 @@ the blocks:
   nothing but its largest unavoidable work at the measured matmul rate. The *fraction of
   the matmul limit* is this time over ``ours``'s.
 
+With ``--ais-steps T`` (100 by default; 0 skips it), annealed importance sampling is
+timed the same way for the sizes of ``--ais-sizes`` at every thread count, beside a
+hand-written torch AIS with the same maths and its own matmul limit
+(``benchmarks/annealed.py``); its top-level ``ais_ratio_vs_torch`` and
+``ais_fraction_of_matmul_limit`` are those of the first AIS case.
+
 Peak resident memory of a fresh process (and its size just before the evaluation) is
 measured for ``ours`` at each K in ``--memory-ks`` on ``--memory-images`` images, on
 the first size and thread count. The last line printed is JSON; its top-level
@@ -28,7 +34,7 @@ the first size and thread count. The last line printed is JSON; its top-level
 and ``fraction_of_matmul_limit`` are those of the first case.
 
 Usage: ``python benchmarks/evaluate.py [--images 400] [--num-samples 5000]
-[--sizes small,burda] [--threads 1,all]``
+[--sizes small,burda] [--threads 1,all] [--ais-steps 100] [--ais-images 128]``
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import subprocess
 import sys
 import time
 
+import annealed
 import pyro
 import torch
 from torch.nn import functional as F
@@ -55,6 +62,12 @@ LOG_2PI = math.log(2 * math.pi)
 BATCH = 100
 #: ``--sizes``: latent dimension and hidden widths
 SIZES = {"small": (20, (400,)), "burda": (50, (200, 200))}
+
+
+def network(size: str) -> str:
+    """``784-400-20``: the layer widths of a ``--sizes`` entry."""
+    z_dim, hidden = SIZES[size]
+    return "784-" + "-".join(map(str, hidden)) + f"-{z_dim}"
 
 
 def setup(threads: int, images: int, size: str = "small"):
@@ -212,6 +225,12 @@ def main(argv=None) -> dict:
     )
     parser.add_argument("--memory-images", type=int, default=100)
     parser.add_argument("--memory-ks", default="500,5000,50000")
+    parser.add_argument("--ais-steps", type=int, default=100, help="AIS: T; 0 skips AIS")
+    parser.add_argument("--ais-chains", type=int, default=8)
+    parser.add_argument("--ais-leapfrog", type=int, default=10)
+    parser.add_argument("--ais-images", type=int, default=128)
+    parser.add_argument("--ais-block", type=int, default=64, help="AIS: images per batch")
+    parser.add_argument("--ais-sizes", default="small", help="AIS: network sizes to time")
     parser.add_argument("--probe-k", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     thread_counts = _threads(args.threads)
@@ -221,6 +240,15 @@ def main(argv=None) -> dict:
         return memory_probe(args)
 
     cases = [speed_case(size, t, args) for size in sizes for t in thread_counts]
+    ais_cases = []
+    if args.ais_steps > 0:
+        for size in [v.strip() for v in args.ais_sizes.split(",") if v.strip()]:
+            vae, x = setup(thread_counts[0], args.ais_images, size)
+            for t in thread_counts:
+                case = annealed.ais_case(
+                    vae, x, t, args.ais_steps, args.ais_chains, args.ais_leapfrog, args.ais_block
+                )
+                ais_cases.append({"size": size, **case})
 
     memory = {}
     for probe_k in [int(v) for v in args.memory_ks.split(",") if v.strip()]:
@@ -244,6 +272,11 @@ def main(argv=None) -> dict:
         **{k: first[k] for k in ("images_per_s", "torch_images_per_s", "ratio_vs_torch")},
         "fraction_of_matmul_limit": first["fraction_of_matmul_limit"],
         "cases": cases,
+        "ais_ratio_vs_torch": ais_cases[0]["ratio_vs_torch"] if ais_cases else None,
+        "ais_fraction_of_matmul_limit": (
+            ais_cases[0]["fraction_of_matmul_limit"] if ais_cases else None
+        ),
+        "ais_cases": ais_cases,
         "peak_memory_mb_by_k": memory,
         "memory_images": args.memory_images,
         "images": args.images,
@@ -261,8 +294,7 @@ def main(argv=None) -> dict:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for c in cases:
-        z_dim, hidden = SIZES[c["size"]]
-        net = "784-" + "-".join(map(str, hidden)) + f"-{z_dim}"
+        net = network(c["size"])
         print(
             f"| {net} | {c['threads']} | {c['images_per_s']:.2f} | "
             f"{c['per_point_images_per_s']:.2f} | {c['torch_images_per_s']:.2f} | "
@@ -270,6 +302,25 @@ def main(argv=None) -> dict:
             f"{c['ratio_vs_torch']:.3f} | {c['fraction_of_matmul_limit']:.0%} | "
             f"{c['per_point_fraction_of_matmul_limit']:.0%} |"
         )
+    if ais_cases:
+        first_ais = ais_cases[0]
+        print(
+            f"AIS: T={first_ais['steps']} C={first_ais['chains']} L={first_ais['leapfrog_steps']}, "
+            f"{first_ais['block']} images per batch, seconds per image"
+        )
+        print(
+            "| network | threads | ours | torch | matmul limit | ours / torch, time | "
+            "fraction of limit |"
+        )
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for c in ais_cases:
+            net = network(c["size"])
+            print(
+                f"| {net} | {c['threads']} | {c['seconds_per_image']:.3f} | "
+                f"{c['torch_seconds_per_image']:.3f} | {c['limit_seconds_per_image']:.3f} "
+                f"({c['matmul_gflops']:.0f} GFLOP/s) | {c['ratio_vs_torch']:.3f} | "
+                f"{c['fraction_of_matmul_limit']:.0%} |"
+            )
     print(f"peak resident memory on {args.memory_images} images (and before evaluating), MB:")
     for probe_k, m in memory.items():
         print(f"  K={probe_k:>6}: {m['peak_mb']:.1f} ({m['baseline_mb']:.1f})")

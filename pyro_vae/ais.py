@@ -11,15 +11,16 @@ of distributions
 
 with a Hamiltonian Monte Carlo transition that leaves ``f_t`` invariant after each
 step, and weights it by ``log w = sum_t (beta_t - beta_{t-1}) (log p(x, z_{t-1}) -
-log pi_0(z_{t-1}))``. ``E[w] = p(x)`` exactly, so ``log`` of the mean weight over C
-chains is a stochastic lower bound of ``log p(x)`` whose bias shrinks as T grows,
-however poor ``pi_0`` is (Wu et al. 2017).
+log pi_0(z_{t-1}))``. With transitions fixed in advance ``E[w] = p(x)`` exactly, so
+``log`` of the mean weight over C chains is a stochastic lower bound of ``log p(x)``
+whose bias shrinks as T grows, however poor ``pi_0`` is (Wu et al. 2017).
 
-Run backwards from an exact posterior sample, the same chain estimates ``1 / p(x)``
-without bias, so minus its ``log`` mean weight is a stochastic *upper* bound. An exact
-posterior sample is available for data simulated from the model: draw ``z ~ P(z)``,
-then ``x ~ P(x|z)``. The two bounds sandwich ``log p(x)`` (Grosse et al. 2015); their
-gap says how many steps the model needs.
+Run backwards from an exact posterior sample, with the forward run's step sizes in
+reverse order (so that its transitions are fixed before it starts), the chain estimates
+``1 / p(x)`` without bias, and minus its ``log`` mean weight is a stochastic *upper*
+bound. An exact posterior sample is available for data simulated from the model: draw
+``z ~ P(z)``, then ``x ~ P(x|z)``. The two bounds sandwich ``log p(x)`` (Grosse et al.
+2015); their gap says how many steps the model needs.
 
 Everything comes from the model's and the initial distribution's Pyro code: the joint
 ``log p(x, z)`` from a trace of the model with the latent sites given, ``log pi_0``
@@ -72,6 +73,7 @@ from pyro_vae.annealing import (
     Annealer,
     Settings,
     check_count,
+    check_per_point,
     draw_seeds,
     mix_seed,
     point_args,
@@ -167,11 +169,11 @@ def annealed_importance_sampling(
     model: Callable,
     guide: Callable | None,
     *args: Any,
-    num_steps: int = 500,
-    num_chains: int = 8,
-    leapfrog_steps: int = 10,
-    init: str = "guide",
-    schedule_kind: str = "sigmoid",
+    num_steps: int = DEFAULTS["num_steps"],
+    num_chains: int = DEFAULTS["num_chains"],
+    leapfrog_steps: int = DEFAULTS["leapfrog_steps"],
+    init: str = DEFAULTS["init"],
+    schedule_kind: str = DEFAULTS["schedule_kind"],
     step_size: float = STEP_SIZE,
     adapt_rate: float = ADAPT_RATE,
     seeds: Sequence[int] | None = None,
@@ -182,8 +184,8 @@ def annealed_importance_sampling(
 
     :param model: Pyro model; data points indexed by ``pyro.plate("data", N)``.
     :param guide: Pyro guide with the model's signature; used for ``init="guide"``.
-    :param args: the model's positional arguments; tensors whose first dimension has
-        N entries are the per-point data (each point's initial draw sees its own row).
+    :param args: the model's positional arguments: tensors whose first dimension indexes
+        the N data points (each point's initial draw sees its own rows).
     :param int num_steps: T, intermediate distributions (HMC transitions: T - 1).
     :param int num_chains: C, independent chains per point.
     :param int leapfrog_steps: L, leapfrog steps per transition.
@@ -198,10 +200,11 @@ def annealed_importance_sampling(
         on the mean and climbs in about 20.
     :param seeds: one integer per point, the base of its random stream; by default drawn
         from torch's global generator (so ``pyro.set_rng_seed`` makes a call repeatable).
-    :param kwargs: keyword arguments of model and guide.
+    :param kwargs: keyword arguments of model and guide, shared by every point.
     :returns: :class:`AISResult`.
-    :raises ValueError: bad settings, a discrete latent site, or what the evaluator
-        refuses (no ``"data"`` plate, a guide that lacks a latent site).
+    :raises ValueError: bad settings, a discrete or masked latent site, a guide whose
+        support differs from the model's, or what the evaluator refuses (no ``"data"``
+        plate, a guide that lacks a latent site).
     """
     settings = Settings.make(
         num_steps, num_chains, leapfrog_steps, init, schedule_kind, step_size, adapt_rate
@@ -209,7 +212,7 @@ def annealed_importance_sampling(
     annealer = Annealer(model, guide, args, kwargs, settings)
     seeds = annealer.seeds(seeds)
     log_w, acceptance, steps = annealer.run(schedule(num_steps, schedule_kind), seeds)
-    return _result(settings, log_w, acceptance, steps)
+    return _result(settings, log_w, acceptance, _final(settings, steps))
 
 
 def bdmc(
@@ -217,11 +220,11 @@ def bdmc(
     guide: Callable | None,
     *args: Any,
     site: str | None = None,
-    num_steps: int = 500,
-    num_chains: int = 8,
-    leapfrog_steps: int = 10,
-    init: str = "guide",
-    schedule_kind: str = "sigmoid",
+    num_steps: int = DEFAULTS["num_steps"],
+    num_chains: int = DEFAULTS["num_chains"],
+    leapfrog_steps: int = DEFAULTS["leapfrog_steps"],
+    init: str = DEFAULTS["init"],
+    schedule_kind: str = DEFAULTS["schedule_kind"],
     step_size: float = STEP_SIZE,
     adapt_rate: float = ADAPT_RATE,
     seeds: Sequence[int] | None = None,
@@ -235,7 +238,8 @@ def bdmc(
     ``P(x|z)`` (the model run with its observations removed, :func:`pyro.poutine.uncondition`);
     the last positional argument, the observed data, is replaced by the simulation. The
     other arguments (a conditional model's inputs) stay as given. The reverse chains all
-    start from the one exact posterior sample of their point.
+    start from the one exact posterior sample of their point, and take the forward
+    run's step sizes in reverse order.
 
     :param str site: the observed site whose values the last positional argument holds;
         by default the model's only observed site.
@@ -260,11 +264,33 @@ def bdmc(
 
 def _run_bdmc(model, guide, args, seeds, site, settings, on_step, **kwargs) -> BDMCResult:
     checked = Settings.make(**settings)
-    if not args or not torch.is_tensor(args[-1]):
-        raise ValueError("bdmc needs the observed data as the model's last positional argument")
     if seeds is None:
-        seeds = draw_seeds(args[-1].shape[0])
-    observed, latents = simulate(model, *args, seeds=[mix_seed(s, 1) for s in seeds], **kwargs)
+        seeds = draw_seeds(check_per_point(args))
+    data, latents = simulated_data(model, args, [mix_seed(s, 1) for s in seeds], site, **kwargs)
+    annealer = Annealer(model, guide, data, kwargs, checked)
+    betas = schedule(checked.num_steps, checked.schedule_kind)
+    log_w, acceptance, steps = annealer.run(betas, seeds, on_step=on_step)
+    reverse_seeds = [mix_seed(s, 2) for s in seeds]
+    reverse_w, reverse_acceptance, _ = annealer.run(
+        betas.flip(0), reverse_seeds, start=latents, step_sizes=steps.flip(0), on_step=on_step
+    )
+    forward = _result(checked, log_w, acceptance, _final(checked, steps))
+    upper = -(torch.logsumexp(reverse_w, 0) - math.log(checked.num_chains))
+    return BDMCResult(forward.log_px, upper, forward, reverse_acceptance, data)
+
+
+def simulated_data(model: Callable, args: tuple, seeds, site: str | None = None, **kwargs):
+    """The model's arguments with the observed data replaced by a simulation, and the
+    latents that made it: ``(args, {site: latents})``.
+
+    :param args: the model's positional arguments; the last holds the observations of
+        ``site`` (by default the model's only observed site), one row per point.
+    :param seeds: one integer per point (see :func:`simulate`).
+    :raises ValueError: a model that cannot simulate its data, or whose simulated
+        ``site`` does not fit the last argument.
+    """
+    check_per_point(args)
+    observed, latents = simulate(model, *args, seeds=seeds, **kwargs)
     if site is None:
         if len(observed) != 1:
             raise ValueError(
@@ -274,17 +300,13 @@ def _run_bdmc(model, guide, args, seeds, site, settings, on_step, **kwargs) -> B
         (site,) = observed
     if site not in observed:
         raise ValueError(f"the model has no observed site {site!r}; it observes {list(observed)}")
-    data = (*args[:-1], observed[site].to(args[-1].dtype).reshape(args[-1].shape))
-    annealer = Annealer(model, guide, data, kwargs, checked)
-    betas = schedule(checked.num_steps, checked.schedule_kind)
-    log_w, acceptance, steps = annealer.run(betas, seeds, on_step=on_step)
-    reverse_seeds = [mix_seed(s, 2) for s in seeds]
-    reverse_w, reverse_acceptance, _ = annealer.run(
-        betas.flip(0), reverse_seeds, start=latents, on_step=on_step
-    )
-    forward = _result(checked, log_w, acceptance, steps)
-    upper = -(torch.logsumexp(reverse_w, 0) - math.log(checked.num_chains))
-    return BDMCResult(forward.log_px, upper, forward, reverse_acceptance, data)
+    target, values = args[-1], observed[site]
+    if values.numel() != target.numel():
+        raise ValueError(
+            f"the model's simulated {site!r} has {values.numel()} values where the data hold "
+            f"{target.numel()}; BDMC needs the site to observe the last argument as it is"
+        )
+    return (*args[:-1], values.to(target.dtype).reshape(target.shape)), latents
 
 
 def check(model: Callable, guide: Callable | None, *args: Any, init: str = "guide", **kwargs):
@@ -298,13 +320,19 @@ def check(model: Callable, guide: Callable | None, *args: Any, init: str = "guid
     Annealer(model, guide, args, kwargs, settings)
 
 
-def _result(settings: Settings, log_w, acceptance, steps) -> AISResult:
+def _final(settings: Settings, steps: torch.Tensor) -> torch.Tensor:
+    """Each point's last step size from a ``(T - 1, N)`` trajectory (the first where
+    there was no transition)."""
+    return steps[-1] if len(steps) else torch.full(steps.shape[1:], settings.step_size)
+
+
+def _result(settings: Settings, log_w, acceptance, final_step) -> AISResult:
     log_px = torch.logsumexp(log_w, 0) - math.log(settings.num_chains)
     return AISResult(
         log_px,
         log_w,
         acceptance,
-        steps,
+        final_step,
         settings.num_steps,
         settings.num_chains,
         settings.leapfrog_steps,
@@ -322,9 +350,11 @@ def simulate(
     :param seeds: one integer per data point; point ``i`` is drawn from a stream seeded
         with ``seeds[i]``, so it does not depend on the others.
     :returns: ``(observed, latents)``: ``{site: values}`` for the observed and for the
-        latent sites, with the data points along the ``"data"`` plate's dim.
+        latent sites, the data points along the first dimension (each site's values as
+        the model draws them for one point, stacked).
     :raises ValueError: a site whose distribution cannot draw samples.
     """
+    check_per_point(args)
     layout = inspect_layout(model, None, args, kwargs)
     parts: dict[str, list[torch.Tensor]] = {}
     observed_names: list[str] = []
@@ -335,7 +365,7 @@ def simulate(
             torch.manual_seed(seed)
             try:
                 trace = poutine.trace(poutine.uncondition(model)).get_trace(
-                    *point_args(args, i, layout.num_points), **kwargs
+                    *point_args(args, i), **kwargs
                 )
             except NotImplementedError as e:
                 raise ValueError(f"the model cannot simulate its data: {e}") from None
@@ -344,7 +374,10 @@ def simulate(
                     observed_names.append(s["name"])
                 positions[s["name"]] = s["value"].dim() - s["fn"].event_dim + layout.data_dim
                 parts.setdefault(s["name"], []).append(s["value"])
-    values = {name: torch.cat(v, dim=positions[name]) for name, v in parts.items()}
+    # one point's values have a data dim of size 1: the points go first
+    values = {
+        name: torch.cat([p.movedim(positions[name], 0) for p in v]) for name, v in parts.items()
+    }
     observed = {n: v for n, v in values.items() if n in observed_names}
     latents = {n: v for n, v in values.items() if n not in observed_names}
     return observed, latents
@@ -395,8 +428,8 @@ def ais_dataset(
         progress,
         "log P(x) by AIS",
     )
-    log_w, acceptance, steps = (torch.cat(p, dim=-1) for p in zip(*parts, strict=True))
-    return _result(checked, log_w, acceptance, steps)
+    log_w, acceptance, final_step = (torch.cat(p, dim=-1) for p in zip(*parts, strict=True))
+    return _result(checked, log_w, acceptance, final_step)
 
 
 def bdmc_dataset(
@@ -441,7 +474,8 @@ def _ais_batch(model, guide, args, seeds, settings, on_step):
     checked = Settings.make(**_with_defaults(settings))
     annealer = Annealer(model, guide, args, {}, checked)
     betas = schedule(checked.num_steps, checked.schedule_kind)
-    return annealer.run(betas, seeds, on_step=on_step)
+    log_w, acceptance, steps = annealer.run(betas, seeds, on_step=on_step)
+    return log_w, acceptance, _final(checked, steps)
 
 
 def _bdmc_batch(model, guide, args, seeds, site, settings, on_step):
@@ -525,4 +559,5 @@ __all__ = [
     "check",
     "schedule",
     "simulate",
+    "simulated_data",
 ]

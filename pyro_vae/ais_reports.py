@@ -7,6 +7,7 @@ sections they own; like it, they take results and return data, without files.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -119,12 +120,18 @@ def ais_lines(r: dict[str, Any]) -> list[str]:
     ]
     d = a.get("minus_is")
     if d:
-        verdict = (
-            "AIS is above IS: the importance-sampled estimate is biased low by at least "
-            "about this much"
-            if d["mean"] > 2 * d["stderr"]
-            else "AIS and IS agree within two standard errors"
-        )
+        if d["mean"] > 2 * d["stderr"]:
+            verdict = (
+                "AIS is above IS: the importance-sampled estimate is biased low by at least "
+                "about this much"
+            )
+        elif d["mean"] < -2 * d["stderr"]:
+            verdict = (
+                "AIS is below IS: too few steps for AIS to check IS (raise --ais-steps; "
+                "--bdmc shows how many the model needs)"
+            )
+        else:
+            verdict = "AIS and IS agree within two standard errors"
         lines.append(
             f"\nAIS - IS per point: {d['mean']:.3f} ± {d['stderr']:.3f} nats; {verdict}.\n"
         )
@@ -141,9 +148,14 @@ def khat_lines(r: dict[str, Any]) -> list[str]:
             f"\nPareto k-hat: not fitted; K = {r['num_samples']} weights per point are too few.\n"
         ]
     share = k["share_unreliable"]
+    spread = (
+        f"mean {k['mean']:.2f}, max {k['max']:.2f}"
+        if k["mean"] is not None and math.isfinite(k["mean"])
+        else "every point's weights are equal"
+    )
     return [
-        f"\nPareto k-hat of each point's K weights (Vehtari et al.): mean {k['mean']:.2f}, "
-        f"max {k['max']:.2f}; {share:.0%} of points above {k['threshold']}, where the "
+        f"\nPareto k-hat of each point's K weights (Vehtari et al.): {spread}; "
+        f"{share:.0%} of points above {k['threshold']}, where the "
         f"importance-sampled log {r['target']} is unreliable at any practical K"
         + (" (see AIS above)" if r.get("ais") else "")
         + ".\n"

@@ -9,6 +9,7 @@ loop with Pyro's leapfrog integrator, per-chain acceptance and per-point step si
 from __future__ import annotations
 
 import math
+import operator
 from typing import Any, NamedTuple
 
 import pyro
@@ -68,9 +69,9 @@ class Settings(NamedTuple):
         step_size,
         adapt_rate=ADAPT_RATE,
     ):
-        check_count("num_steps", num_steps)
-        check_count("num_chains", num_chains)
-        check_count("leapfrog_steps", leapfrog_steps)
+        num_steps = check_count("num_steps", num_steps)
+        num_chains = check_count("num_chains", num_chains)
+        leapfrog_steps = check_count("leapfrog_steps", leapfrog_steps)
         if init not in INITS:
             raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
         if schedule_kind not in SCHEDULES:
@@ -80,9 +81,9 @@ class Settings(NamedTuple):
         if not (isinstance(adapt_rate, (int, float)) and 0 <= adapt_rate < math.inf):
             raise ValueError(f"adapt_rate must be finite and at least 0, got {adapt_rate}")
         return cls(
-            int(num_steps),
-            int(num_chains),
-            int(leapfrog_steps),
+            num_steps,
+            num_chains,
+            leapfrog_steps,
             init,
             schedule_kind,
             float(step_size),
@@ -90,9 +91,15 @@ class Settings(NamedTuple):
         )
 
 
-def check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+def check_count(name: str, value) -> int:
+    """``value`` as an ``int`` (Python, numpy or torch integers) if it is at least 1."""
+    try:
+        number = operator.index(value)
+    except TypeError:
+        number = None
+    if isinstance(value, bool) or number is None or number < 1:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return number
 
 
 def draw_seeds(n: int) -> list[int]:
@@ -104,11 +111,26 @@ def mix_seed(seed: int, salt: int) -> int:
     return distributed.stream_seed(int(seed), "ais", salt)
 
 
-def point_args(args: tuple, i: int, n: int) -> tuple:
-    """The arguments of data point ``i``: every tensor with ``n`` rows, sliced to one."""
-    return tuple(
-        a[i : i + 1] if torch.is_tensor(a) and a.dim() and len(a) == n else a for a in args
-    )
+def check_per_point(args: tuple) -> int:
+    """The number of data points of positional arguments that are all per-point tensors
+    (their first dimension indexes the points).
+
+    :raises ValueError: an argument that is not a tensor, or first dimensions that differ.
+    """
+    if not args or not all(torch.is_tensor(a) and a.dim() for a in args):
+        raise ValueError(
+            "AIS takes the data as tensors whose first dimension indexes the data points; "
+            "pass anything shared by all points as a keyword argument"
+        )
+    sizes = {a.shape[0] for a in args}
+    if len(sizes) != 1:
+        raise ValueError(f"the data tensors have different numbers of points: {sorted(sizes)}")
+    return sizes.pop()
+
+
+def point_args(args: tuple, i: int) -> tuple:
+    """The positional arguments of data point ``i``: every tensor sliced to its row."""
+    return tuple(a[i : i + 1] for a in args)
 
 
 def is_identity(transform) -> bool:
@@ -119,7 +141,7 @@ def is_identity(transform) -> bool:
 
 class _Site(NamedTuple):
     name: str
-    shape: tuple[int, ...]  # the value's shape, with the points moved to dim 1
+    shape: tuple[int, ...]  # the unconstrained value's shape, the points moved to dim 1
     position: int  # the data plate's dim in the value
     transform: Any  # unconstrained -> support; None for the identity
     jacobian_event_dims: int  # dims of log|det J| beyond the site's batch shape
@@ -133,25 +155,28 @@ class Annealer:
         self.guide = guide if settings.init == "guide" else None
         if settings.init == "guide" and guide is None:
             raise ValueError("init='guide' needs a guide")
+        check_per_point(args)
+        with poutine.block(), torch.no_grad():  # each alone: a replay may need valid latents
+            trace = poutine.trace(model).get_trace(*args, **kwargs)
+            guide_trace = (
+                poutine.trace(self.guide).get_trace(*args, **kwargs) if self.guide else None
+            )
+        latent = [s for s in sample_sites(trace) if not s["is_observed"]]
+        if not latent:
+            raise ValueError("the model has no latent sites: its log-likelihood needs no AIS")
+        for s in latent:
+            _check_latent(s, guide_trace)
         self.layout: Layout = inspect_layout(model, self.guide, args, kwargs)
+        if self.layout.num_points != args[0].shape[0]:
+            raise ValueError(
+                f"the 'data' plate has {self.layout.num_points} points but the data tensors "
+                f"{args[0].shape[0]} rows; AIS needs the plate over their first dimension"
+            )
         self.mpn = self.layout.max_plate_nesting
         self.shape = (settings.num_chains, self.layout.num_points)
-        with poutine.block(), torch.no_grad():
-            trace = poutine.trace(model).get_trace(*args, **kwargs)
-        self.latent = [s["name"] for s in sample_sites(trace) if not s["is_observed"]]
-        if not self.latent:
-            raise ValueError("the model has no latent sites: its log-likelihood needs no AIS")
-        for s in sample_sites(trace):
-            if s["name"] in self.latent and (
-                s["fn"].support.is_discrete
-                or s["fn"].has_enumerate_support
-                or s["infer"].get("enumerate")
-            ):
-                raise ValueError(
-                    f"latent site {s['name']!r} is discrete; AIS moves the latents with "
-                    "Hamiltonian Monte Carlo, which needs continuous ones (sum a discrete "
-                    "site out exactly by enumeration instead)"
-                )
+        self.latent = [s["name"] for s in latent]
+        # the target's supports: the chains move in their unconstrained spaces
+        self.supports = {s["name"]: s["fn"].support for s in latent}
         self.guide_sites: dict[str, dict] | None = None  # the guide's one site, kept
 
     def seeds(self, seeds) -> list[int]:
@@ -170,9 +195,10 @@ class Annealer:
         for name in self.latent:
             value, fn = values[name], fns[name]
             position = value.dim() - fn.event_dim + self.layout.data_dim
-            shape = list(value.movedim(position, 1).shape)
+            transform = biject_to(self.supports[name])
+            # a simplex of K entries has K - 1 unconstrained ones
+            shape = list(transform.inv(value).movedim(position, 1).shape)
             shape[1] = self.layout.num_points
-            transform = biject_to(fn.support)
             self.sites.append(
                 _Site(
                     name,
@@ -255,7 +281,7 @@ class Annealer:
 
     def _initial(self, seeds, start):
         """Each point's first state from its own stream, and its HMC generator."""
-        c, n = self.shape
+        c = self.shape[0]
         init = self.guide if self.guide is not None else self.model
         values: dict[str, list[torch.Tensor]] = {name: [] for name in self.latent}
         fns: dict[str, Any] = {}
@@ -266,9 +292,7 @@ class Annealer:
             for i, seed in enumerate(seeds):
                 torch.manual_seed(seed)
                 with poutine.block(), pyro.plate(PARTICLE_PLATE, c, dim=-(self.mpn + 1)):
-                    trace = poutine.trace(init).get_trace(
-                        *point_args(self.args, i, n), **self.kwargs
-                    )
+                    trace = poutine.trace(init).get_trace(*point_args(self.args, i), **self.kwargs)
                 for name in self.latent:
                     site = trace.nodes[name]
                     values[name].append(site["value"])
@@ -280,8 +304,13 @@ class Annealer:
             first[name] = torch.cat(parts, dim=position)
         self._describe(first, fns)
         if start is not None:  # the reverse chains: every chain at its point's exact sample
+            # start: points first, no particle dim (as :func:`pyro_vae.ais.simulate` gives)
             first = {
-                s.name: start[s.name].unsqueeze(0).expand(first[s.name].shape).to(first[s.name])
+                s.name: start[s.name]
+                .movedim(0, s.position - 1)
+                .unsqueeze(0)
+                .expand(first[s.name].shape)
+                .to(first[s.name])
                 for s in self.sites
             }
         return first, generators
@@ -304,23 +333,37 @@ class Annealer:
             dim=1,
         )
 
-    def run(self, betas: torch.Tensor, seeds, start=None, on_step=None):
-        """Anneal along ``betas``; returns ``(log weights (C, N), acceptance (N,),
-        final step sizes (N,))``. ``start``: exact latents per point (the reverse run);
-        ``on_step``: called after every step."""
+    def run(self, betas: torch.Tensor, seeds, start=None, step_sizes=None, on_step=None):
+        """Anneal along ``betas``.
+
+        :param start: exact latents per point, where every chain starts (the reverse run
+            of BDMC); by default the initial distribution's draws.
+        :param step_sizes: ``(T - 1, N)``, the step size of every transition, fixed in
+            advance (the reverse run replays the forward run's); by default adapted.
+        :param on_step: called after every step.
+        :returns: ``(log weights (C, N), acceptance (N,), step sizes (T - 1, N))``.
+        """
         first, generators = self._initial(seeds, start)
         self._keep_guide(first)
         u = self.flatten(first).detach()
         settings = self.settings
+        num_steps = len(betas) - 1
+        if step_sizes is not None and tuple(step_sizes.shape) != (num_steps - 1, self.shape[1]):
+            raise ValueError(f"step_sizes must have shape {(num_steps - 1, self.shape[1])}")
         step = u.new_full((1, self.shape[1], 1), settings.step_size)
         low, high = STEP_SIZE_BOUNDS
         log_w = u.new_zeros(self.shape)
         accepted = u.new_zeros(self.shape[1])
-        transitions = 0
+        used = []
         held: dict[str, torch.Tensor] = {}
         beta = 0.0
 
         def potential(state: dict[str, torch.Tensor]) -> torch.Tensor:
+            # NaN until this evaluation succeeds: an evaluation that Pyro's integrator
+            # abandons (a registered numerical error) reads as a rejection, never as the
+            # values of another state
+            nan = u.new_full(self.shape, math.nan)
+            held.update(init=nan, joint=nan, energy=nan)
             log_init, log_joint, log_jacobian = self.log_densities(state["u"])
             held["init"], held["joint"] = log_init.detach(), log_joint.detach()
             energy = -((1 - beta) * log_init + beta * log_joint + log_jacobian)
@@ -330,8 +373,9 @@ class Annealer:
         def kinetic_grad(r: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             return r  # unit mass matrix
 
-        num_steps = len(betas) - 1
-        with torch.enable_grad():
+        # a divergent trajectory (NaN or infinite parameters) is rejected below, so
+        # distributions must not raise on it (as Pyro's MCMC, which disables validation)
+        with torch.enable_grad(), pyro.validation_enabled(False):
             for t in range(1, num_steps + 1):
                 beta = float(betas[t])
                 if t == num_steps:  # the last weight needs no gradient and no transition
@@ -344,6 +388,9 @@ class Annealer:
                     on_step()
                 if t == num_steps:
                     break
+                if step_sizes is not None:
+                    step = step_sizes[t - 1].to(u).view(1, -1, 1)
+                used.append(step.reshape(-1))
                 energy0 = held["energy"]
                 r = self._normal(generators, u)
                 proposal, r_new, _, _ = velocity_verlet(
@@ -366,8 +413,34 @@ class Annealer:
                 u = torch.where(accept.unsqueeze(-1), proposal["u"], u).detach()
                 rate = log_accept.exp().mean(0)  # (N,): mean acceptance probability
                 accepted += rate
-                transitions += 1
-                move = settings.adapt_rate * (rate - TARGET_ACCEPT)
-                step = (step * move.exp().view(1, -1, 1)).clamp(low, high)
+                if step_sizes is None:
+                    move = settings.adapt_rate * (rate - TARGET_ACCEPT)
+                    step = (step * move.exp().view(1, -1, 1)).clamp(low, high)
+        transitions = len(used)
         acceptance = accepted / transitions if transitions else torch.full_like(accepted, math.nan)
-        return log_w.detach(), acceptance, step.reshape(-1)
+        steps = torch.stack(used) if used else u.new_zeros(0, self.shape[1])
+        return log_w.detach(), acceptance, steps
+
+
+def _check_latent(site: dict, guide_trace) -> None:
+    """Refuse a latent site HMC cannot move, or whose guide covers another support."""
+    name, fn = site["name"], site["fn"]
+    if fn.support.is_discrete or fn.has_enumerate_support or site["infer"].get("enumerate"):
+        raise ValueError(
+            f"latent site {name!r} is discrete; AIS moves the latents with Hamiltonian "
+            "Monte Carlo, which needs continuous ones (sum a discrete site out exactly by "
+            "enumeration instead)"
+        )
+    if site["mask"] is not None:
+        raise ValueError(
+            f"latent site {name!r} is masked; AIS needs every latent site to carry its "
+            "density (drop the mask, or sample the masked part elsewhere)"
+        )
+    if guide_trace is not None and name in guide_trace.nodes:
+        guide_fn = guide_trace.nodes[name]["fn"]
+        if repr(guide_fn.support) != repr(fn.support):
+            raise ValueError(
+                f"the guide's site {name!r} has support {guide_fn.support} but the model's "
+                f"{fn.support}; AIS moves the chains over the model's, so the guide must "
+                "have the same"
+            )

@@ -303,19 +303,22 @@ class DatasetEvaluation(NamedTuple):
 
 
 def khat_summary(khat: torch.Tensor) -> dict[str, float]:
-    """What a reader needs of per-point Pareto k-hats: their mean, the largest, the share
-    of points above :data:`~pyro_vae.weights.KHAT_UNRELIABLE` among those with a k-hat,
-    and how many points have none (K too small to fit).
+    """What a reader needs of per-point Pareto k-hats: the mean and the largest of the
+    finite ones, the share of points above :data:`~pyro_vae.weights.KHAT_UNRELIABLE`
+    among those with a k-hat, how many points have equal weights (k-hat ``-inf``) and
+    how many none (K too small to fit).
 
     :param khat: ``(N,)``, NaN where no k-hat was fitted.
     """
     fitted = khat[~torch.isnan(khat)].double()
+    finite = fitted[torch.isfinite(fitted)]
     n = fitted.numel()
     return {
-        "mean": float(fitted.mean()) if n else math.nan,
-        "max": float(fitted.max()) if n else math.nan,
+        "mean": float(finite.mean()) if finite.numel() else math.nan,
+        "max": float(finite.max()) if finite.numel() else math.nan,
         "share_unreliable": float((fitted > KHAT_UNRELIABLE).double().mean()) if n else math.nan,
         "threshold": KHAT_UNRELIABLE,
+        "equal_weights": int((fitted == -math.inf).sum()),
         "not_fitted": int(khat.numel() - n),
     }
 

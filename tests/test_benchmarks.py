@@ -35,6 +35,8 @@ def test_evaluate_reports_the_fraction_of_the_matmul_limit():
         "evaluate.py",
         *("--images", "4", "--num-samples", "60", "--sizes", "small,burda"),
         *("--threads", "1", "--memory-ks", "20", "--memory-images", "2"),
+        *("--ais-steps", "4", "--ais-chains", "2", "--ais-leapfrog", "2"),
+        *("--ais-images", "4", "--ais-block", "2"),
     )
     assert [(c["size"], c["threads"]) for c in out["cases"]] == [("small", 1), ("burda", 1)]
     first = out["cases"][0]
@@ -46,6 +48,10 @@ def test_evaluate_reports_the_fraction_of_the_matmul_limit():
         diff = case["diff_vs_torch"]
         assert abs(diff["mean"]) <= 5 * diff["stderr"] + 0.05, diff
     assert set(out["peak_memory_mb_by_k"]) == {"20"}
+    (ais,) = out["ais_cases"]
+    assert (ais["size"], ais["threads"], ais["steps"], ais["block"]) == ("small", 1, 4, 2)
+    assert out["ais_ratio_vs_torch"] == ais["ratio_vs_torch"]
+    assert ais["fraction_of_matmul_limit"] > 0 and ais["matmul_gflops"] > 0
 
 
 def test_breakdown_names_every_part():
