@@ -95,6 +95,14 @@ def test_bad_ais_settings_exit_2_and_write_nothing(run_copy, capsys, extra, mess
     assert sorted(p.name for p in run_copy.iterdir()) == before
 
 
+@pytest.mark.parametrize("option", [["--ais-steps", "50"], ["--ais-init", "prior"]])
+def test_ais_options_without_ais_are_refused(run_copy, capsys, option):
+    assert _status(["evaluate", "--run", str(run_copy), *option]) == 2
+    err = capsys.readouterr().err
+    assert f"{option[0]} sets annealed importance sampling, which runs only with" in err
+    assert not list(run_copy.glob("eval*"))
+
+
 def test_a_model_without_latents_or_with_discrete_ones_is_refused(tmp_path, capsys):
     fast = ["--dataset", "digits", "--epochs", "1", "--hidden-dims", "8", "--no-progress"]
     regressor = tmp_path / "regressor"

@@ -69,40 +69,34 @@ def add_parser(sub) -> None:
     e.add_argument(
         "--ais-steps",
         type=at_least(1),
-        default=ais.DEFAULTS["num_steps"],
         metavar="T",
         help=f"AIS: intermediate distributions (default {ais.DEFAULTS['num_steps']})",
     )
     e.add_argument(
         "--ais-chains",
         type=at_least(1),
-        default=ais.DEFAULTS["num_chains"],
         metavar="C",
         help=f"AIS: chains per point (default {ais.DEFAULTS['num_chains']})",
     )
     e.add_argument(
         "--leapfrog-steps",
         type=at_least(1),
-        default=ais.DEFAULTS["leapfrog_steps"],
         metavar="L",
         help=f"AIS: leapfrog steps per HMC transition (default {ais.DEFAULTS['leapfrog_steps']})",
     )
     e.add_argument(
         "--ais-init",
         choices=ais.INITS,
-        default="guide",
         help="AIS: the initial distribution, the guide Q(z|X) or the prior (default guide)",
     )
     e.add_argument(
         "--ais-schedule",
         choices=ais.SCHEDULES,
-        default="sigmoid",
         help="AIS: spacing of the inverse temperatures (default sigmoid, as Wu et al.)",
     )
     e.add_argument(
         "--ais-step-size",
         type=_step_size,
-        default=ais.STEP_SIZE,
         help=f"AIS: the first HMC step size, in (0, 1), adapted per point towards an "
         f"acceptance rate of {ais.TARGET_ACCEPT} (default {ais.STEP_SIZE})",
     )
@@ -166,19 +160,25 @@ def _step_size(text: str) -> float:
     return value
 
 
+#: the AIS options and the :func:`~pyro_vae.ais.ais_dataset` setting each one gives; an
+#: option left out takes the setting's default (:data:`pyro_vae.ais.DEFAULTS`)
+AIS_OPTIONS = {
+    "ais_steps": "num_steps",
+    "ais_chains": "num_chains",
+    "leapfrog_steps": "leapfrog_steps",
+    "ais_init": "init",
+    "ais_schedule": "schedule_kind",
+    "ais_step_size": "step_size",
+}
+
+
 def ais_settings(args: argparse.Namespace) -> dict:
     """The keyword arguments of :func:`~pyro_vae.ais.ais_dataset` that the options give.
 
     :param args: the parsed ``evaluate`` options.
     """
-    return {
-        "num_steps": args.ais_steps,
-        "num_chains": args.ais_chains,
-        "leapfrog_steps": args.leapfrog_steps,
-        "init": args.ais_init,
-        "schedule_kind": args.ais_schedule,
-        "step_size": args.ais_step_size,
-    }
+    given = {setting: getattr(args, option) for option, setting in AIS_OPTIONS.items()}
+    return {setting: ais.DEFAULTS[setting] if v is None else v for setting, v in given.items()}
 
 
 def _check_ais(model, data, args: argparse.Namespace) -> None:
@@ -186,6 +186,13 @@ def _check_ais(model, data, args: argparse.Namespace) -> None:
     wanted = [f"--method {args.method}"] if args.method != "is" else []
     wanted += ["--bdmc"] if args.bdmc else []
     if not wanted:
+        unused = [o for o in AIS_OPTIONS if getattr(args, o) is not None]
+        if unused:
+            flag = "--" + unused[0].replace("_", "-")
+            raise UsageError(
+                f"{flag} sets annealed importance sampling, which runs only with --method "
+                "ais or both, or --bdmc N; add one of them or drop it"
+            )
         return
     what = " and ".join(wanted)
     if not model.latent:
@@ -195,7 +202,7 @@ def _check_ais(model, data, args: argparse.Namespace) -> None:
         )
     point = tuple(t[:1] for t in data)
     try:
-        ais.check(model.model, model.proposal, *point, init=args.ais_init)
+        ais.check(model.model, model.proposal, *point, init=ais_settings(args)["init"])
         if args.bdmc:
             ais.simulated_data(model.model, point, [0], site=model.target)
     except ValueError as err:
