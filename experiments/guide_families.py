@@ -140,7 +140,7 @@ def score(model, x: torch.Tensor, budget: common.Budget, gap_points: int, gap_st
         model.model, model.guide, x, num_samples=budget.num_samples, ks=(BOUND_K,), seed=budget.seed
     )
     out = {"elbo": ev.elbo, "bound": ev.bounds[0], "log_px": ev.log_px}
-    if model.supports_gap_decomposition:
+    if model.supports("gap_decomposition"):
         points = x[spread_subset(len(x), gap_points)]
         g = decompose_gap(
             model, points, steps=gap_steps, num_samples=budget.num_samples, seed=budget.seed

@@ -5,8 +5,6 @@ Pyro: the model P(z)P(x|z) and the guide Q(z|x) are Pyro functions, trained
 with SVI, with the likelihood P(x|z) a swappable value.
 """
 
-__version__ = "0.2.0"
-
 from pyro_vae.ais import (
     AISResult,
     BDMCResult,
@@ -16,7 +14,7 @@ from pyro_vae.ais import (
     bdmc_dataset,
 )
 from pyro_vae.data import Dataset, binarize_batch, dequantize, load
-from pyro_vae.engine import Engine, make_engine, make_objective
+from pyro_vae.engine import Engine, make_engine
 from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.evaluate import (
     DatasetEvaluation,
@@ -41,11 +39,12 @@ from pyro_vae.likelihoods import (
 )
 from pyro_vae.models import CVAE, MODELS, VAE, Model, ModelData, Regressor, register
 from pyro_vae.networks import MLP, GaussianEncoder
-from pyro_vae.run import DataConfig, RunConfig, RunFolder
-from pyro_vae.run import open as open_run
+from pyro_vae.objectives import make_objective
+from pyro_vae.run import DataConfig, RunConfig, RunFolder, open_run
 from pyro_vae.tasks import TASKS, conditional_data
 from pyro_vae.train import History, TrainConfig, fit
 from pyro_vae.units import bits_per_dim
+from pyro_vae.version import __version__
 
 __all__ = [
     "CVAE",

@@ -96,6 +96,8 @@ def load_model_state(module: nn.Module, state: dict[str, torch.Tensor], source: 
         )
         raise UsageError(
             f"checkpoint {source} was saved from a different architecture: {shown}. "
-            "Use the same --z-dim, --hidden-dims and --likelihood as that run, or start a new run."
+            "Use the same {z_dim}, {hidden_dims} and {likelihood} as that run, or start a "
+            "new run.",
+            settings=("z_dim", "hidden_dims", "likelihood"),
         )
     module.load_state_dict(state)

@@ -182,7 +182,10 @@ def load(
     validate(data)
     if dequantize:
         if binarize != "none":
-            raise UsageError("dequantization is for grey levels; do not combine it with --binarize")
+            raise UsageError(
+                "{dequantize} is for grey levels; do not combine it with {binarize}",
+                settings=("dequantize", "binarize"),
+            )
         if data.levels is None:
             raise UsageError(
                 f"dataset {name!r} does not record its number of grey levels, so it cannot be "

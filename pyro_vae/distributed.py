@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
 
 #: seconds a collective waits for the other ranks before it fails. torchrun itself
@@ -92,8 +93,6 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
         processes per node than GPUs, a device index under torchrun, variables
         missing).
     """
-    from pyro_vae.run import resolve_device
-
     if not launched():
         return resolve_device(device)
     missing = [v for v in LAUNCH_VARIABLES if v not in os.environ]
@@ -109,13 +108,15 @@ def setup(device: str | torch.device = "cpu") -> torch.device:
     if kind == "cuda":
         if torch.device(device).index is not None:
             raise LaunchError(
-                f"--device {device}: under torchrun each rank uses cuda:LOCAL_RANK; "
-                "pass --device cuda"
+                f"{{device}} {device}: under torchrun each rank uses cuda:LOCAL_RANK; "
+                "pass {device} cuda",
+                settings=("device",),
             )
         if not torch.cuda.is_available():
             raise LaunchError(
-                "--device cuda: CUDA is not available on this machine, so the nccl backend "
-                "cannot start; use --device cpu (gloo)"
+                "{device} cuda: CUDA is not available on this machine, so the nccl backend "
+                "cannot start; use {device} cpu (gloo)",
+                settings=("device",),
             )
         if max(per_node, local_rank + 1) > torch.cuda.device_count():
             raise LaunchError(
@@ -152,14 +153,16 @@ def check_batch(batch_size: int) -> None:
         return
     if batch_size < size:
         raise LaunchError(
-            f"--batch-size {batch_size} is the global batch, smaller than the {size} "
-            f"processes; use --batch-size {size} or more, or fewer processes"
+            f"{{batch_size}} {batch_size} is the global batch, smaller than the {size} "
+            f"processes; use {{batch_size}} {size} or more, or fewer processes",
+            settings=("batch_size",),
         )
     if batch_size % size:
         lower, upper = batch_size - batch_size % size, batch_size - batch_size % size + size
         raise LaunchError(
-            f"--batch-size {batch_size} (the global batch) does not divide among {size} "
-            f"processes; use --batch-size {lower} or {upper}"
+            f"{{batch_size}} {batch_size} (the global batch) does not divide among {size} "
+            f"processes; use {{batch_size}} {lower} or {upper}",
+            settings=("batch_size",),
         )
 
 

@@ -1,4 +1,4 @@
-"""Objectives and training steps: what one gradient step of :func:`pyro_vae.fit` does.
+"""Training steps: what one gradient step of :func:`pyro_vae.fit` does.
 
 Two engines compute the same estimator and the same Adam updates:
 
@@ -11,7 +11,7 @@ Two engines compute the same estimator and the same Adam updates:
   device. Adam acts element-wise, so the updates equal ``"svi"``'s. Nothing reads
   Pyro's param store here, so the model runs without registering its networks in it
   (:meth:`~pyro_vae.models.base.Model.outside_param_store`). Pyro's ``RenyiELBO`` has
-  no ``differentiable_loss``; :class:`DifferentiableRenyiELBO` adds one.
+  no ``differentiable_loss``; :class:`~pyro_vae.objectives.DifferentiableRenyiELBO` adds one.
 
 Inside a process group (:mod:`pyro_vae.distributed`) both engines run the objective
 as the forward pass of an :class:`Objective` module wrapped in
@@ -22,136 +22,27 @@ scores its share of the global batch, and its loss is multiplied by the number o
 ranks before ``backward``, so that DDP's average is the gradient of the whole batch's
 sum, exactly as in one process.
 
-The KL weight (beta, warm-up) multiplies the log-densities of every latent
-sample site in both model and guide (:func:`scale_latents`), so for
-``Trace_ELBO`` the objective is ``E_q[log P(x|z)] - beta * KL``.
+What the step optimizes (the objectives, the KL weight) is in :mod:`pyro_vae.objectives`.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, NamedTuple
 
 import pyro
 import torch
-from pyro.infer import SVI, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
-from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
-from pyro.poutine.scale_messenger import ScaleMessenger
+from pyro.infer import SVI
 from torch import nn
 
 from pyro_vae import distributed
 from pyro_vae.errors import UsageError
+from pyro_vae.objectives import make_objective, scale_latents
 
-OBJECTIVES = ("elbo", "mean-field", "iwae")
+#: engine names of :func:`make_engine`
 ENGINES = ("fast", "svi")
-
-
-class LatentScaleMessenger(ScaleMessenger):
-    """``poutine.scale`` restricted to latent (unobserved) sample sites.
-
-    See :func:`scale_latents`.
-    """
-
-    def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"]:
-            super()._process_message(msg)
-
-
-def scale_latents(fn: Callable, scale: float) -> Callable:
-    """Wrap a model or guide so the log-densities of its latent sites are multiplied by ``scale``.
-
-    Applied to both model and guide, it multiplies ``log P(z)`` and ``log Q(z|x)``
-    by ``scale`` and leaves ``log P(x|z)`` alone: for ``Trace_ELBO`` the objective
-    becomes ``E_q[log P(x|z)] - scale * KL``, the beta-VAE weight and the KL
-    warm-up of Bowman et al. (2016) and Sønderby et al. (2016).
-
-    :param fn: a Pyro model or guide.
-    :param float scale: the KL weight; must be > 0, as for ``poutine.scale``.
-    :returns: the wrapped callable.
-    """
-    return LatentScaleMessenger(scale)(fn)
-
-
-def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1):
-    """Build a Pyro objective by name.
-
-    :param str name: ``"elbo"`` (``Trace_ELBO``), ``"mean-field"``
-        (``TraceMeanField_ELBO``, analytic KL) or ``"iwae"`` (``RenyiELBO(alpha=0)``).
-    :param int num_particles: samples per data point, vectorized when > 1.
-    :param int max_plate_nesting: plates the model nests (needed to vectorize particles).
-    :returns: a :class:`pyro.infer.ELBO` instance.
-    :raises UsageError: for an unknown name.
-    """
-    kwargs = dict(
-        num_particles=num_particles,
-        vectorize_particles=num_particles > 1,
-        max_plate_nesting=max_plate_nesting,
-    )
-    if name == "elbo":
-        return Trace_ELBO(**kwargs)
-    if name == "mean-field":
-        return TraceMeanField_ELBO(**kwargs)
-    if name == "iwae":
-        return DifferentiableRenyiELBO(alpha=0.0, **kwargs)
-    raise UsageError(f"unknown objective {name!r}; valid names: {', '.join(OBJECTIVES)}")
-
-
-class DifferentiableRenyiELBO(RenyiELBO):
-    """Pyro's :class:`~pyro.infer.RenyiELBO` with a ``differentiable_loss``.
-
-    It forms ``loss_and_grads``'s two quantities from the same traces
-    (``RenyiELBO._get_traces``), summed over the same plates: the per-particle log
-    weights, whose log-mean-exp gives the value, and the surrogate whose gradient,
-    weighted by the normalized weights, is the estimator. It returns
-    ``value + surrogate - surrogate.detach()``: a tensor whose value is
-    ``RenyiELBO.loss``'s and whose gradient is the one ``loss_and_grads`` accumulates,
-    which the caller can scale and backpropagate (through
-    ``DistributedDataParallel``, say).
-    """
-
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
-        """The negative Rényi bound as a differentiable 0-dim tensor.
-
-        :raises NotImplementedError: for a guide site whose samples are partly
-            reparameterized, as ``RenyiELBO.loss_and_grads`` does.
-        """
-        log_weights, surrogates = [], []
-        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
-            log_w, surrogate = 0.0, 0.0
-            for site in model_trace.nodes.values():
-                if site["type"] == "sample":
-                    log_p = torch_sum(site["log_prob"], sum_dims)
-                    log_w, surrogate = log_w + log_p.detach(), surrogate + log_p
-            for site in guide_trace.nodes.values():
-                if site["type"] != "sample":
-                    continue
-                log_q = torch_sum(site["log_prob"], sum_dims)
-                log_w = log_w - log_q.detach()
-                _, score_function, entropy = site["score_parts"]
-                if not is_identically_zero(entropy):
-                    if not is_identically_zero(score_function):
-                        raise NotImplementedError(
-                            f"guide site {site['name']!r} is partly reparameterized, which "
-                            "RenyiELBO does not support"
-                        )
-                    surrogate = surrogate - log_q
-                elif not is_identically_zero(score_function):
-                    surrogate = surrogate + self.alpha / (1.0 - self.alpha) * log_q
-            log_weights.append(torch.as_tensor(log_w))
-            surrogates.append(torch.as_tensor(surrogate))
-        if self.vectorize_particles and self.num_particles > 1:
-            log_w, surrogate = log_weights[0], surrogates[0]
-        else:
-            log_w, surrogate = torch.stack(log_weights), torch.stack(surrogates)
-        scaled = (1.0 - self.alpha) * log_w
-        log_mean = torch.logsumexp(scaled, dim=0, keepdim=True) - math.log(self.num_particles)
-        value = log_mean.sum() / (1.0 - self.alpha)
-        weighted = ((scaled - log_mean).exp() * surrogate).sum() / self.num_particles
-        return -(value + weighted - weighted.detach())
 
 
 class Objective(nn.Module):
@@ -163,7 +54,8 @@ class Objective(nn.Module):
     so DDP sees its parameters.
 
     :param model: a :class:`~pyro_vae.models.base.Model`.
-    :param loss_fn: a Pyro ELBO with ``differentiable_loss`` (see :func:`make_objective`).
+    :param loss_fn: a Pyro ELBO with ``differentiable_loss``
+        (:func:`~pyro_vae.objectives.make_objective`).
     :param bool register: run ``model`` and ``guide`` registering their networks in
         Pyro's param store (``pyro.optim`` finds parameters there); ``False`` for an
         optimizer that holds ``model.parameters()`` itself
@@ -172,7 +64,7 @@ class Objective(nn.Module):
 
     def __init__(self, model: nn.Module, loss_fn, register: bool = True) -> None:
         super().__init__()
-        self.vae = model
+        self.model = model
         self.loss_fn = loss_fn
         bypass = getattr(model, "outside_param_store", None)
         self._context = bypass if (bypass is not None and not register) else nullcontext
@@ -182,9 +74,9 @@ class Objective(nn.Module):
             # a rank whose share of a short last batch is empty (a plate cannot have size
             # 0) still takes part in the gradient average, with zero gradients, and in
             # any collective the model's guide joins (Model.empty_share)
-            self.vae.empty_share()
+            self.model.empty_share()
             return sum((p * 0).sum() for p in self.parameters() if p.requires_grad)
-        model, guide = _scaled(self.vae.model, weight), _scaled(self.vae.guide, weight)
+        model, guide = _scaled(self.model.model, weight), _scaled(self.model.guide, weight)
         with self._context():
             return self.loss_fn.differentiable_loss(model, guide, *batch)
 
@@ -257,7 +149,7 @@ class Engine(NamedTuple):
 
 
 def make_engine(
-    vae,
+    model,
     *,
     engine: str = "fast",
     objective: str = "elbo",
@@ -266,11 +158,11 @@ def make_engine(
     optimizer_state: dict[str, Any] | None = None,
     example_batch: tuple[torch.Tensor, ...] | None = None,
 ) -> Engine:
-    """Build the training step for ``vae``.
+    """Build the training step for ``model``.
 
-    :param vae: module with ``model`` and ``guide`` methods taking the batch tensors.
+    :param model: module with ``model`` and ``guide`` methods taking the batch tensors.
     :param str engine: ``"fast"`` or ``"svi"`` (see the module docstring).
-    :param str objective: see :func:`make_objective`.
+    :param str objective: see :func:`~pyro_vae.objectives.make_objective`.
     :param int num_particles: samples of z per data point per step.
     :param float lr: Adam step size.
     :param dict optimizer_state: from an earlier :attr:`Engine.optimizer_state`.
@@ -281,16 +173,19 @@ def make_engine(
         by the other engine.
     """
     if engine not in ENGINES:
-        raise UsageError(f"unknown engine {engine!r}; valid names: {', '.join(ENGINES)}")
-    loss_fn = make_objective(objective, num_particles, vae.max_plate_nesting)
+        raise UsageError(
+            f"unknown {{engine}} {engine!r}; valid names: {', '.join(ENGINES)}",
+            settings=("engine",),
+        )
+    loss_fn = make_objective(objective, num_particles, model.max_plate_nesting)
     # the fast engine's torch optimizer holds the parameters: no param-store lookups
-    objective_module: nn.Module = Objective(vae, loss_fn, register=engine != "fast")
+    objective_module: nn.Module = Objective(model, loss_fn, register=engine != "fast")
     ranks = distributed.world_size()
     if distributed.active():
         objective_module = _data_parallel(objective_module)
 
     if engine == "fast":
-        optimizer = torch.optim.Adam(vae.parameters(), lr=lr, **adam_options(vae.parameters()))
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr, **adam_options(model.parameters()))
         if optimizer_state is not None:
             _check_state_kind(optimizer_state, "fast", "state" in optimizer_state)
             optimizer.load_state_dict(optimizer_state)
@@ -310,25 +205,25 @@ def make_engine(
 
     # engine == "svi": pyro.optim keys its per-parameter optimizers by param-store
     # name, which embeds the instance's name; checkpoints key them by state_dict key.
-    optim = pyro.optim.Adam({"lr": lr, **adam_options(vae.parameters())})
-    key_of = {id(p): k for k, p in vae.named_parameters()}
+    optim = pyro.optim.Adam({"lr": lr, **adam_options(model.parameters())})
+    key_of = {id(p): k for k, p in model.named_parameters()}
     if optimizer_state is not None:
         _check_state_kind(optimizer_state, "svi", "state" not in optimizer_state)
         if example_batch is None:
             raise ValueError("restoring an svi optimizer state needs example_batch")
         with torch.no_grad(), pyro.poutine.block():  # registers every parameter
             probe = tuple(t[:1] for t in example_batch)
-            guide_trace = pyro.poutine.trace(vae.guide).get_trace(*probe)
-            pyro.poutine.replay(vae.model, trace=guide_trace)(*probe)
+            guide_trace = pyro.poutine.trace(model.guide).get_trace(*probe)
+            pyro.poutine.replay(model.model, trace=guide_trace)(*probe)
         store = pyro.get_param_store()
-        by_key = dict(vae.named_parameters())
+        by_key = dict(model.named_parameters())
         optim.set_state({store.param_name(by_key[k]): s for k, s in optimizer_state.items()})
     current: dict[str, Any] = {"weight": None, "svi": None}
 
     def svi_step(batch, weight):
         if weight != current["weight"]:  # constant after warm-up
-            model, guide = _scaled(vae.model, weight), _scaled(vae.guide, weight)
-            current.update(weight=weight, svi=SVI(model, guide, optim, loss_fn))
+            scaled_model, scaled_guide = _scaled(model.model, weight), _scaled(model.guide, weight)
+            current.update(weight=weight, svi=SVI(scaled_model, scaled_guide, optim, loss_fn))
         return torch.tensor(current["svi"].step(*batch))
 
     def data_parallel_svi_step(batch, weight):
@@ -337,7 +232,7 @@ def make_engine(
         # own tensors in the param store) and their gradients cleared
         loss = objective_module(batch, weight)
         (loss * ranks).backward()
-        params = [p for p in vae.parameters() if p.requires_grad]
+        params = [p for p in model.parameters() if p.requires_grad]
         optim(params)
         for p in params:
             p.grad = None
@@ -363,5 +258,6 @@ def _check_state_kind(state: dict, engine: str, ok: bool) -> None:
         other = "svi" if engine == "fast" else "fast"
         raise UsageError(
             f"the checkpoint's optimizer state was written by the {other!r} engine; "
-            f"resume with engine={other!r} (--engine {other})"
+            f"resume with {{engine}} {other}",
+            settings=("engine",),
         )

@@ -30,7 +30,6 @@ from torch import nn
 
 from pyro_vae import distributed
 from pyro_vae.evaluate import log_likelihood
-from pyro_vae.guides import DiagonalGaussian
 
 
 class GapDecomposition(NamedTuple):
@@ -90,7 +89,7 @@ class LocalGuide(nn.Module):
 
 
 def fit_local_guide(
-    vae,
+    model,
     x: torch.Tensor,
     *,
     steps: int = 500,
@@ -99,13 +98,12 @@ def fit_local_guide(
 ) -> LocalGuide:
     """Fit ``q*(z)`` per data point by SVI on ``Trace_ELBO``, starting from the encoder.
 
-    The VAE's weights are frozen (``requires_grad`` is restored afterwards).
+    The model's weights are frozen (``requires_grad`` is restored afterwards).
 
-    :param vae: a model whose ``supports_gap_decomposition`` is true, such as
-        :class:`~pyro_vae.models.vae.VAE`: a ``model(x)``, ``max_plate_nesting``, an
-        ``encoder`` and its ``guide_family`` (:mod:`pyro_vae.guides`; a model without
-        one has the diagonal Gaussian encoder ``encoder(x) -> (loc, scale)``). ``q*``
-        is a member of the same family.
+    :param model: a :class:`~pyro_vae.models.base.Model` that supports
+        ``"gap_decomposition"``, such as :class:`~pyro_vae.models.vae.VAE`: its
+        :meth:`~pyro_vae.models.base.Model.guide_parts` name the guide family and the
+        encoder of its one latent site ``"z"``. ``q*`` is a member of the same family.
     :param x: ``(N, x_dim)`` data points.
     :param int steps: Adam steps.
     :param float lr: Adam step size.
@@ -113,30 +111,30 @@ def fit_local_guide(
     """
     if steps < 0:
         raise ValueError(f"steps must be >= 0, got {steps}")
-    family = getattr(vae, "guide_family", DiagonalGaussian())
+    family, encoder = model.guide_parts()
     with torch.no_grad():
-        params = vae.encoder(x)
-    local = LocalGuide(family, vae.encoder, params)
+        params = encoder(x)
+    local = LocalGuide(family, encoder, params)
     elbo = Trace_ELBO(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
-        max_plate_nesting=vae.max_plate_nesting,
+        max_plate_nesting=model.max_plate_nesting,
     )
     optimizer = torch.optim.Adam(local.parameters(), lr=lr)
-    was_training = vae.training
-    frozen = [(p, p.requires_grad) for p in vae.parameters()]
-    vae.eval()  # pyro.module warns about frozen parameters of modules in training mode
+    was_training = model.training
+    frozen = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()  # pyro.module warns about frozen parameters of modules in training mode
     try:
         for p, _ in frozen:
             p.requires_grad_(False)
         for _ in range(steps):
             optimizer.zero_grad(set_to_none=True)
-            elbo.differentiable_loss(vae.model, local.guide, x).backward()
+            elbo.differentiable_loss(model.model, local.guide, x).backward()
             optimizer.step()
     finally:
         for p, flag in frozen:
             p.requires_grad_(flag)
-        vae.train(was_training)
+        model.train(was_training)
     return local
 
 
@@ -152,7 +150,7 @@ def _point_log_likelihood(model, guide, x, num_samples, seed, purpose, index):
 
 
 def decompose_gap(
-    vae,
+    model,
     x: torch.Tensor,
     *,
     steps: int = 500,
@@ -175,7 +173,7 @@ def decompose_gap(
     results in the original order, on the CPU. Torch's global random state is left as
     it was, apart from drawing the base seed when ``seed`` is ``None``.
 
-    :param vae: a trained model, as for :func:`fit_local_guide`.
+    :param model: a trained model, as for :func:`fit_local_guide`.
     :param x: ``(N, x_dim)`` data points.
     :param int steps: SVI steps for ``q*`` (see :func:`fit_local_guide`).
     :param float lr: their Adam step size.
@@ -194,14 +192,14 @@ def decompose_gap(
             block = range(starts[b], min(starts[b] + GAP_BLOCK, n))
             torch.manual_seed(distributed.stream_seed(seed, "gap-fit", block.start))
             xb = x[block.start : block.stop]
-            local = fit_local_guide(vae, xb, steps=steps, lr=lr, num_particles=num_particles)
+            local = fit_local_guide(model, xb, steps=steps, lr=lr, num_particles=num_particles)
             for j, i in enumerate(block):
                 xi = x[i : i + 1]
                 amortized = _point_log_likelihood(
-                    vae.model, vae.guide, xi, num_samples, seed, "gap-amortized", i
+                    model.model, model.guide, xi, num_samples, seed, "gap-amortized", i
                 )
                 optimal = _point_log_likelihood(
-                    vae.model, local.guide_for(j), xi, num_samples, seed, "gap-optimal", i
+                    model.model, local.guide_for(j), xi, num_samples, seed, "gap-optimal", i
                 )
                 rows.append(torch.cat([optimal.log_px, amortized.elbo, optimal.elbo]))
     mine = torch.stack(rows).cpu() if rows else torch.empty(0, 3, dtype=x.dtype)

@@ -44,6 +44,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import UsageError
 from pyro_vae.networks import Architecture, GaussianEncoder, as_architecture
+from pyro_vae.numerics import softplus_inverse
 
 #: lower bound on every standard deviation (and on the diagonal of L)
 MIN_SCALE = 1e-4
@@ -85,11 +86,6 @@ class ReparameterizedNormal(dist.Normal):
         if self._validate_args:
             self._validate_sample(value)
         return -0.5 * drawn[1].square() - self.scale.log() - _HALF_LOG_2PI
-
-
-def _softplus_inverse(y: torch.Tensor) -> torch.Tensor:
-    y = y.clamp_min(1e-6)
-    return y + torch.log(-torch.expm1(-y))
 
 
 class GuideFamily:
@@ -161,7 +157,7 @@ class DiagonalGaussian(GuideFamily):
     def free(self, params):
         """``(loc, inverse softplus of scale - MIN_SCALE)``."""
         loc, scale = params
-        return loc, _softplus_inverse(scale - MIN_SCALE)
+        return loc, softplus_inverse(scale - MIN_SCALE)
 
     def constrained(self, free):
         """``(loc, softplus(raw) + MIN_SCALE)``."""
@@ -226,7 +222,7 @@ class FullCovariance(GuideFamily):
     def free(self, params):
         """``(loc, L with its diagonal through the inverse softplus)``."""
         loc, scale_tril = params
-        diagonal = _softplus_inverse(scale_tril.diagonal(dim1=-2, dim2=-1) - MIN_SCALE)
+        diagonal = softplus_inverse(scale_tril.diagonal(dim1=-2, dim2=-1) - MIN_SCALE)
         return loc, scale_tril.tril(-1) + torch.diag_embed(diagonal)
 
     def constrained(self, free):
@@ -312,7 +308,7 @@ class IAF(GuideFamily):
     def free(self, params):
         """``(loc, inverse softplus of scale - MIN_SCALE, h)``."""
         loc, scale, context = params
-        return loc, _softplus_inverse(scale - MIN_SCALE), context
+        return loc, softplus_inverse(scale - MIN_SCALE), context
 
     def constrained(self, free):
         """Inverse of :meth:`free`."""

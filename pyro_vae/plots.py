@@ -1,5 +1,12 @@
-"""Matplotlib figures. Built on :class:`matplotlib.figure.Figure` directly, so no
-GUI backend is selected and nothing changes global pyplot state."""
+"""Every figure, drawn from tensors and results. Built on
+:class:`matplotlib.figure.Figure` directly, so no GUI backend is selected and nothing
+changes global pyplot state.
+
+Models return tensors (:meth:`~pyro_vae.models.base.Model.sample`,
+:meth:`~pyro_vae.models.base.Model.reconstruct`,
+:meth:`~pyro_vae.models.base.Model.completions`); :func:`training_figures` chooses what
+to draw for a run from what its model can do.
+"""
 
 from __future__ import annotations
 
@@ -218,3 +225,57 @@ def completion_figure(task, x: torch.Tensor, rows, title: str | None = None):
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+#: every file :func:`training_figures` may write, for a folder that is reused
+TRAINING_FIGURES = ("loss.png", "samples.png", "reconstructions.png", "completions.png")
+#: prior samples, test reconstructions, and conditions completed in a run's figures
+RUN_SAMPLES, RUN_RECONSTRUCTIONS, RUN_CONDITIONS, RUN_COMPLETIONS = 64, 32, 8, 5
+
+
+@torch.no_grad()
+def training_figures(model, dataset, history, seed: int) -> dict[str, object]:
+    """``{file name: figure}`` for the end of a training run: the training curves, and
+    what ``model`` can draw (:meth:`~pyro_vae.models.base.Model.supports`):
+
+    - ``samples.png``: 64 draws of ``model.sample`` from a generator seeded with
+      ``seed``, for a model of images that samples;
+    - ``reconstructions.png``: 32 evenly spaced test images beside
+      ``model.reconstruct``, for a model of images that reconstructs;
+    - ``completions.png``: 5 completions of 8 test conditions (:func:`completions_figure`).
+
+    :param model: a trained :class:`~pyro_vae.models.base.Model`, in eval mode.
+    :param dataset: the :class:`~pyro_vae.data.Dataset` it was trained on.
+    :param history: its :class:`~pyro_vae.train.History`.
+    """
+    from pyro_vae.splits import spread_subset
+
+    title = f"{dataset.name}, {model.describe()}: ELBO per data point"
+    figures: dict[str, object] = {"loss.png": history_figure(history, title)}
+    shape = model.image_shape
+    if shape is not None and model.supports("sample"):
+        generator = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
+        figures["samples.png"] = grid_figure(
+            model.sample(RUN_SAMPLES, generator=generator),
+            shape,
+            f"{RUN_SAMPLES} samples: the prior's z, mean of P(x|z)",
+        )
+    if shape is not None and model.supports("reconstruct"):
+        x = dataset.x_test
+        x = x[spread_subset(len(x), RUN_RECONSTRUCTIONS).to(x.device)]
+        figures["reconstructions.png"] = reconstruction_figure(
+            x,
+            model.reconstruct(x),
+            shape,
+            "test images (odd rows) and reconstructions (even rows)",
+        )
+    if model.supports("completions"):
+        drawn = model.completions(dataset, "test", RUN_CONDITIONS, RUN_COMPLETIONS, seed)
+        figures["completions.png"] = completions_figure(drawn)
+    return figures
+
+
+def completions_figure(completions, title: str | None = None):
+    """A :class:`~pyro_vae.models.base.Completions` as a picture (see
+    :func:`completion_figure`)."""
+    return completion_figure(completions.task, completions.x, completions.rows, title)

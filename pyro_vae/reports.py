@@ -50,7 +50,7 @@ def _data_fields(model, dataset) -> dict[str, Any]:
         "target": model.notation.data,
         "notation": model.notation._asdict(),
         # no latent variable: the ELBO is the exact log-likelihood
-        "exact": not model.latent,
+        "exact": not model.supports("latent"),
         "dataset": dataset.name,
         "binarize": dataset.binarize,
         "dequantized": dataset.dequantized,

@@ -1,7 +1,7 @@
 """A run folder and its one owner.
 
 ``pyro-vae train`` writes a run folder; every other command, the experiments and your
-own code read it back through :func:`open`, which returns the trained model, the data
+own code read it back through :func:`open_run`, which returns the trained model, the data
 it was trained on and its configuration. :class:`RunConfig` (data, model, training) is
 the single source of ``config.json`` and of the configuration inside the checkpoint;
 :class:`RunFolder` names every file a run holds and knows which of them go stale.
@@ -19,13 +19,15 @@ from typing import Any, NamedTuple
 
 import torch
 
-from pyro_vae import __version__
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
+from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_json
-from pyro_vae.models import DEFAULT_KIND, MODELS, Model, model_class
+from pyro_vae.models import DEFAULT_KIND, Model, model_class
+from pyro_vae.plots import TRAINING_FIGURES
 from pyro_vae.train import TrainConfig, resumable
+from pyro_vae.version import __version__
 
 FORMAT = "pyro_vae.run/2"
 
@@ -35,7 +37,7 @@ __all__ = [
     "RunConfig",
     "RunFolder",
     "load_model",
-    "open",
+    "open_run",
     "resolve_device",
     "resumable",
 ]
@@ -136,9 +138,8 @@ class RunFolder:
     """
 
     #: what ``pyro-vae train --overwrite`` removes: the files of an earlier run and of
-    #: every command run on it (figures, evaluations, samples, completions)
-    #: (with the :attr:`~pyro_vae.models.base.Model.figures` of every registered model);
-    #: other files, a user's own notes or pictures, stay
+    #: every command run on it (figures, evaluations, samples, completions); other
+    #: files, a user's own notes or pictures, stay
     STALE = (
         "config.json",
         "checkpoint.pt",
@@ -153,6 +154,7 @@ class RunFolder:
         "bounds_*.png",
         "prior_samples_*.png",
         "completions_*.png",
+        *TRAINING_FIGURES,
     )
 
     def __init__(self, folder: str | Path) -> None:
@@ -197,8 +199,7 @@ class RunFolder:
 
     def remove_stale(self) -> None:
         """Delete the files of an earlier run (see :attr:`STALE`)."""
-        figures = {name for cls in MODELS.values() for name in cls.figures}
-        for pattern in (*self.STALE, *sorted(figures)):
+        for pattern in self.STALE:
             for stale in self.folder.glob(pattern):
                 stale.unlink(missing_ok=True)
 
@@ -231,29 +232,6 @@ class OpenedRun(NamedTuple):
     data: data_mod.Dataset
     config: RunConfig
     folder: RunFolder
-
-
-def resolve_device(name: str | torch.device) -> torch.device:
-    """Parse a device name (``--device``).
-
-    :raises UsageError: if it names no usable device.
-    """
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"unknown device {name!r} ({err}); use cpu, cuda or cuda:N") from err
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(
-                "--device cuda: CUDA is not available on this machine; use --device cpu"
-            )
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(
-                f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present"
-            )
-    elif device.type != "cpu":
-        raise UsageError(f"unsupported device {name!r}; use cpu, cuda or cuda:N")
-    return device
 
 
 def _trained(model_config: dict[str, Any], folder: RunFolder, device, state=None) -> Model:
@@ -295,8 +273,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
     return _trained(model_config, folder, device, state)
 
 
-def open(path: str | Path, device: str | torch.device = "cpu") -> OpenedRun:
-    """Open the run in folder ``path``: ``model, data, config, folder = open(path)``.
+def open_run(path: str | Path, device: str | torch.device = "cpu") -> OpenedRun:
+    """Open the run in folder ``path``: ``model, data, config, folder = open_run(path)``.
 
     :param path: a folder written by ``pyro-vae train``.
     :param device: where to put the model and the data.

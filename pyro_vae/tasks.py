@@ -153,7 +153,9 @@ def task_for(name: str, dataset: data_mod.Dataset) -> Task:
     if missing:
         raise UsageError(
             f"the label task needs class labels, and {dataset.name} has none for its "
-            f"{' and '.join(missing)} split; choose a data set with labels or another --task"
+            f"{' and '.join(missing)} split; choose a data set with labels or another "
+            "{task}",
+            settings=("task",),
         )
     # the one-hot width is fixed by the training labels: an unseen class has no input
     num_classes = int(dataset.y_train.max()) + 1

@@ -5,7 +5,13 @@
 tensors on the training device. Mini-batches are slices of a fresh permutation
 each epoch; the loss is summed on the device and read back every 20 steps for
 the progress bar and once per epoch, where non-finite values stop the run.
-What a single step does is in :mod:`pyro_vae.engine`.
+What a single step does is in :mod:`pyro_vae.engine`; the settings and the record of a
+run are in :mod:`pyro_vae.train_config`.
+
+``fit`` reads as four parts: :func:`check_fit_inputs` (nothing is trained on data or
+settings that cannot work), ``_start`` (a fresh or a resumed run: weights, optimizer and
+random streams), ``_train_epoch`` (the steps of one epoch) and ``_save`` (the
+checkpoint, with every rank's random state).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import math
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,139 +30,33 @@ from tqdm.auto import tqdm
 
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import distributed
-from pyro_vae.engine import ENGINES, OBJECTIVES, make_engine
+from pyro_vae.engine import Engine, make_engine
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
 from pyro_vae.models.base import Model
+from pyro_vae.train_config import (
+    BURDA_STAGES,
+    LR_SCHEDULES,
+    RESUMABLE,
+    History,
+    TrainConfig,
+    resumable,
+)
 
-#: marks a config field that may change when a run is resumed; the others shape the
-#: optimizer state or the schedule, so a checkpoint is only continued with the same values
-RESUMABLE = {"resumable": True}
-
-
-def resumable(config_class: type) -> frozenset[str]:
-    """Fields of a config dataclass that may change when a run is resumed (marked with
-    ``metadata=RESUMABLE``); the others define the run."""
-    return frozenset(f.name for f in fields(config_class) if f.metadata.get("resumable"))
-
-
-#: learning-rate schedules of :class:`TrainConfig`
-LR_SCHEDULES = ("constant", "burda")
-#: stages of Burda et al.'s schedule: 3^i epochs each, i = 0..7
-BURDA_STAGES = 8
-
-
-@dataclass
-class TrainConfig:
-    """Optimization settings. Plain data: stored in checkpoints and ``config.json``."""
-
-    epochs: int = field(default=50, metadata=RESUMABLE)  # passes over the training split
-    batch_size: int = 128  # data points per gradient step
-    lr: float = 1e-3  # Adam step size (at the start, with a schedule)
-    #: "constant", or "burda": lr * 10^(-i/7) for 3^i epochs, i = 0..7 (3,280 epochs),
-    #: the schedule of Burda et al. (2016), section 5
-    lr_schedule: str = "constant"
-    # "elbo": Trace_ELBO (Monte Carlo KL); "mean-field": TraceMeanField_ELBO
-    # (analytic KL, Doersch eq. 7); "iwae": RenyiELBO(alpha=0), the IWAE bound
-    objective: str = "elbo"
-    num_particles: int = 1  # samples of z per data point per step (k of IWAE-k)
-    beta: float = 1.0  # KL weight after warm-up; 1 is the true ELBO
-    kl_warmup: float = 0.0  # epochs over which the KL weight rises linearly to beta
-    engine: str = "fast"  # "fast" or "svi"; see pyro_vae.engine
-    seed: int = 0  # seeds torch, numpy and random at the start of a fresh run
-    #: distribution argument checks in the hot loop (slow)
-    validate: bool = field(default=False, metadata=RESUMABLE)
-    #: data points per batch when scoring the test split
-    eval_batch_size: int = field(default=1000, metadata=RESUMABLE)
-
-    def check(self) -> None:
-        """:raises UsageError: for any out-of-range or unknown setting."""
-        if self.objective not in OBJECTIVES:
-            raise UsageError(
-                f"unknown objective {self.objective!r}; valid names: {', '.join(OBJECTIVES)}"
-            )
-        if self.engine not in ENGINES:
-            raise UsageError(f"unknown engine {self.engine!r}; valid names: {', '.join(ENGINES)}")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(
-                f"unknown lr_schedule {self.lr_schedule!r}; valid: {', '.join(LR_SCHEDULES)}"
-            )
-        for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.seed < 2**32:
-            raise UsageError(f"seed must be in [0, 2**32), got {self.seed}")
-        for name in ("lr", "beta"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise UsageError(f"{name} must be a finite number > 0, got {value}")
-        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
-            raise UsageError(
-                f"kl_warmup must be a finite number of epochs >= 0, got {self.kl_warmup}"
-            )
-        if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup > 0):
-            raise UsageError(
-                "beta and KL warm-up weight the KL term of an ELBO; the IWAE bound has no "
-                "separate KL term. Use --objective elbo or mean-field with them, or drop them."
-            )
-
-    def lr_at(self, epoch: int) -> float:
-        """Adam's step size in epoch ``epoch`` (0-based).
-
-        ``"burda"``: stage i lasts 3^i epochs at ``lr * 10^(-i/7)``, for i = 0..7; epochs
-        after the 3,280 of the schedule stay at its last step size.
-        """
-        if self.lr_schedule == "constant":
-            return self.lr
-        stage, end = 0, 1
-        while epoch >= end and stage < BURDA_STAGES - 1:
-            stage += 1
-            end += 3**stage
-        return self.lr * 10 ** (-stage / 7)
-
-    def kl_weight(self, step: int, steps_per_epoch: int) -> float:
-        """KL weight at global step ``step`` (0-based): rises linearly to ``beta``.
-
-        It starts at ``beta / warm-up steps``, above zero, because ``poutine.scale``
-        rejects a zero weight.
-        """
-        warmup_steps = self.kl_warmup * steps_per_epoch
-        if warmup_steps <= 0:
-            return self.beta
-        return self.beta * min(1.0, (step + 1) / warmup_steps)
-
-
-@dataclass
-class History:
-    """Per-epoch record of a run, in nats per data point."""
-
-    epoch: list[int] = field(default_factory=list)
-    #: mean training objective over the epoch's steps (the ELBO estimate when beta = 1)
-    train_objective: list[float] = field(default_factory=list)
-    #: ELBO of the test split after the epoch (beta = 1), or NaN without test data
-    test_elbo: list[float] = field(default_factory=list)
-    #: KL weight at the last step of the epoch
-    kl_weight: list[float] = field(default_factory=list)
-    #: wall-clock seconds spent in the epoch's training steps
-    seconds: list[float] = field(default_factory=list)
-
-    def append(self, **row: float) -> None:
-        """Add one epoch's values (keyword per field)."""
-        for key, value in row.items():
-            getattr(self, key).append(value)
-
-    def to_dict(self) -> dict[str, list]:
-        """Plain-data copy for JSON."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, list]) -> History:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: list(v) for k, v in d.items()})
+__all__ = [
+    "BURDA_STAGES",
+    "LR_SCHEDULES",
+    "RESUMABLE",
+    "History",
+    "TrainConfig",
+    "check_fit_inputs",
+    "fit",
+    "resumable",
+]
 
 
 def check_fit_inputs(
-    vae,
+    model,
     train: torch.Tensor | Sequence[torch.Tensor],
     test: torch.Tensor | Sequence[torch.Tensor] | None,
     config: TrainConfig,
@@ -167,9 +67,9 @@ def check_fit_inputs(
 
     :raises UsageError: naming the setting or data that cannot work and the fix.
     """
-    if not isinstance(vae, Model):
+    if not isinstance(model, Model):
         raise UsageError(
-            f"fit trains a pyro_vae.models.Model, got {type(vae).__name__}; subclass Model "
+            f"fit trains a pyro_vae.models.Model, got {type(model).__name__}; subclass Model "
             "(docs/guide.md, 'Adding a model'), or call pyro.infer.SVI on your functions"
         )
     config.check()
@@ -179,8 +79,9 @@ def check_fit_inputs(
         raise UsageError("the training split is empty")
     if config.batch_size > n_train:
         raise UsageError(
-            f"batch size {config.batch_size} is larger than the training split "
-            f"({n_train} data points); use --batch-size {n_train} or less"
+            f"{{batch_size}} {config.batch_size} is larger than the training split "
+            f"({n_train} data points); use {{batch_size}} {n_train} or less",
+            settings=("batch_size",),
         )
     for name, tensors in (
         ("training", train),
@@ -193,16 +94,16 @@ def check_fit_inputs(
                 )
     transforms = _transforms(batch_transform, len(train))
     if not any(transforms):
-        vae.check_data(*train, what="the training split")
+        model.check_data(*train, what="the training split")
     else:  # check what the model will see: one transformed copy of the data
         seen = _apply(transforms, train)
-        vae.check_data(*seen, what="the training split (as each batch is transformed)")
+        model.check_data(*seen, what="the training split (as each batch is transformed)")
     if test is not None:
-        vae.check_data(*_as_tuple(test), what="the test split")
+        model.check_data(*_as_tuple(test), what="the test split")
 
 
 def fit(
-    vae,
+    model,
     train: torch.Tensor | Sequence[torch.Tensor],
     test: torch.Tensor | Sequence[torch.Tensor] | None = None,
     *,
@@ -213,9 +114,9 @@ def fit(
     run_config: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> History:
-    """Train ``vae`` by SVI and return its :class:`History`.
+    """Train ``model`` by SVI and return its :class:`History`.
 
-    :param vae: a :class:`~pyro_vae.models.base.Model` (its ``model`` and ``guide``
+    :param model: a :class:`~pyro_vae.models.base.Model` (its ``model`` and ``guide``
         take the data tensors as positional arguments).
     :param train: training tensor, or tuple of tensors sharing dimension 0, on
         the training device.
@@ -226,7 +127,7 @@ def fit(
         one callable (or ``None``) per data tensor, e.g. ``(binarize_batch,
         binarize_batch)`` to binarize both X and Y of a conditional model afresh.
     :param checkpoint: file written atomically after every epoch. It holds
-        ``config = {"model": vae.config(), "train": ..., **run_config}``, the
+        ``config = {"model": model.config(), "train": ..., **run_config}``, the
         weights, the optimizer state, the history and the RNG states.
     :param bool resume: continue from ``checkpoint``; the settings other than
         the :func:`resumable` fields of :class:`TrainConfig` must equal the checkpoint's.
@@ -234,7 +135,7 @@ def fit(
     :param bool progress: show a progress bar with the running objective.
 
     ``config.seed`` seeds the training randomness (batches, samples of z); seed
-    before building ``vae`` as well if its initial weights should be reproducible.
+    before building ``model`` as well if its initial weights should be reproducible.
 
     Inside a process group of several ranks (:mod:`pyro_vae.distributed`) every rank
     calls ``fit`` with the same arguments and trains data-parallel: the data order
@@ -253,96 +154,36 @@ def fit(
         the checkpoint of the last good epoch is kept.
     """
     config = config or TrainConfig()
-    check_fit_inputs(vae, train, test, config, batch_transform)
+    check_fit_inputs(model, train, test, config, batch_transform)
     train = _as_tuple(train)
-    test = _as_tuple(test) if test is not None else None
+    run = _start(model, train, config, checkpoint, resume, run_config)
     transforms = _transforms(batch_transform, len(train))
-    device = train[0].device
-    n_train = train[0].shape[0]
-    steps_per_epoch = math.ceil(n_train / config.batch_size)
-    params = list(vae.parameters())
-    stored_config = {"model": vae.config(), **(run_config or {}), "train": asdict(config)}
-
-    ranks, rank = distributed.world_size(), distributed.rank()
-    if ranks > 1:
-        distributed.check_batch(config.batch_size)
-    # several ranks share one data order, from a generator of its own
-    order = torch.Generator().manual_seed(config.seed) if ranks > 1 else None
-    history, start_epoch, state = History(), 0, None
-    if resume:
-        state = _load_for_resume(checkpoint, vae, config)
-        history = History.from_dict(state["history"])
-        start_epoch = state["epoch"]
-    else:
-        pyro.set_rng_seed(_rank_seed(config.seed, "train", rank) if ranks > 1 else config.seed)
-    engine = make_engine(
-        vae,
-        engine=config.engine,
-        objective=config.objective,
-        num_particles=config.num_particles,
-        lr=config.lr,
-        optimizer_state=state["optimizer_state"] if state else None,
-        example_batch=train,
-    )
-    if state is not None:  # after building the engine: its set-up may draw random numbers
-        _restore_streams(state, config, order)
-    main = distributed.is_main()
-
+    steps_per_epoch = run.steps_per_epoch
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
-        initial=start_epoch * steps_per_epoch,
+        initial=run.start_epoch * steps_per_epoch,
         desc="train",
         unit="step",
-        disable=not (progress and main),
+        disable=not (progress and distributed.is_main()),
         dynamic_ncols=True,
     )
     try:
         with pyro.validation_enabled(config.validate):
-            for epoch in range(start_epoch, config.epochs):
-                engine.set_lr(config.lr_at(epoch))
-                vae.train()
-                t0 = time.perf_counter()
-                total = torch.zeros((), device=device)
-                seen = 0  # data points this rank has scored in the epoch
-                if order is None:
-                    perm = torch.randperm(n_train, device=device)
-                else:
-                    perm = torch.randperm(n_train, generator=order).to(device)
-                for i in range(steps_per_epoch):
-                    idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
-                    if ranks > 1:  # this rank's share of the global batch
-                        idx = idx.tensor_split(ranks)[rank]
-                    seen += len(idx)
-                    batch = tuple(t[idx] for t in train)
-                    batch = _apply(transforms, batch)
-                    weight = config.kl_weight(epoch * steps_per_epoch + i, steps_per_epoch)
-                    try:
-                        total += engine.step(batch, weight)
-                    except ValueError as err:  # raised by distribution checks (--validate)
-                        if _all_finite(params):
-                            raise
-                        raise _diverged(epoch, checkpoint, "a parameter became non-finite") from err
-                    bar.update(1)
-                    if progress and main and (i + 1) % 20 == 0:
-                        running = -total.item() / max(seen, 1)  # rank 0's share
-                        bar.set_postfix(epoch=epoch + 1, objective=f"{running:.2f}")
-                seconds = time.perf_counter() - t0
-                train_objective = -distributed.all_sum(total).item() / n_train
-                if not math.isfinite(train_objective) or not _all_finite(params):
-                    raise _diverged(
-                        epoch, checkpoint, f"the training objective was {train_objective}"
-                    )
-                vae.eval()
+            for epoch in range(run.start_epoch, config.epochs):
+                train_objective, seconds = _train_epoch(
+                    model, run, train, transforms, config, epoch, bar, checkpoint, progress
+                )
+                model.eval()
                 test_elbo = math.nan
                 if test is not None:
                     test_elbo = mean_elbo(
-                        vae.model,
-                        vae.guide,
-                        test,
+                        model.model,
+                        model.guide,
+                        _as_tuple(test),
                         batch_size=config.eval_batch_size,
-                        max_plate_nesting=vae.max_plate_nesting,
+                        max_plate_nesting=model.max_plate_nesting,
                     )
-                history.append(
+                run.history.append(
                     epoch=epoch + 1,
                     train_objective=train_objective,
                     test_elbo=test_elbo,
@@ -355,26 +196,118 @@ def fit(
                     test_elbo=f"{test_elbo:.2f}",
                 )
                 if checkpoint is not None:
-                    streams = distributed.gather_to_main(ckpt_io.rng_state())
-                    if main:
-                        saved = {
-                            "config": stored_config,
-                            "model_state": vae.state_dict(),
-                            "optimizer_state": engine.optimizer_state(),
-                            "epoch": epoch + 1,
-                            "history": history.to_dict(),
-                            "rng": streams[0],
-                        }
-                        if ranks > 1:
-                            saved["distributed"] = {
-                                "world_size": ranks,
-                                "rng": streams,
-                                "order": order.get_state(),
-                            }
-                        ckpt_io.save(checkpoint, saved)
+                    _save(checkpoint, model, run, epoch)
     finally:
         bar.close()
-    return history
+    return run.history
+
+
+@dataclass
+class _Run:
+    """What a training run carries from epoch to epoch."""
+
+    engine: Engine
+    history: History
+    start_epoch: int
+    steps_per_epoch: int
+    #: the data order shared by several ranks (``None`` in one process)
+    order: torch.Generator | None
+    #: ``config`` of the checkpoint: the model's, the run's and the training settings
+    stored_config: dict[str, Any]
+
+
+def _start(model, train, config: TrainConfig, checkpoint, resume: bool, run_config) -> _Run:
+    """A fresh run (seeded from ``config.seed``) or one resumed from ``checkpoint``: its
+    engine, history and random streams."""
+    stored_config = {"model": model.config(), **(run_config or {}), "train": asdict(config)}
+    ranks, rank = distributed.world_size(), distributed.rank()
+    if ranks > 1:
+        distributed.check_batch(config.batch_size)
+    # several ranks share one data order, from a generator of its own
+    order = torch.Generator().manual_seed(config.seed) if ranks > 1 else None
+    history, start_epoch, state = History(), 0, None
+    if resume:
+        state = _load_for_resume(checkpoint, model, config)
+        history = History.from_dict(state["history"])
+        start_epoch = state["epoch"]
+    else:
+        pyro.set_rng_seed(_rank_seed(config.seed, "train", rank) if ranks > 1 else config.seed)
+    engine = make_engine(
+        model,
+        engine=config.engine,
+        objective=config.objective,
+        num_particles=config.num_particles,
+        lr=config.lr,
+        optimizer_state=state["optimizer_state"] if state else None,
+        example_batch=train,
+    )
+    if state is not None:  # after building the engine: its set-up may draw random numbers
+        _restore_streams(state, config, order)
+    steps_per_epoch = math.ceil(train[0].shape[0] / config.batch_size)
+    return _Run(engine, history, start_epoch, steps_per_epoch, order, stored_config)
+
+
+def _train_epoch(
+    model, run: _Run, train, transforms, config: TrainConfig, epoch: int, bar, checkpoint, progress
+) -> tuple[float, float]:
+    """One pass over the training split: ``(mean training objective, seconds)``.
+
+    :raises TrainingDiverged: the objective or a parameter became non-finite.
+    """
+    ranks, rank = distributed.world_size(), distributed.rank()
+    device, n_train = train[0].device, train[0].shape[0]
+    params = list(model.parameters())
+    run.engine.set_lr(config.lr_at(epoch))
+    model.train()
+    t0 = time.perf_counter()
+    total = torch.zeros((), device=device)
+    seen = 0  # data points this rank has scored in the epoch
+    if run.order is None:
+        perm = torch.randperm(n_train, device=device)
+    else:
+        perm = torch.randperm(n_train, generator=run.order).to(device)
+    show = progress and distributed.is_main()
+    for i in range(run.steps_per_epoch):
+        idx = perm[i * config.batch_size : (i + 1) * config.batch_size]
+        if ranks > 1:  # this rank's share of the global batch
+            idx = idx.tensor_split(ranks)[rank]
+        seen += len(idx)
+        batch = _apply(transforms, tuple(t[idx] for t in train))
+        weight = config.kl_weight(epoch * run.steps_per_epoch + i, run.steps_per_epoch)
+        try:
+            total += run.engine.step(batch, weight)
+        except ValueError as err:  # raised by distribution checks (validate)
+            if _all_finite(params):
+                raise
+            raise _diverged(epoch, checkpoint, "a parameter became non-finite") from err
+        bar.update(1)
+        if show and (i + 1) % 20 == 0:
+            running = -total.item() / max(seen, 1)  # rank 0's share
+            bar.set_postfix(epoch=epoch + 1, objective=f"{running:.2f}")
+    seconds = time.perf_counter() - t0
+    train_objective = -distributed.all_sum(total).item() / n_train
+    if not math.isfinite(train_objective) or not _all_finite(params):
+        raise _diverged(epoch, checkpoint, f"the training objective was {train_objective}")
+    return train_objective, seconds
+
+
+def _save(checkpoint, model, run: _Run, epoch: int) -> None:
+    """Write the checkpoint after ``epoch`` (rank 0), with every rank's random state."""
+    streams = distributed.gather_to_main(ckpt_io.rng_state())
+    if not distributed.is_main():
+        return
+    saved = {
+        "config": run.stored_config,
+        "model_state": model.state_dict(),
+        "optimizer_state": run.engine.optimizer_state(),
+        "epoch": epoch + 1,
+        "history": run.history.to_dict(),
+        "rng": streams[0],
+    }
+    ranks = distributed.world_size()
+    if ranks > 1:
+        saved["distributed"] = {"world_size": ranks, "rng": streams, "order": run.order.get_state()}
+    ckpt_io.save(checkpoint, saved)
 
 
 def _rank_seed(seed: int, purpose: str, index: int) -> int:
@@ -411,9 +344,9 @@ def _restore_streams(state: dict[str, Any], config: TrainConfig, order) -> None:
         order.manual_seed(distributed.stream_seed(config.seed, f"order-{epoch}", 0))
 
 
-def _load_for_resume(checkpoint, vae, config: TrainConfig) -> dict[str, Any]:
+def _load_for_resume(checkpoint, model, config: TrainConfig) -> dict[str, Any]:
     if checkpoint is None:
-        raise UsageError("resume needs a checkpoint path")
+        raise UsageError("{resume} needs a {checkpoint} path", settings=("resume", "checkpoint"))
     state = ckpt_io.load(checkpoint)  # to the CPU: RNG states must stay there
     stored = state["config"].get("train", {})
     changed = [
@@ -426,7 +359,7 @@ def _load_for_resume(checkpoint, vae, config: TrainConfig) -> dict[str, Any]:
             f"cannot resume {checkpoint} with different settings: {', '.join(changed)}. "
             "Resume with the checkpoint's settings, or start a new run."
         )
-    ckpt_io.load_model_state(vae, state["model_state"], str(checkpoint))
+    ckpt_io.load_model_state(model, state["model_state"], str(checkpoint))
     return state
 
 
@@ -463,5 +396,6 @@ def _diverged(epoch: int, checkpoint, what: str) -> TrainingDiverged:
     )
     return TrainingDiverged(
         f"training diverged in epoch {epoch + 1}: {what}; {kept}. "
-        "Try a smaller --lr, a larger --sigma, or --validate to find the first bad value."
+        "Try a smaller {lr}, a larger {sigma}, or {validate} to find the first bad value.",
+        settings=("lr", "sigma", "validate"),
     )

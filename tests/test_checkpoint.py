@@ -87,8 +87,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporaries(tmp_path):
 
 
 def test_checkpoint_from_plain_fit_can_be_loaded_as_a_run(toy_binary, tmp_path):
-    from pyro_vae.run import load_model
-    from pyro_vae.run import open as open_run
+    from pyro_vae.run import load_model, open_run
 
     train, _ = toy_binary
     vae = VAE(16, z_dim=2, hidden_dims=(32,))

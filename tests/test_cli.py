@@ -101,11 +101,11 @@ def test_existing_run_is_not_overwritten_silently(digits_run, capsys):
     "args,message",
     [
         (["--dataset", "cifar"], "valid names: mnist5k, digits, mnist, fashion-mnist, npz:PATH"),
-        (["--dataset", "digits", "--binarize", "none"], "--binarize static or --binarize dynamic"),
+        (["--dataset", "digits", "--binarize", "none"], "set --binarize to static or dynamic"),
         (["--dataset", "digits", "--batch-size", "5000"], "larger than the training split"),
         (["--dataset", "digits", "--objective", "iwae", "--beta", "2"], "no separate KL term"),
         (["--dataset", "digits", "--lr", "0"], "lr must be a finite number > 0"),
-        (["--dataset", "digits", "--kl-warmup", "nan"], "kl_warmup must be a finite number"),
+        (["--dataset", "digits", "--kl-warmup", "nan"], "--kl-warmup must be a finite number"),
         (["--dataset", "digits", "--z-dim", "0"], "VAE sizes must be at least 1, got z_dim=0"),
         (
             ["--dataset", "digits", "--sigma", "-1", "--likelihood", "gaussian"],
@@ -231,7 +231,7 @@ def test_every_likelihood_trains_one_epoch_on_digits(tmp_path, likelihood, extra
     if likelihood == "discretized-logistic":
         assert results["likelihood"]["levels"] == 17  # digits store 0..16
     # the saved run reloads with its likelihood, learned scales included
-    from pyro_vae.run import open as open_run
+    from pyro_vae.run import open_run
 
     vae = open_run(out).model
     assert vae.likelihood.config() == results["likelihood"]

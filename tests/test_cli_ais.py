@@ -8,7 +8,7 @@ import pytest
 
 from pyro_vae.ais import ais_dataset
 from pyro_vae.cli import main
-from pyro_vae.run import open as open_run
+from pyro_vae.run import open_run
 from pyro_vae.splits import spread_subset
 
 #: tiny AIS settings for a digits run
@@ -79,8 +79,8 @@ def test_ais_alone_and_bdmc_on_simulated_points(run_copy, capsys):
         (["--ais-steps", "0"], "argument --ais-steps: expected an integer >= 1, got 0"),
         (["--ais-chains", "0"], "argument --ais-chains: expected an integer >= 1, got 0"),
         (["--leapfrog-steps", "0"], "argument --leapfrog-steps: expected an integer >= 1"),
-        (["--ais-step-size", "0"], "a step size must lie in (0, 1), got 0"),
-        (["--ais-step-size", "1.5"], "a step size must lie in (0, 1), got 1.5"),
+        (["--ais-step-size", "0"], "expected a number in (0, 1), got 0"),
+        (["--ais-step-size", "1.5"], "expected a number in (0, 1), got 1.5"),
         (["--ais-step-size", "x"], "expected a number, got 'x'"),
         (["--method", "mcmc"], "invalid choice: 'mcmc'"),
         (["--bdmc", "-1"], "argument --bdmc: expected an integer >= 0, got -1"),

@@ -9,7 +9,7 @@ import torch
 
 from pyro_vae.cli import main
 from pyro_vae.models import CVAE, Regressor
-from pyro_vae.run import open as open_run
+from pyro_vae.run import open_run
 
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--no-progress"]
 

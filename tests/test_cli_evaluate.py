@@ -9,7 +9,7 @@ import pytest
 from pyro_vae import plots
 from pyro_vae.cli import main
 from pyro_vae.evaluate import evaluate_dataset
-from pyro_vae.run import open as open_run
+from pyro_vae.run import open_run
 from pyro_vae.splits import spread_subset
 
 

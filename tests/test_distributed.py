@@ -22,10 +22,10 @@ from pyro.infer import RenyiELBO
 
 from pyro_vae import VAE, distributed
 from pyro_vae.cli import main
-from pyro_vae.engine import DifferentiableRenyiELBO
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.gaps import GAP_BLOCK, decompose_gap
-from pyro_vae.run import open as open_run
+from pyro_vae.objectives import DifferentiableRenyiELBO
+from pyro_vae.run import open_run
 
 #: a run on scikit-learn's digits small enough for a few seconds per process
 SMALL = ["--dataset", "digits", "--hidden-dims", "32", "--z-dim", "2", "--no-progress"]
@@ -197,7 +197,8 @@ def test_gap_fits_do_not_depend_on_the_blocks_after_them(toy_binary):
 
 
 def test_an_empty_share_scores_zero_with_zero_gradients(toy_binary):
-    from pyro_vae.engine import Objective, make_objective
+    from pyro_vae.engine import Objective
+    from pyro_vae.objectives import make_objective
 
     x, _ = toy_binary
     vae = VAE(16, z_dim=2, hidden_dims=(8,))

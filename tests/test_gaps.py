@@ -67,6 +67,10 @@ class LinearGaussianVAE(nn.Module):
         self.b = nn.Parameter(lg.b.clone())
         self.encoder = encoder
 
+    def guide_parts(self):
+        """The diagonal Gaussian family over the affine encoder's ``(loc, scale)``."""
+        return DiagonalGaussian(), self.encoder
+
     def model(self, x):
         pyro.module("lg_vae", self)
         with pyro.plate("data", x.shape[0], dim=-1):

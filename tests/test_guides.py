@@ -34,6 +34,9 @@ class CorrelatedLinearGaussian(nn.Module):
         self.guide_family = family
         self.encoder = _StartAtPrior(family)
 
+    def guide_parts(self):
+        return self.guide_family, self.encoder
+
     def model(self, x):
         with pyro.plate("data", x.shape[0], dim=-1):
             z = pyro.sample("z", dist.Normal(torch.zeros(2, dtype=D64), 1.0).to_event(1))

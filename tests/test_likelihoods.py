@@ -272,7 +272,7 @@ def test_discretized_logistic_likelihood_shapes_and_edges():
 @pytest.mark.parametrize(
     "lik,x,message",
     [
-        (Bernoulli(), [[0.0, 0.5, 1.0]], "--binarize static or --binarize dynamic"),
+        (Bernoulli(), [[0.0, 0.5, 1.0]], "set binarize to static or dynamic"),
         (ContinuousBernoulli(), [[0.0, 1.2]], r"values outside \[0.0, 1.0\]"),
         (Beta(), [[-0.1, 0.5]], r"values outside \[0.0, 1.0\]"),
         (DiscretizedLogistic(levels=256), [[0.5001, 0.2]], "not multiples of 1/255"),

@@ -17,11 +17,11 @@ import pyro
 import pytest
 import torch
 
-from pyro_vae import CVAE, VAE, Gaussian, Regressor, TrainConfig, fit
+from pyro_vae import CVAE, VAE, Bernoulli, Gaussian, Regressor, TrainConfig, fit
 from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
-from pyro_vae.models import MODELS, Model, Option, model_class, register
-from pyro_vae.run import open as open_run
+from pyro_vae.models import HVAE, MODELS, Model, Option, model_class, register
+from pyro_vae.run import open_run
 
 #: probabilistic PCA, the shortest complete model: the class of the guide's example
 PPCA_SOURCE = re.search(
@@ -135,9 +135,12 @@ def test_the_registry_refuses_what_it_cannot_serve():
 def test_capabilities_come_from_the_model_not_its_kind():
     vae, cvae, regressor = VAE(4), CVAE(2, 3), Regressor(2, 3)
     assert vae.supports("sample") and vae.supports("reconstruct")
-    assert not vae.supports("completions_figure") and not vae.supports("exact_log_likelihood")
-    assert cvae.supports("completions_figure") and not cvae.supports("sample")
-    assert regressor.supports("exact_log_likelihood") and not regressor.latent
+    assert not vae.supports("completions") and not vae.supports("exact_log_likelihood")
+    assert vae.supports("gap_decomposition") and vae.supports("latent")
+    assert cvae.supports("completions") and not cvae.supports("sample")
+    assert not cvae.supports("gap_decomposition")
+    assert regressor.supports("exact_log_likelihood") and not regressor.supports("latent")
+    assert HVAE.supports("sample") and not HVAE.supports("gap_decomposition")
     with pytest.raises(UsageError, match="this CVAE on task None cannot draw samples"):
         cvae.sample(3)
     with pytest.raises(ValueError, match="unknown capability 'fly'"):
@@ -227,8 +230,55 @@ def test_a_copied_or_unpickled_model_claims_a_name_of_its_own(toy_binary):
     assert pickle.loads(pickled).name == "mine"
 
 
+class _Observed(Model):
+    """The least a model must write: its model, guide, data widths and builder."""
+
+    kind = "observed"
+
+    @property
+    def data_dims(self):
+        return (3,)
+
+    def model(self, x):
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("x", self.likelihood(torch.zeros_like(x)), obs=x)
+
+    def guide(self, x):
+        pass
+
+    @classmethod
+    def from_options(cls, options, dataset):
+        return cls()
+
+
+def test_the_required_members_are_abstract_and_the_likelihood_is_checked():
+    class Partial(Model):
+        kind = "partial"
+
+        def model(self, x):
+            pass
+
+    with pytest.raises(TypeError, match=r"abstract.*data_dims, from_options, guide"):
+        Partial()
+
+    class Unobserved(_Observed):
+        def __init__(self, name=None):
+            super().__init__(name)
+
+    with pytest.raises(TypeError, match=r"Unobserved\.__init__ sets no likelihood"):
+        Unobserved()
+
+    class Observed(_Observed):
+        def __init__(self, name=None):
+            super().__init__(name)
+            self.likelihood = Bernoulli()
+
+    assert Observed().supports("latent")  # what it declares: latent_sites = ("z",)
+    assert not Observed().supports("sample")
+
+
 def test_a_model_without_a_constructor_and_numpy_settings_round_trip():
-    class Constant(Model):
+    class Constant(_Observed):
         kind = "constant"
 
     assert Constant().config() == {"kind": "constant"}

@@ -6,8 +6,9 @@ import torch
 from pyro.infer import Trace_ELBO
 
 from pyro_vae import VAE, Gaussian, TrainConfig, fit, mean_elbo
-from pyro_vae.engine import make_engine, make_objective, scale_latents
+from pyro_vae.engine import make_engine
 from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.objectives import make_objective, scale_latents
 
 
 def small_vae():
@@ -128,7 +129,7 @@ def test_kl_warmup_rises_linearly_from_above_zero(toy_binary):
 @pytest.mark.parametrize(
     "kwargs,train,message",
     [
-        ({"batch_size": 500}, None, "batch size 500 is larger than the training split"),
+        ({"batch_size": 500}, None, "batch_size 500 is larger than the training split"),
         ({"objective": "vi"}, None, "valid names: elbo, mean-field, iwae"),
         ({"objective": "iwae", "beta": 0.5}, None, "IWAE bound has no separate KL term"),
         ({"beta": 0.0}, None, "beta must be a finite number > 0"),

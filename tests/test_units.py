@@ -60,7 +60,7 @@ def test_load_dequantizes_the_test_split_once_and_marks_the_data():
     k = (grey.x_test * 16).round()
     assert torch.equal((d.x_test * 17).floor(), k)  # every value stays in its own bin
     assert torch.equal(d.x_test, data.load("digits", dequantize=True).x_test)  # fixed seed
-    with pytest.raises(UsageError, match="do not combine it with --binarize"):
+    with pytest.raises(UsageError, match="do not combine it with binarize"):
         data.load("digits", dequantize=True, binarize="static")
 
 

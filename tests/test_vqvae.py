@@ -15,7 +15,7 @@ from pyro_vae import Bernoulli
 from pyro_vae.cli import main
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.models import VQVAE
-from pyro_vae.models.vqvae import Codebook, Quantizer
+from pyro_vae.models.codebook import Codebook, Quantizer
 
 
 def tiny(**kw) -> VQVAE:
@@ -243,7 +243,7 @@ def test_vqvae_trains_resumes_and_evaluates_from_the_command_line(tmp_path, extr
         (["--vq-codes", "8"], "--vq-codes applies to --model vqvae"),
         (["--model", "vqvae", "--vq-codes", "1"], "at least 2 codes"),
         (["--model", "vqvae", "--vq-slots", "0"], "expected an integer >= 1, got 0"),
-        (["--model", "vqvae", "--vq-ema", "1.5"], "between 0 and 1"),
+        (["--model", "vqvae", "--vq-ema", "1.5"], "expected a number in (0, 1), got 1.5"),
         (["--model", "vqvae", "--vq-select", "cosine"], "invalid choice: 'cosine'"),
     ],
 )

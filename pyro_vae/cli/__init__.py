@@ -8,16 +8,18 @@ run or a failed consistency check exits 1.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
 import warnings
 
-from pyro_vae import __version__, distributed
+from pyro_vae import distributed
 from pyro_vae.cli import complete, evaluate, reproduce, sample, train
 from pyro_vae.cli.options import Parser
 from pyro_vae.distributed import LaunchError
-from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
+from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError, Worded
+from pyro_vae.version import __version__
 
 
 def build_parser() -> Parser:
@@ -42,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
     :returns: exit status (0 success, 1 training diverged or a failed check, 2 bad input).
     """
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    flags = flag_names(parser, args.command)
     rank = int(os.environ.get("RANK", "0"))
     with warnings.catch_warnings():
         warnings.showwarning = _one_line(warnings.showwarning)
@@ -55,18 +59,36 @@ def main(argv: list[str] | None = None) -> int:
             return args.func(args)  # train and evaluate join the process group themselves
         except LaunchError as err:  # the same on every rank: rank 0 says it
             if rank == 0:
-                print(f"pyro-vae: error: {err}", file=sys.stderr)
+                print(f"pyro-vae: error: {_said(err, flags)}", file=sys.stderr)
             else:  # let rank 0 print before torchrun stops it for this rank's exit
                 time.sleep(LAUNCH_ERROR_GRACE_S)
             return 2
         except (UsageError, OSError) as err:  # OSError: an output path under a file ...
-            print(f"pyro-vae: error{_tag(rank)}: {err}", file=sys.stderr)
+            print(f"pyro-vae: error{_tag(rank)}: {_said(err, flags)}", file=sys.stderr)
             return 2
         except TrainingDiverged as err:
-            print(f"pyro-vae{_tag(rank)}: {err}", file=sys.stderr)
+            print(f"pyro-vae{_tag(rank)}: {_said(err, flags)}", file=sys.stderr)
             return 1
         finally:
             distributed.teardown()
+
+
+def flag_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """``{setting: flag}`` for every option of ``pyro-vae COMMAND``: the words in which
+    the command line names the settings that library errors name
+    (:class:`~pyro_vae.errors.Worded`), ``batch_size`` -> ``--batch-size``."""
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    names: dict[str, str] = {}
+    for action in subparsers.choices[command]._actions:
+        long = [o for o in action.option_strings if o.startswith("--")]
+        if long and action.dest != "help":
+            names.setdefault(action.dest, long[0])
+    return names
+
+
+def _said(err: BaseException, flags: dict[str, str]) -> str:
+    """An error's message, with the settings it names given as flags."""
+    return err.worded(flags) if isinstance(err, Worded) else str(err)
 
 
 #: seconds a rank other than 0 waits before exiting on a launch error
@@ -93,4 +115,4 @@ def _one_line(show):
     return showwarning
 
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "flag_names", "main"]

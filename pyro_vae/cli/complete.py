@@ -12,8 +12,9 @@ from pathlib import Path
 
 from pyro_vae import plots
 from pyro_vae import run as run_mod
-from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
+from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
 from pyro_vae.errors import UsageError
+from pyro_vae.parsing import at_least
 from pyro_vae.splits import SPLITS
 
 #: more conditions or samples than this make a figure nobody can read
@@ -46,12 +47,11 @@ def cmd_complete(args: argparse.Namespace) -> int:
             f"-n and --inputs must be at most {MAX_FIGURE_SIDE}, got {args.num_samples} "
             f"and {args.inputs}"
         )
-    model, dataset, _, folder = run_mod.open(args.run, args.device)
-    if not model.supports("completions_figure"):
-        raise model.unsupported("completions_figure")
-    figure = model.completions_figure(dataset, args.split, args.inputs, args.num_samples, args.seed)
-    n = args.num_samples if model.random_completions else None
-    out = args.out or folder.completions(args.split, n)
-    plots.save_figure(figure, out)
+    model, dataset, _, folder = run_mod.open_run(args.run, args.device)
+    if not model.supports("completions"):
+        raise model.unsupported("completions")
+    drawn = model.completions(dataset, args.split, args.inputs, args.num_samples, args.seed)
+    out = args.out or folder.completions(args.split, drawn.num_samples)
+    plots.save_figure(plots.completions_figure(drawn), out)
     wrote(out)
     return 0

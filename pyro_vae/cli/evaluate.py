@@ -25,11 +25,12 @@ import time
 
 from pyro_vae import ais, distributed, reports
 from pyro_vae import run as run_mod
-from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
+from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluate import evaluate_dataset, mean_elbo
 from pyro_vae.gaps import decompose_gap
 from pyro_vae.io import write_json, write_text
+from pyro_vae.parsing import at_least, open_unit, positive_set
 from pyro_vae.splits import SPLITS, spread_subset
 
 DEFAULT_KS = (1, 5, 50, 500)
@@ -57,7 +58,9 @@ def add_parser(sub) -> None:
         f"(N = K doubles the run time); 0 skips it (default: {DEFAULT_NAIVE_SAMPLES} or "
         "--num-samples, whichever is smaller)",
     )
-    e.add_argument("--ks", type=_ks, help="IWAE group sizes (default: those of 1,5,50,500 up to K)")
+    e.add_argument(
+        "--ks", type=positive_set, help="IWAE group sizes (default: those of 1,5,50,500 up to K)"
+    )
     e.add_argument(
         "--method",
         choices=METHODS,
@@ -96,7 +99,7 @@ def add_parser(sub) -> None:
     )
     e.add_argument(
         "--ais-step-size",
-        type=_step_size,
+        type=open_unit,
         help=f"AIS: the first HMC step size, in (0, 1), adapted per point towards an "
         f"acceptance rate of {ais.TARGET_ACCEPT} (default {ais.STEP_SIZE})",
     )
@@ -138,28 +141,6 @@ def add_parser(sub) -> None:
     e.set_defaults(func=cmd_evaluate, distributed=True)
 
 
-def _ks(text: str) -> tuple[int, ...]:
-    try:
-        ks = tuple(sorted({int(v) for v in text.split(",") if v.strip()}))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not ks or ks[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected positive group sizes, got {text!r}")
-    return ks
-
-
-def _step_size(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"a step size must lie in (0, 1), got {text}")
-    return value
-
-
 #: the AIS options and the :func:`~pyro_vae.ais.ais_dataset` setting each one gives; an
 #: option left out takes the setting's default (:data:`pyro_vae.ais.DEFAULTS`)
 AIS_OPTIONS = {
@@ -195,7 +176,7 @@ def _check_ais(model, data, args: argparse.Namespace) -> None:
             )
         return
     what = " and ".join(wanted)
-    if not model.latent:
+    if not model.supports("latent"):
         raise UsageError(
             f"{what}: the {model.describe()} has no latent variable, so its log-likelihood "
             "is exact; drop " + " and ".join(w.split()[0] for w in wanted)
@@ -238,8 +219,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UsageError(f"--ks {max(ks)} exceeds --num-samples {args.num_samples}")
     device = distributed.setup(args.device)
     with distributed.node_leader_first():  # one download per node, then the others read
-        model, dataset, _, folder = run_mod.open(args.run, device)
-    if args.gap_decomposition and not model.supports_gap_decomposition:
+        model, dataset, _, folder = run_mod.open_run(args.run, device)
+    if args.gap_decomposition and not model.supports("gap_decomposition"):
         raise UsageError(
             f'--gap-decomposition refines the guide of one latent site "z" per point; the '
             f"{model.describe()} in {args.run} has none. Drop --gap-decomposition"
@@ -256,7 +237,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     json_path, md_path, png_path = folder.evaluation(args.split, args.limit)
 
     main = distributed.is_main()  # every rank computes its share, rank 0 writes
-    if not model.latent:  # exact: nothing to sample
+    if not model.supports("latent"):  # exact: nothing to sample
         report = reports.exact_report(model, dataset, settings, model.exact_log_likelihood(*data))
         if not main:
             return 0

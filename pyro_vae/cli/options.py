@@ -1,5 +1,5 @@
-"""Pieces every subcommand shares: a parser whose errors are one line, and argument
-types that refuse out-of-range values with exit status 2."""
+"""Pieces every subcommand shares: a parser whose errors are one line, and the options
+several subcommands take (their value types are in :mod:`pyro_vae.parsing`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-#: seeds must fit the generators they feed (numpy's legacy seeding takes 32 bits)
-SEED_LIMIT = 2**32
+from pyro_vae.parsing import seed
 
 
 class Parser(argparse.ArgumentParser):
@@ -16,34 +15,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def seed(text: str) -> int:
-    """argparse type: an integer seed in ``[0, 2**32)``."""
-    value = _integer(text)
-    if not 0 <= value < SEED_LIMIT:
-        raise argparse.ArgumentTypeError(f"a seed must lie in [0, 2**32), got {text}")
-    return value
-
-
-def at_least(minimum: int):
-    """argparse type: an integer ``>= minimum``."""
-
-    def parse(text: str) -> int:
-        value = _integer(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
 def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> None:

@@ -375,6 +375,6 @@ def _figures(folder: Path) -> list[Path]:
 
 
 def _version() -> str:
-    from pyro_vae import __version__
+    from pyro_vae.version import __version__
 
     return __version__

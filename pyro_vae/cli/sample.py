@@ -9,8 +9,10 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae import run as run_mod
-from pyro_vae.cli.options import add_device, add_run, add_seed, at_least, wrote
+from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
+from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
+from pyro_vae.parsing import at_least
 
 #: more samples than this make a grid nobody can read (and may not fit in memory)
 MAX_SAMPLES = 10_000
@@ -44,7 +46,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise model.unsupported("sample")
     if model.image_shape is None:
         raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
-    gen = torch.Generator(device=run_mod.resolve_device(args.device)).manual_seed(args.seed)
+    gen = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
     samples = model.sample(args.num_samples, generator=gen)
     out = args.out or folder.prior_samples(args.num_samples)
     title = f"{args.num_samples} samples from the prior (seed {args.seed})"

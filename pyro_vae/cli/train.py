@@ -18,14 +18,15 @@ from typing import Any
 import pyro
 
 from pyro_vae import data as data_mod
-from pyro_vae import distributed, reports
-from pyro_vae.cli.options import add_device, add_seed, at_least
-from pyro_vae.engine import ENGINES, OBJECTIVES
+from pyro_vae import distributed, plots, reports
+from pyro_vae.cli.options import add_device, add_seed
+from pyro_vae.engine import ENGINES
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_json, write_text
 from pyro_vae.models import DEFAULT_KIND, MODELS, model_class
 from pyro_vae.models.base import Model, Option
-from pyro_vae.plots import save_figure
+from pyro_vae.objectives import OBJECTIVES
+from pyro_vae.parsing import at_least
 from pyro_vae.run import DataConfig, RunConfig, RunFolder, resumable
 from pyro_vae.train import LR_SCHEDULES, TrainConfig, check_fit_inputs, fit
 
@@ -183,7 +184,7 @@ def check_model_options(cls: type[Model], given: dict[str, Any]) -> dict[str, An
                 f"{option.flag} applies to --model {' or '.join(kinds)}, not to --model "
                 f"{cls.kind}; drop {option.flag} or choose another --model"
             )
-    if not cls.latent:
+    if not cls.supports("latent"):
         for key, neutral in LATENT_SETTINGS.items():
             if key in given and given[key] != neutral:
                 raise UsageError(
@@ -339,9 +340,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     write_json(folder.results_json, results)
     table = reports.training_table(results)
     write_text(folder.results_md, table)
-    figures = model.training_figures(dataset, history, seed=config.train.seed)
+    figures = plots.training_figures(model, dataset, history, seed=config.train.seed)
     for name, figure in figures.items():
-        save_figure(figure, folder.figure(name))
+        plots.save_figure(figure, folder.figure(name))
     print(table, end="")
     written = ("config.json", "checkpoint.pt", "history.json", "results.json", "results.md")
     print(f"pyro-vae: wrote {folder.folder}/ ({', '.join([*written, *figures])})")

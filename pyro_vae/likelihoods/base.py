@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import pyro.distributions as dist
@@ -64,7 +63,9 @@ class Likelihood(nn.Module):
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
 
-    def _reject(self, x: torch.Tensor, what: str, problem: str, fix: str) -> None:
+    def _reject(
+        self, x: torch.Tensor, what: str, problem: str, fix: str, settings: tuple[str, ...] = ()
+    ) -> None:
         finite = x[torch.isfinite(x)]
         observed = (
             f"[{finite.min().item():.4g}, {finite.max().item():.4g}]"
@@ -73,7 +74,8 @@ class Likelihood(nn.Module):
         )
         raise UsageError(
             f"the {self.name} likelihood needs {self.support}, but {what} has {problem} "
-            f"(observed range {observed}). {fix}"
+            f"(observed range {observed}). {fix}",
+            settings=settings,
         )
 
     def _check_interval(self, x: torch.Tensor, what: str, lo: float, hi: float, fix: str) -> None:
@@ -86,7 +88,3 @@ class Likelihood(nn.Module):
 def _split(out: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
     """``(..., D * parts)`` -> ``parts`` tensors of shape ``(..., D)``."""
     return tuple(out.unflatten(-1, (parts, -1)).unbind(-2))
-
-
-def _inverse_softplus(y: float) -> float:
-    return y + math.log(-math.expm1(-y))

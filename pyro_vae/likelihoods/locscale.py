@@ -11,7 +11,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from pyro_vae.errors import UsageError
-from pyro_vae.likelihoods.base import SCALE_MODES, Likelihood, _inverse_softplus, _split
+from pyro_vae.likelihoods.base import SCALE_MODES, Likelihood, _split
+from pyro_vae.numerics import softplus_inverse
 
 
 class _LocScale(Likelihood):
@@ -53,7 +54,7 @@ class _LocScale(Likelihood):
             self.fixed_scale = scale
 
     def _raw_init(self) -> float:
-        return _inverse_softplus(self.init_scale - self.min_scale)
+        return softplus_inverse(self.init_scale - self.min_scale)
 
     def setup(self, x_dim: int) -> None:
         if self.mode == "per-pixel" and not hasattr(self, "raw_scale"):

@@ -104,8 +104,9 @@ class Bernoulli(Likelihood):
                 x,
                 what,
                 f"{non_binary} values that are neither 0 nor 1",
-                "Binarize it (--binarize static or --binarize dynamic), or pick a likelihood "
-                "for grey levels (--likelihood gaussian, continuous-bernoulli, beta, ...).",
+                "Binarize it (set {binarize} to static or dynamic), or pick a likelihood for "
+                "grey levels (set {likelihood} to gaussian, continuous-bernoulli, beta, ...).",
+                settings=("binarize", "likelihood"),
             )
 
 

@@ -8,7 +8,7 @@ command line, the run folder and the evaluator then work with it unchanged.
 from __future__ import annotations
 
 from pyro_vae.errors import UsageError
-from pyro_vae.models.base import Model, ModelData, Notation, Option
+from pyro_vae.models.base import CAPABILITIES, Completions, Model, ModelData, Notation, Option
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.regressor import Regressor
@@ -37,7 +37,8 @@ def register(cls: type[Model]) -> type[Model]:
         also = f" (it inherits {inherited!r}, which names its base class)" if inherited else ""
         raise UsageError(
             f"{cls.__name__} sets no kind of its own{also}; give it a class attribute "
-            'kind = "..." naming it for --model and config()'
+            'kind = "..." naming it for {model} and config()',
+            settings=("model",),
         )
     if MODELS.get(kind, cls) is not cls:
         raise UsageError(f"kind {kind!r} already belongs to {MODELS[kind].__name__}")
@@ -47,8 +48,9 @@ def register(cls: type[Model]) -> type[Model]:
                 if theirs.flag == option.flag and not theirs.same_flag(option):
                     raise UsageError(
                         f"{cls.__name__} declares {option.flag} with another type or other "
-                        f"choices than --model {other_kind}; reuse that Option or rename "
-                        "the flag"
+                        f"choices than {{model}} {other_kind}; reuse that Option or rename "
+                        "the flag",
+                        settings=("model",),
                     )
     MODELS[kind] = cls
     return cls
@@ -70,12 +72,14 @@ def model_class(kind: str, source: str = "") -> type[Model]:
 
 
 __all__ = [
+    "CAPABILITIES",
     "CVAE",
     "DEFAULT_KIND",
     "HVAE",
     "MODELS",
     "VAE",
     "VQVAE",
+    "Completions",
     "Model",
     "ModelData",
     "Notation",

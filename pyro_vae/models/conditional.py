@@ -8,12 +8,14 @@ and :class:`~pyro_vae.models.regressor.Regressor` differ in how they model ``P(Y
 
 from __future__ import annotations
 
+import abc
 from typing import Any, ClassVar
 
 import torch
 
 from pyro_vae.errors import UsageError
-from pyro_vae.models.base import Model, ModelData, Notation, Option, accepted_arguments
+from pyro_vae.models.base import Completions, Model, ModelData, Notation, Option
+from pyro_vae.models.config import accepted_arguments
 from pyro_vae.models.options import guide_family_from_options, likelihood_from_options
 from pyro_vae.tasks import TASKS, conditional_data, pairs, task_for
 
@@ -103,28 +105,30 @@ class ConditionalModel(Model):
         self.check_pair(*data, what)
         self.likelihood.check_data(data[1], f"the target y of {what}")
 
+    @abc.abstractmethod
     def completion_rows(self, x: torch.Tensor, num_samples: int) -> list[tuple[str, torch.Tensor]]:
         """Labelled rows of targets drawn for the conditions ``x``: ``[(label, (N, y_dim))]``."""
-        raise NotImplementedError
 
     @torch.no_grad()
-    def completions_figure(self, dataset, split: str, num_inputs: int, num_samples: int, seed: int):
-        """Ground truth and completions for ``num_inputs`` evenly spaced conditions."""
-        from pyro_vae import plots
+    def completions(
+        self, dataset, split: str, num_inputs: int, num_samples: int, seed: int
+    ) -> Completions:
+        """Ground truth and :meth:`completion_rows` for ``num_inputs`` evenly spaced
+        conditions of ``split``; the draws come from torch's global generator seeded with
+        ``seed`` inside :func:`torch.random.fork_rng`, so the caller's state is kept."""
         from pyro_vae.splits import spread_subset
 
         task = self._task(dataset)
         x, y = pairs(task, dataset, split)
         idx = spread_subset(len(x), num_inputs).to(x.device)
         x, y = x[idx], y[idx]
-        torch.manual_seed(seed)
-        rows = [("ground truth", y), *self.completion_rows(x, num_samples)]
-        return plots.completion_figure(task, x, rows)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            drawn = self.completion_rows(x, num_samples)
+        random = self.random_completions
+        return Completions(task, x, [("ground truth", y), *drawn], num_samples if random else None)
 
-    figures = (*Model.figures, "completions.png")
-
-    def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
-        """Training curves and completions of 8 test conditions."""
-        figures = super().training_figures(dataset, history, seed)
-        figures["completions.png"] = self.completions_figure(dataset, "test", 8, 5, seed)
-        return figures
+    #: whether :meth:`completion_rows` draws at random (``num_samples`` rows) or returns
+    #: one deterministic mean
+    random_completions: ClassVar[bool] = True

@@ -116,8 +116,9 @@ class CVAE(ConditionalModel):
             return architecture(self.network, self.hidden_dims, None)
         if self.task is None or self._image_shape is None:
             raise UsageError(
-                "--network conv for the CVAE needs the task and the image shape, to put X "
-                "and Y back on their image; pass task= and image_shape=, or use network='mlp'"
+                "{network} conv for the CVAE needs the task and the image shape, to put X "
+                "and Y back on their image; pass task= and image_shape=, or use {network} mlp",
+                settings=("network",),
             )
         from pyro_vae.tasks import make_task
 

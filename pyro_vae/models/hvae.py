@@ -34,22 +34,22 @@ from pyro_vae.models.options import (
     architecture,
     check_sizes,
     likelihood_from_options,
-    positive_int_list,
 )
-from pyro_vae.models.vae import VAE, image_figures
+from pyro_vae.models.vae import VAE
 from pyro_vae.networks import GaussianEncoder
+from pyro_vae.parsing import positive_list
 
 Z_DIMS = Option(
     "--z-dims",
     "sizes of the two latent layers z1,z2 of the two-layer model",
     default=[100, 50],
-    type=positive_int_list,
+    type=positive_list,
 )
 LAYER_HIDDEN = Option(
     "--hidden-dims",
     "comma-separated hidden widths of every network",
     default=[200, 100],
-    type=positive_int_list,
+    type=positive_list,
 )
 
 
@@ -72,7 +72,7 @@ class HVAE(Model):
     summary = "two stochastic layers p(z2)p(z1|z2)p(X|z1) (Burda et al. 2016)"
     options = (Z_DIMS, LAYER_HIDDEN, LIKELIHOOD, SIGMA, NETWORK)
     hints: ClassVar[dict[str, str]] = VAE.hints
-    figures = VAE.figures
+    latent_sites = ("z1", "z2")
 
     def __init__(
         self,
@@ -88,8 +88,9 @@ class HVAE(Model):
         if len(z_dims) != 2 or len(hidden_dims) != 2:
             raise UsageError(
                 f"the two-layer model takes two latent sizes and two hidden widths, got "
-                f"z_dims={list(z_dims)} and hidden_dims={list(hidden_dims)} (--z-dims "
-                "100,50 --hidden-dims 200,100)"
+                f"{{z_dims}} {list(z_dims)} and {{hidden_dims}} {list(hidden_dims)} (such as "
+                "100,50 and 200,100)",
+                settings=("z_dims", "hidden_dims"),
             )
         check_sizes("HVAE", x_dim=x_dim, z_dims=list(z_dims), hidden_dims=list(hidden_dims))
         self.x_dim = int(x_dim)
@@ -180,9 +181,3 @@ class HVAE(Model):
         """The mean of ``p(x|z1)`` at the mean of ``q(z1|x)``."""
         loc, _ = self.encoder1(x)
         return self.likelihood.mean(self.decoder(loc))
-
-    def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
-        """Training curves, 64 ancestral samples and test reconstructions (images only)."""
-        figures = super().training_figures(dataset, history, seed)
-        figures.update(image_figures(self, dataset, seed))
-        return figures

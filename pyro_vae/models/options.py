@@ -7,7 +7,6 @@ model does not list.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -18,6 +17,7 @@ from pyro_vae.guides import GUIDES, IAF, GuideFamily, get_guide_family
 from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, Likelihood, get_likelihood
 from pyro_vae.models.base import Option
 from pyro_vae.networks import NETWORKS, Architecture, Convolutional
+from pyro_vae.parsing import number_or, positive_int, positive_list
 
 if TYPE_CHECKING:
     from pyro_vae.data import Dataset
@@ -28,40 +28,8 @@ SCALE_ARGUMENT = {"gaussian": "sigma", "laplace": "scale"}
 DEFAULT_SIGMA = 0.1
 
 
-def positive_int_list(text: str) -> list[int]:
-    """argparse type: ``"400,200"`` -> ``[400, 200]``, every entry at least 1."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected positive widths, got {text!r}")
-    return values
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def scale_value(text: str) -> float | str:
-    """argparse type of ``--sigma``: a number, or a learned-scale mode."""
-    if text in SCALE_MODES:
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a number or one of {', '.join(SCALE_MODES)}, got {text!r}"
-        ) from None
+#: the type of ``--sigma``: a number, or a learned-scale mode
+scale_value = number_or(SCALE_MODES)
 
 
 def _stored_scale(config: dict[str, Any]) -> Any:
@@ -74,7 +42,7 @@ HIDDEN_DIMS = Option(
     "--hidden-dims",
     "comma-separated hidden widths of every network",
     default=[400],
-    type=positive_int_list,
+    type=positive_list,
 )
 LIKELIHOOD = Option(
     "--likelihood",
@@ -115,12 +83,16 @@ def architecture(
     if network == "mlp":
         return Architecture(hidden_dims, activation)
     if network != "conv":
-        raise UsageError(f"unknown network {network!r}; valid: {', '.join(NETWORKS)}")
+        raise UsageError(
+            f"unknown {{network}} {network!r}; valid: {', '.join(NETWORKS)}",
+            settings=("network",),
+        )
     if image_shape is None:
         raise UsageError(
-            "--network conv needs images, and these data have no image shape (an npz "
+            "{network} conv needs images, and these data have no image shape (an npz "
             "data set is an image only if its width is a square number, like 64 or 784). "
-            "Use --network mlp"
+            "Use {network} mlp",
+            settings=("network",),
         )
     return Convolutional(hidden_dims, image_shape, activation)
 
@@ -158,8 +130,9 @@ def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:
         return IAF() if steps is None else IAF(steps)
     if steps is not None:
         raise UsageError(
-            f"--flow-steps sets the flow of --guide iaf; the {name} guide has none. "
-            "Drop --flow-steps, or choose --guide iaf"
+            f"{{flow_steps}} sets the flow of {{guide}} iaf; the {name} guide has none. "
+            "Drop {flow_steps}, or choose {guide} iaf",
+            settings=("flow_steps", "guide"),
         )
     return get_guide_family(name)
 
@@ -181,8 +154,9 @@ def likelihood_from_options(
         )
     if sigma is not None:
         raise UsageError(
-            f"--sigma sets the scale of the {' and '.join(SCALE_ARGUMENT)} likelihoods; the "
-            f"{name} likelihood has none. Drop --sigma, or choose --likelihood gaussian"
+            f"{{sigma}} sets the scale of the {' and '.join(SCALE_ARGUMENT)} likelihoods; the "
+            f"{name} likelihood has none. Drop {{sigma}}, or choose {{likelihood}} gaussian",
+            settings=("sigma", "likelihood"),
         )
     if name == "discretized-logistic":
         if dataset.levels is None:

@@ -35,7 +35,7 @@ class Regressor(ConditionalModel):
     kind = "regressor"
     summary = "the deterministic P(Y|X) baseline on a --task, exact log-likelihood"
     options = (TASK, *NETWORK_OPTIONS)
-    latent = False
+    latent_sites = ()
     random_completions = False
 
     def __init__(

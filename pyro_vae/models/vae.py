@@ -59,13 +59,12 @@ class VAE(Model):
     kind = "vae"
     summary = "P(z)P(X|z) with the guide Q(z|X) (Doersch section 2)"
     options = (Z_DIM, *NETWORK_OPTIONS, NETWORK, *GUIDE_OPTIONS)
-    supports_gap_decomposition = True
     components: ClassVar[dict[str, Any]] = {
         "likelihood": lambda config: get_likelihood(**config),
         "guide_family": lambda config: get_guide_family(**config),
     }
     hints: ClassVar[dict[str, str]] = {
-        "completions_figure": "it has no condition; draw from it with `pyro-vae sample`"
+        "completions": "it has no condition; draw from it with `pyro-vae sample`"
     }
 
     def __init__(
@@ -141,6 +140,10 @@ class VAE(Model):
             q = self.guide_family.distribution(self.encoder, self.encoder(x))
             pyro.sample("z", q)  # batch (batch,), event (z_dim,)
 
+    def guide_parts(self) -> tuple[GuideFamily, torch.nn.Module]:
+        """``(guide_family, encoder)``: ``Q(z|x)`` for :func:`pyro_vae.gaps.decompose_gap`."""
+        return self.guide_family, self.encoder
+
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``P(x|z)`` at the guide's centre (the mean of a Gaussian guide).
@@ -167,36 +170,3 @@ class VAE(Model):
             dtype=self.prior_loc.dtype,
         )
         return self.likelihood.mean(self.decoder(self.prior_loc + self.prior_scale * eps))
-
-    figures = (*Model.figures, "samples.png", "reconstructions.png")
-
-    def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
-        """Training curves, 64 prior samples and test reconstructions (images only)."""
-        figures = super().training_figures(dataset, history, seed)
-        figures.update(image_figures(self, dataset, seed))
-        return figures
-
-
-def image_figures(model: Model, dataset, seed: int) -> dict[str, Any]:
-    """``samples.png`` (64 draws of ``model.sample``) and ``reconstructions.png`` (32
-    test images beside ``model.reconstruct``), for a model of images; ``{}`` otherwise."""
-    from pyro_vae import plots
-    from pyro_vae.splits import spread_subset
-
-    if model.image_shape is None:
-        return {}
-    gen = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
-    x = dataset.x_test[spread_subset(len(dataset.x_test), 32).to(dataset.x_test.device)]
-    return {
-        "samples.png": plots.grid_figure(
-            model.sample(64, generator=gen),
-            model.image_shape,
-            "64 samples: the prior's z, mean of P(x|z)",
-        ),
-        "reconstructions.png": plots.reconstruction_figure(
-            x,
-            model.reconstruct(x),
-            model.image_shape,
-            "test images (odd rows) and reconstructions (even rows)",
-        ),
-    }

@@ -53,15 +53,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro import poutine
-from pyro.distributions.torch_distribution import TorchDistribution
-from torch import nn
-from torch.distributions import constraints
-from torch.nn import functional as F
 
-from pyro_vae import distributed
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import Gaussian, Likelihood
 from pyro_vae.models.base import Model, Option
+from pyro_vae.models.codebook import Codebook, Quantizer
 from pyro_vae.models.options import (
     HIDDEN_DIMS,
     LIKELIHOOD,
@@ -70,9 +66,9 @@ from pyro_vae.models.options import (
     architecture,
     check_sizes,
     likelihood_from_options,
-    positive_int,
 )
-from pyro_vae.models.vae import VAE, image_figures
+from pyro_vae.models.vae import VAE
+from pyro_vae.parsing import non_negative, open_unit, positive_int
 
 #: ``--vq-select`` choices: the notes' largest dot product, the paper's nearest code
 SELECTIONS = ("dot", "distance")
@@ -80,142 +76,6 @@ SELECTIONS = ("dot", "distance")
 MAX_ENUMERATION = 4096
 #: the ``--sigma`` of the VQ-VAE when it is not given: the notes' unit variance
 VQ_SIGMA = 1.0
-
-
-class Codebook(TorchDistribution):
-    """``m`` slots, each independently one of the ``k`` rows of ``codebook`` with
-    probabilities ``softmax(logits)``: a discrete distribution over ``(m, D)`` arrays of
-    codebook vectors.
-
-    :meth:`log_prob` reads each slot of a value as its nearest codebook row (with
-    ``validate_args``, a value off the codebook is an error). :meth:`enumerate_support` lists all
-    ``k^m`` arrays, so Pyro can sum the site out (``infer={"enumerate": "parallel"}``).
-
-    :param codebook: ``(k, D)``.
-    :param logits: ``(..., m, k)``; the batch shape is ``logits.shape[:-2]``.
-    """
-
-    arg_constraints: ClassVar[dict] = {}
-    support = constraints.independent(constraints.real, 2)
-    has_enumerate_support = True
-
-    def __init__(
-        self, codebook: torch.Tensor, logits: torch.Tensor, validate_args: bool | None = None
-    ):
-        self.codebook = codebook
-        self.logits = logits - logits.logsumexp(-1, keepdim=True)
-        slots, codes = logits.shape[-2:]
-        if codes != codebook.shape[0]:
-            raise ValueError(f"logits over {codes} codes for a codebook of {codebook.shape[0]}")
-        super().__init__(
-            logits.shape[:-2], torch.Size((slots, codebook.shape[1])), validate_args=validate_args
-        )
-
-    def expand(self, batch_shape, _instance=None) -> Codebook:
-        """The same codebook with the logits broadcast to ``batch_shape``."""
-        shape = torch.Size(batch_shape) + self.logits.shape[-2:]
-        return Codebook(self.codebook, self.logits.expand(shape), self._validate_args)
-
-    def sample(self, sample_shape=()) -> torch.Tensor:
-        """Codes drawn slot by slot: ``sample_shape + batch_shape + (m, D)``."""
-        with torch.no_grad():
-            idx = torch.distributions.Categorical(logits=self.logits).sample(
-                torch.Size(sample_shape)
-            )
-            return self.codebook[idx]
-
-    def indices(self, value: torch.Tensor) -> torch.Tensor:
-        """The nearest codebook row of every slot of ``value``: ``(..., m)``.
-
-        :raises ValueError: with argument validation on, for a value whose slots are
-            not codebook rows (to float precision).
-        """
-        v = self.codebook
-        distance = (v * v).sum(-1) - 2 * value @ v.T  # + ||value||^2, equal for all rows
-        idx = distance.argmin(-1)
-        if self._validate_args:
-            error = (value - v[idx]).abs().amax()
-            if not error <= 1e-5 * (1 + v.abs().amax()):  # NaN fails too
-                raise ValueError(f"a value is {float(error):.3g} away from every codebook row")
-        return idx
-
-    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
-        """``sum over slots of log softmax(logits)[code]``, each slot read as its nearest
-        codebook row."""
-        idx = self.indices(value)
-        shape = torch.broadcast_shapes(idx.shape, self.logits.shape[:-1])
-        logits = self.logits.expand(shape + self.logits.shape[-1:])
-        return logits.gather(-1, idx.expand(shape).unsqueeze(-1)).squeeze(-1).sum(-1)
-
-    def enumerate_support(self, expand: bool = True) -> torch.Tensor:
-        """All ``k^m`` code arrays: ``(k^m,) + (1,) * len(batch_shape) + (m, D)``, or
-        with the batch shape when ``expand``."""
-        codes, slots = self.codebook.shape[0], self.event_shape[0]
-        grid = torch.arange(codes, device=self.codebook.device)
-        combos = torch.cartesian_prod(*[grid] * slots).reshape(-1, slots)  # (k^m, m)
-        values = self.codebook[combos]
-        values = values.reshape((len(combos),) + (1,) * len(self.batch_shape) + self.event_shape)
-        if expand:
-            values = values.expand((len(combos), *self.batch_shape, *self.event_shape))
-        return values
-
-
-class Quantizer(nn.Module):
-    """The codebook and its use: choosing codes, scoring them, and the moving-average
-    update.
-
-    :param int codes: k.
-    :param int code_dim: D.
-    :param str select: ``"dot"`` (largest dot product) or ``"distance"`` (nearest).
-    :param float ema_decay: the codebook follows moving averages of the encoder outputs
-        assigned to each code with this decay (then it is a buffer, not a parameter);
-        ``None`` learns it by gradient.
-    """
-
-    def __init__(
-        self, codes: int, code_dim: int, select: str = "dot", ema_decay: float | None = None
-    ) -> None:
-        super().__init__()
-        self.select_rule = select
-        self.ema_decay = ema_decay
-        # small codes, as in van den Oord et al.: the encoder's first outputs are larger,
-        # and the codes that get chosen move out to them
-        codebook = torch.empty(codes, code_dim).uniform_(-1 / codes, 1 / codes)
-        if ema_decay is None:
-            self.codebook = nn.Parameter(codebook)
-        else:
-            self.register_buffer("codebook", codebook)
-            self.register_buffer("ema_counts", torch.ones(codes))
-            self.register_buffer("ema_sums", codebook.clone())
-
-    def scores(self, e: torch.Tensor) -> torch.Tensor:
-        """``(..., m, D)`` encoder outputs -> ``(..., m, k)`` scores, the larger the better:
-        dot products, or negative squared distances."""
-        v = self.codebook
-        dots = e @ v.T
-        if self.select_rule == "dot":
-            return dots
-        return 2 * dots - (v * v).sum(-1) - (e * e).sum(-1, keepdim=True)
-
-    def select(self, e: torch.Tensor) -> torch.Tensor:
-        """The chosen code of every slot, ``(..., m)``."""
-        return self.scores(e).argmax(-1)
-
-    @torch.no_grad()
-    def ema_update(self, e: torch.Tensor, idx: torch.Tensor, eps: float = 1e-5) -> None:
-        """Move each code towards the mean of the outputs assigned to it (summed over
-        the processes of a data-parallel run, so every process keeps the same codebook)."""
-        one_hot = F.one_hot(idx, self.codebook.shape[0]).type_as(e).flatten(0, -2)
-        counts = one_hot.sum(0)
-        sums = one_hot.T @ e.reshape(-1, e.shape[-1])
-        if distributed.active():
-            counts, sums = distributed.all_sum(counts), distributed.all_sum(sums)
-        decay = self.ema_decay
-        self.ema_counts.mul_(decay).add_(counts, alpha=1 - decay)
-        self.ema_sums.mul_(decay).add_(sums, alpha=1 - decay)
-        total = self.ema_counts.sum()
-        smoothed = (self.ema_counts + eps) / (total + len(counts) * eps) * total
-        self.codebook.copy_(self.ema_sums / smoothed.unsqueeze(-1))
 
 
 CODES = Option("--vq-codes", "k, the codebook size of the VQ-VAE", default=64, type=positive_int)
@@ -235,38 +95,17 @@ SELECT = Option(
 )
 
 
-def _non_negative(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
-
-
-def _decay(text: str) -> float:
-    import argparse
-
-    value = _non_negative(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a decay between 0 and 1, got {text}")
-    return value
-
-
 COMMITMENT = Option(
     "--vq-commitment",
     "beta, the weight of the commitment term ||e - sg[V[z]]||^2 in the training loss",
     default=0.25,
-    type=_non_negative,
+    type=non_negative,
 )
 EMA = Option(
     "--vq-ema",
     "learn the codebook as moving averages of the encoder outputs with this decay (e.g. "
     "0.99) instead of by its gradient term",
-    type=_decay,
+    type=open_unit,
 )
 VQ_LIKELIHOOD = Option(
     LIKELIHOOD.flag,
@@ -314,7 +153,6 @@ class VQVAE(Model):
         NETWORK,
     )
     hints: ClassVar[dict[str, str]] = VAE.hints
-    figures = VAE.figures
     proposal_note = (
         "r(z|X): every slot of z drawn from a softmax of the selection scores at a "
         "temperature, since the one-hot guide Q(z|X) would make every weight equal; the "
@@ -572,9 +410,3 @@ class VQVAE(Model):
             "kl_m_log_k": self.kl,
             "code_frequencies": usage["frequencies"],
         }
-
-    def training_figures(self, dataset, history, seed: int) -> dict[str, Any]:
-        """Training curves, 64 draws from the uniform prior and test reconstructions."""
-        figures = super().training_figures(dataset, history, seed)
-        figures.update(image_figures(self, dataset, seed))
-        return figures
