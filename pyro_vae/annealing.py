@@ -172,7 +172,8 @@ class Annealer:
                 f"the 'data' plate has {self.layout.num_points} points but the data tensors "
                 f"{args[0].shape[0]} rows; AIS needs the plate over their first dimension"
             )
-        self.mpn = self.layout.max_plate_nesting
+        self.max_plate_nesting = self.layout.max_plate_nesting
+        self.particle_dim = -(self.max_plate_nesting + 1)  # the chains' plate
         self.shape = (settings.num_chains, self.layout.num_points)
         self.latent = [s["name"] for s in latent]
         # the target's supports: the chains move in their unconstrained spaces
@@ -233,7 +234,7 @@ class Annealer:
                     s.transform.log_abs_det_jacobian(part, constrained), s.jacobian_event_dims
                 )
                 log_jacobian = log_jacobian + per_point_sum(
-                    ladj, s.name, self.layout, self.mpn, self.shape
+                    ladj, s.name, self.layout, self.max_plate_nesting, self.shape
                 )
                 part = constrained
             values[s.name] = part
@@ -242,7 +243,7 @@ class Annealer:
     def log_densities(self, u: torch.Tensor):
         """``(log pi_0(z), log p(x, z), log|det J|)``, each ``(C, N)``, at ``z = T(u)``."""
         values, log_jacobian = self.unflatten(u)
-        with pyro.plate(PARTICLE_PLATE, self.shape[0], dim=-(self.mpn + 1)):
+        with pyro.plate(PARTICLE_PLATE, self.shape[0], dim=self.particle_dim):
             model_trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
                 *self.args, **self.kwargs
             )
@@ -252,7 +253,7 @@ class Annealer:
                 )
         log_joint = log_init = u.new_zeros(self.shape)
         for s in sample_sites(model_trace):
-            log_p = site_log_prob(s, self.layout, self.mpn, self.shape)
+            log_p = site_log_prob(s, self.layout, self.max_plate_nesting, self.shape)
             log_joint = log_joint + log_p
             if self.guide is None and s["name"] in self.latent:
                 log_init = log_init + log_p
@@ -263,7 +264,9 @@ class Annealer:
                 else [{**s, "value": values[name]} for name, s in self.guide_sites.items()]
             )
             for s in sites:
-                log_init = log_init + site_log_prob(s, self.layout, self.mpn, self.shape)
+                log_init = log_init + site_log_prob(
+                    s, self.layout, self.max_plate_nesting, self.shape
+                )
         return log_init, log_joint, log_jacobian
 
     def _keep_guide(self, values: dict[str, torch.Tensor]) -> None:
@@ -271,7 +274,7 @@ class Annealer:
         one pass of the guide serves every step (the others rerun it)."""
         if self.guide is None or len(self.latent) != 1:
             return
-        with torch.no_grad(), pyro.plate(PARTICLE_PLATE, self.shape[0], dim=-(self.mpn + 1)):
+        with torch.no_grad(), pyro.plate(PARTICLE_PLATE, self.shape[0], dim=self.particle_dim):
             trace = poutine.trace(poutine.condition(self.guide, data=values)).get_trace(
                 *self.args, **self.kwargs
             )
@@ -291,7 +294,7 @@ class Annealer:
         with torch.no_grad(), torch.random.fork_rng(devices=distributed.rng_devices(*tensors)):
             for i, seed in enumerate(seeds):
                 torch.manual_seed(seed)
-                with poutine.block(), pyro.plate(PARTICLE_PLATE, c, dim=-(self.mpn + 1)):
+                with poutine.block(), pyro.plate(PARTICLE_PLATE, c, dim=self.particle_dim):
                     trace = poutine.trace(init).get_trace(*point_args(self.args, i), **self.kwargs)
                 for name in self.latent:
                     site = trace.nodes[name]

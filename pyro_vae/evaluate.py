@@ -252,12 +252,12 @@ def _concatenate(chunks) -> torch.Tensor:
     return torch.cat(list(chunks), dim=0)
 
 
-def _estimate(model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn, ks):
+def _estimate(model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks):
     """Fold the weight chunks into per-point statistics:
     ``(log_px, elbo, ess, bounds, khat)``."""
     stats = Accumulator(num_samples, ks, khat=True)
     for chunk in log_weight_chunks(
-        model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn
+        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
     ):
         stats.add(chunk)
     return stats.finish()
