@@ -53,23 +53,25 @@ def training_results(model, dataset, train_config, history, data) -> dict[str, A
     :param dict data: ``{"train": tensors, "test": tensors}`` as they are scored.
     """
     model.eval()
-    torch.manual_seed(train_config.seed)
-    # one process draws from the seeded global generator (as pyro_vae always has);
-    # several draw one stream per batch, so that their shares are independent
+    # one process draws from the global generator seeded with the run's seed (the numbers
+    # pyro_vae always reported), forked so that the caller's random state is left as it
+    # was; several draw one stream per batch, so that their shares are independent
     seed = train_config.seed if distributed.world_size() > 1 else None
-    elbo = {
-        split: mean_elbo(
-            model.model,
-            model.guide,
-            tensors,
-            num_particles=FINAL_ELBO_PARTICLES,
-            batch_size=train_config.eval_batch_size,
-            max_plate_nesting=model.max_plate_nesting,
-            seed=seed,
-        )
-        for split, tensors in data.items()
-    }
-    with torch.no_grad():
+    devices = distributed.rng_devices(*(t for tensors in data.values() for t in tensors))
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(train_config.seed)
+        elbo = {
+            split: mean_elbo(
+                model.model,
+                model.guide,
+                tensors,
+                num_particles=FINAL_ELBO_PARTICLES,
+                batch_size=train_config.eval_batch_size,
+                max_plate_nesting=model.max_plate_nesting,
+                seed=seed,
+            )
+            for split, tensors in data.items()
+        }
         diagnostics = model.diagnostics(*data["test"])
     return {
         **_data_fields(model, dataset),
