@@ -166,10 +166,8 @@ def table(results: dict) -> str:
             "VAE" if r["model"] == "vae" else f"VQ-VAE (k = {r['codes']})",
             r["network"],
             f"{r['elbo']['mean']:.2f}",
-            f"{r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f}",
-            ""
-            if "conv_minus_mlp" not in r
-            else f"{r['conv_minus_mlp']['mean']:+.2f} ± {r['conv_minus_mlp']['stderr']:.2f}",
+            common.mean_se(r["log_px"]),
+            "" if "conv_minus_mlp" not in r else common.mean_se(r["conv_minus_mlp"], sign="+"),
             f"{r['parameters']:,}",
             f"{r['epoch_seconds']:.2f}",
         ]
