@@ -179,3 +179,10 @@ def bits(vae, dataset, value):
 
 def fmt(value, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def mean_se(value: dict, digits: int = 2, sign: str = "") -> str:
+    """``"mean ± s.e."`` of a ``{"mean": ..., "stderr": ...}`` summary
+    (:func:`~pyro_vae.evaluate.mean_and_stderr`), both to ``digits`` decimals;
+    ``sign="+"`` writes the mean's sign even where it is positive."""
+    return f"{value['mean']:{sign}.{digits}f} ± {value['stderr']:.{digits}f}"

@@ -124,19 +124,15 @@ def completion_figure(task, x, y, reg, cvaes: dict, seed: int):
     return plots.completion_figure(task, x, rows)
 
 
-def _pm(stat: dict) -> str:
-    return f"{stat['mean']:.2f} ± {stat['stderr']:.2f}"
-
-
 def table(results: dict) -> str:
     """A summary across tasks, then one table per task with standard errors."""
     b = results["budget"]
     summary = [
         [
             r["task"],
-            _pm(r["regressor"]),
-            _pm(r["cvae_fixed"]["log_p_y_given_x"]),
-            _pm(r["cvae_learned"]["log_p_y_given_x"]),
+            common.mean_se(r["regressor"]),
+            common.mean_se(r["cvae_fixed"]["log_p_y_given_x"]),
+            common.mean_se(r["cvae_learned"]["log_p_y_given_x"]),
         ]
         for r in results["tasks"]
     ]
@@ -158,16 +154,16 @@ def table(results: dict) -> str:
         "-ELBO(10)",
     ]
     for r in results["tasks"]:
-        reg = _pm(r["regressor"])
+        reg = common.mean_se(r["regressor"])
         rows = [["regressor (exact)", reg, reg, reg, f"{-r['regressor']['mean']:.2f}"]]
         for prior in ("fixed", "learned"):
             m = r[f"cvae_{prior}"]
             rows.append(
                 [
                     f"CVAE, {prior} prior",
-                    _pm(m["log_p_y_given_x"]),
-                    _pm(m["log_p_y_given_x_prior_sampling"]),
-                    _pm(m["elbo"]),
+                    common.mean_se(m["log_p_y_given_x"]),
+                    common.mean_se(m["log_p_y_given_x_prior_sampling"]),
+                    common.mean_se(m["elbo"]),
                     f"{m['negative_elbo_10_particles']:.2f}",
                 ]
             )

@@ -323,7 +323,7 @@ def table(results: dict) -> str:
             [
                 f"IS, K = {r['k']:,}",
                 common.fmt(r["log_px"]["mean"]),
-                f"{r['minus_reference']['mean']:.3f} ± {r['minus_reference']['stderr']:.3f}",
+                common.mean_se(r["minus_reference"], 3),
                 "",
                 f"{r['seconds_per_image']:.3g}",
             ]
@@ -332,7 +332,7 @@ def table(results: dict) -> str:
             [
                 f"AIS, T = {r['t']:,}",
                 common.fmt(r["log_px"]["mean"]),
-                f"{r['minus_reference']['mean']:.3f} ± {r['minus_reference']['stderr']:.3f}",
+                common.mean_se(r["minus_reference"], 3),
                 f"{r['acceptance']:.2f}",
                 f"{r['seconds_per_image']:.3g}",
             ]
@@ -347,7 +347,7 @@ def table(results: dict) -> str:
                 f"T = {r['t']:,}",
                 f"{r['lower']['mean']:.2f}",
                 f"{r['upper']['mean']:.2f}",
-                f"{r['width']['mean']:.3f} ± {r['width']['stderr']:.3f}",
+                common.mean_se(r["width"], 3),
                 f"{r['width']['max']:.2f}",
                 f"{r['seconds_per_point']:.3g}",
             ]
@@ -365,7 +365,7 @@ def table(results: dict) -> str:
                 f"the reference from K = {k:,} on. "
             )
             + f"The published estimate (K = {results['published_k']:,}) minus the reference: "
-            f"{p['mean']:.3f} ± {p['stderr']:.3f} nats.\n\n"
+            f"{common.mean_se(p, 3)} nats.\n\n"
             f"Pareto k-hat of the K = {results['published_k']:,} weights of "
             f"{results['khat_images']} test images: mean {kh['mean']:.2f}, "
             f"{100 * kh['share_unreliable']:.0f}% above {kh['threshold']}.\n\n"

@@ -169,7 +169,7 @@ def table(results: dict) -> str:
                 f"{r['elbo']['mean']:.2f}",
                 "n/a" if r["bound"] is None else f"{r['bound']['mean']:.2f}",
                 f"{r['log_px']['mean']:.2f}",
-                f"{r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f}",
+                common.mean_se(r["gap"]),
             ]
             for r in curve
         ]

@@ -254,7 +254,7 @@ def pm(value: dict | None, digits: int = 2) -> str:
     """``mean ± s.e.``, or a dash where the row has no such value."""
     if value is None:
         return "—"
-    return f"{value['mean']:.{digits}f} ± {value['stderr']:.{digits}f}"
+    return common.mean_se(value, digits)
 
 
 def spread(value: dict) -> str:

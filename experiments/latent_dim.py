@@ -136,9 +136,9 @@ def table(results: dict) -> str:
     rows = [
         [
             r["z_dim"],
-            f"{r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f}",
-            f"{r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f}",
-            f"{r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f}",
+            common.mean_se(r["elbo"]),
+            common.mean_se(r["log_px"]),
+            common.mean_se(r["gap"]),
             f"{r['kl']:.1f}",
             r["active_units"],
             r["informative_units"],

@@ -116,8 +116,8 @@ def table(results: dict) -> str:
         rows = [
             [
                 r["model"],
-                f"{r['test_elbo']['mean']:.1f} ± {r['test_elbo']['stderr']:.1f}",
-                f"{r['log_px']['mean']:.1f} ± {r['log_px']['stderr']:.1f}",
+                common.mean_se(r["test_elbo"], 1),
+                common.mean_se(r["log_px"], 1),
                 common.fmt(r["bits_per_dim_log_px"], 3),
                 common.fmt(r["bits_per_dim_elbo"], 3),
                 f"{r['train_seconds']:.0f}",

@@ -119,10 +119,10 @@ def table(r: dict) -> str:
     std = ", ".join(f"{v:.2f}" for v in r["posterior_mean_std"])
     mean = ", ".join(f"{v:.2f}" for v in r["posterior_mean_mean"])
     rows = [
-        ["test ELBO (nats per image)", f"{r['elbo']['mean']:.2f} ± {r['elbo']['stderr']:.2f}"],
+        ["test ELBO (nats per image)", common.mean_se(r["elbo"])],
         [
             "test log P(X) (nats per image)",
-            f"{r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f}",
+            common.mean_se(r["log_px"]),
         ],
         [
             f"{r['neighbours']}-NN accuracy on the 2-D posterior means",

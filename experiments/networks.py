@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import common
 import pyro
@@ -27,7 +29,7 @@ from pyro_vae import VAE, Bernoulli
 from pyro_vae import data as data_mod
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluate import evaluate_dataset, mean_and_stderr
-from pyro_vae.models import VQVAE
+from pyro_vae.models import VQVAE, Model
 from pyro_vae.plots import labelled_rows_figure
 from pyro_vae.splits import spread_subset
 from pyro_vae.tables import markdown_table
@@ -48,19 +50,61 @@ TRAIN_IMAGES = 4000
 NETWORK_CHOICES = ("mlp", "conv")
 
 
-def build(kind: str, network: str, dataset: data_mod.Dataset, budget: common.Budget):
-    """The VAE (z of ``budget.z_dim``) or the VQ-VAE (k = 64 codes of 16 numbers,
-    nearest-code selection) with ``network``."""
-    shared = dict(
+def _layers(network: str, dataset: data_mod.Dataset, budget: common.Budget) -> dict:
+    """The constructor arguments both models share: the networks and the likelihood."""
+    return dict(
         hidden_dims=budget.hidden_dims,
         likelihood=Bernoulli(),
         image_shape=dataset.image_shape,
         network=network,
     )
-    if kind == "vae":
-        return VAE(dataset.x_dim, z_dim=budget.z_dim, **shared)
+
+
+def _vae(network: str, dataset: data_mod.Dataset, budget: common.Budget) -> VAE:
+    """The VAE, z of ``budget.z_dim``."""
+    return VAE(dataset.x_dim, z_dim=budget.z_dim, **_layers(network, dataset, budget))
+
+
+def _vqvae(network: str, dataset: data_mod.Dataset, budget: common.Budget) -> VQVAE:
+    """The VQ-VAE: k = 64 codes (8 in a quick run) of 16 numbers, nearest-code selection."""
     codes = 8 if budget.is_quick else 64
-    return VQVAE(dataset.x_dim, codes=codes, code_dim=16, select="distance", **shared)
+    return VQVAE(
+        dataset.x_dim,
+        codes=codes,
+        code_dim=16,
+        select="distance",
+        **_layers(network, dataset, budget),
+    )
+
+
+def _importance_sampled(model: Model, x: torch.Tensor, budget: common.Budget):
+    """``(ELBO, log P(X))`` per image, from K = ``budget.num_samples`` samples of the guide."""
+    ev = evaluate_dataset(
+        model.model, model.guide, x, num_samples=budget.num_samples, ks=(1,), seed=budget.seed
+    )
+    return ev.elbo, ev.log_px
+
+
+def _exact(model: VQVAE, x: torch.Tensor, budget: common.Budget):
+    """``(ELBO, log P(X))`` per image, both exact: the VQ-VAE's guide is one point and its
+    log P(X) a sum over its codes."""
+    return model.elbo(x), model.exact_log_likelihood(x)
+
+
+class Compared(NamedTuple):
+    """One model of the comparison: how it is built with either network, how it is
+    scored, and how the table names a row of it."""
+
+    build: Callable[[str, data_mod.Dataset, common.Budget], Model]
+    score: Callable[[Model, torch.Tensor, common.Budget], tuple[torch.Tensor, torch.Tensor]]
+    label: Callable[[dict], str]
+
+
+#: the models compared, in the order of the table's rows
+MODELS = {
+    "vae": Compared(_vae, _importance_sampled, lambda row: "VAE"),
+    "vqvae": Compared(_vqvae, _exact, lambda row: f"VQ-VAE (k = {row['codes']})"),
+}
 
 
 def datasets(data_dir: Path, quick: bool) -> dict[str, data_mod.Dataset | str]:
@@ -102,27 +146,16 @@ def main(argv=None) -> dict:
             skipped[name] = dataset
             continue
         x = dataset.x_test[spread_subset(len(dataset.x_test), budget.test_images)]
-        for kind in ("vae", "vqvae"):
+        for model_name, compared in MODELS.items():
             for network in NETWORK_CHOICES:
                 pyro.set_rng_seed(budget.seed)
-                model = build(kind, network, dataset, budget)
+                model = compared.build(network, dataset, budget)
                 model, history, _ = common.train_model(model, dataset, budget)
-                if kind == "vae":
-                    ev = evaluate_dataset(
-                        model.model,
-                        model.guide,
-                        x,
-                        num_samples=budget.num_samples,
-                        ks=(1,),
-                        seed=budget.seed,
-                    )
-                    elbo, log_px = ev.elbo, ev.log_px
-                else:
-                    elbo, log_px = model.elbo(x), model.exact_log_likelihood(x)
+                elbo, log_px = compared.score(model, x, budget)
                 rows.append(
                     {
                         "dataset": name,
-                        "model": kind,
+                        "model": model_name,
                         "network": network,
                         "elbo": mean_and_stderr(elbo),
                         "log_px": mean_and_stderr(log_px),
@@ -136,9 +169,10 @@ def main(argv=None) -> dict:
                     rows[-1]["conv_minus_mlp"] = mean_and_stderr(log_px - mlp)
                 rows[-1]["log_px_values"] = log_px
                 gen = torch.Generator().manual_seed(budget.seed)
-                samples.append((f"{name}, {kind}, {network}", model.sample(10, generator=gen)))
+                label = f"{name}, {model_name}, {network}"
+                samples.append((label, model.sample(10, generator=gen)))
                 print(
-                    f"{name}, {kind}, {network}: log P(X) {rows[-1]['log_px']['mean']:.2f}, "
+                    f"{label}: log P(X) {rows[-1]['log_px']['mean']:.2f}, "
                     f"{rows[-1]['epoch_seconds']:.2f} s/epoch",
                     flush=True,
                 )
@@ -163,13 +197,11 @@ def table(results: dict) -> str:
     lines = [
         [
             r["dataset"],
-            "VAE" if r["model"] == "vae" else f"VQ-VAE (k = {r['codes']})",
+            MODELS[r["model"]].label(r),
             r["network"],
             f"{r['elbo']['mean']:.2f}",
-            f"{r['log_px']['mean']:.2f} ± {r['log_px']['stderr']:.2f}",
-            ""
-            if "conv_minus_mlp" not in r
-            else f"{r['conv_minus_mlp']['mean']:+.2f} ± {r['conv_minus_mlp']['stderr']:.2f}",
+            common.mean_se(r["log_px"]),
+            "" if "conv_minus_mlp" not in r else common.mean_se(r["conv_minus_mlp"], sign="+"),
             f"{r['parameters']:,}",
             f"{r['epoch_seconds']:.2f}",
         ]

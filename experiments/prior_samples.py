@@ -92,7 +92,7 @@ def table(r: dict) -> str:
     b, d = r["budget"], r["nearest_training_sq_distance"]
 
     def distance(key: str) -> str:
-        return f"{d[key]['mean']:.1f} ± {d[key]['stderr']:.1f}"
+        return common.mean_se(d[key], 1)
 
     rows = [
         [f"{r['num_samples']} binary samples from P(X|z), z ~ N(0, I)", distance("binary_samples")],

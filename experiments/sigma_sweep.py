@@ -154,9 +154,8 @@ def table(results: dict) -> str:
     rows = [
         [
             r["label"],
-            f"{r['reconstruction_sq_error']['mean']:.1f} ± "
-            f"{r['reconstruction_sq_error']['stderr']:.1f}",
-            f"{r['kl']['mean']:.1f} ± {r['kl']['stderr']:.1f}",
+            common.mean_se(r["reconstruction_sq_error"], 1),
+            common.mean_se(r["kl"], 1),
             r["active_units"],
             f"{r['elbo']['mean']:.1f}",
             f"{r['log_px']['mean']:.1f}",

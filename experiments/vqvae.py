@@ -218,7 +218,7 @@ def table(results: dict) -> str:
             f"{r['elbo']['mean']:.2f}",
             f"{r['log_px']['mean']:.2f}",
             r["method"],
-            f"{r['gap']['mean']:.2f} ± {r['gap']['stderr']:.2f}",
+            common.mean_se(r["gap"]),
             f"{r['kl']:.2f}",
             "n/a" if "best_code_share" not in r else f"{r['best_code_share']:.2f}",
             f"{r['usage']['perplexity']:.1f}",

@@ -1,15 +1,16 @@
-"""The chains of annealed importance sampling: state, densities and HMC transitions.
+"""The chains of annealed importance sampling: state, densities, HMC transitions and
+the per-point results they give.
 
 :mod:`pyro_vae.ais` is the interface; this module holds what runs one batch of points:
 the latent sites as one unconstrained ``(chains, points, D)`` tensor, the log densities
 of the initial distribution and of the model from their Pyro code, and the annealing
 loop with Pyro's leapfrog integrator, per-chain acceptance and per-point step sizes.
+The settings it runs with are in :mod:`pyro_vae.ais_settings`.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from typing import Any, NamedTuple
 
 import pyro
@@ -21,6 +22,7 @@ from torch.distributions import biject_to
 from torch.distributions.transforms import ComposeTransform, IndependentTransform
 
 from pyro_vae import distributed
+from pyro_vae.ais_settings import STEP_SIZE_BOUNDS, TARGET_ACCEPT, Settings
 from pyro_vae.weights import (
     PARTICLE_PLATE,
     Layout,
@@ -30,76 +32,55 @@ from pyro_vae.weights import (
     site_log_prob,
 )
 
-#: the initial distributions AIS can start from
-INITS = ("guide", "prior")
-#: the annealing schedules: Wu et al.'s sigmoid, or evenly spaced
-SCHEDULES = ("sigmoid", "linear")
-#: steepness of the sigmoid schedule (Wu et al. use 4)
-SIGMOID_DELTA = 4.0
-#: acceptance rate the step sizes are adapted towards (Wu et al., after Neal 2011)
-TARGET_ACCEPT = 0.65
-#: after each transition, ``log step_size += ADAPT_RATE * (acceptance - TARGET_ACCEPT)``
-#: per point: the step size settles where the mean acceptance is the target, and moves
-#: fast while it is far from it (see :func:`pyro_vae.ais.annealed_importance_sampling`)
-ADAPT_RATE = 0.5
-#: the step size of the first transition, and the range adaptation keeps it in
-STEP_SIZE = 0.01
-STEP_SIZE_BOUNDS = (1e-4, 0.5)
 
+class AISResult(NamedTuple):
+    """Per-point results of :func:`~pyro_vae.ais.annealed_importance_sampling`, in nats.
 
-class Settings(NamedTuple):
-    """Checked AIS settings (see :func:`pyro_vae.ais.annealed_importance_sampling`)."""
+    :ivar log_px: ``(N,)`` ``log`` of the mean AIS weight over chains: a stochastic lower
+        bound of ``log P(x)`` (the weights themselves are unbiased).
+    :ivar log_weights: ``(C, N)`` every chain's log weight.
+    :ivar acceptance: ``(N,)`` mean HMC acceptance probability over chains and
+        transitions.
+    :ivar step_size: ``(N,)`` each point's step size after the last transition.
+    :ivar num_steps: T, intermediate distributions.
+    :ivar num_chains: C, chains per point.
+    :ivar leapfrog_steps: L, leapfrog steps per HMC transition.
+    :ivar init: ``"guide"`` or ``"prior"``.
+    :ivar schedule: ``"sigmoid"`` or ``"linear"``.
+    """
 
+    log_px: torch.Tensor
+    log_weights: torch.Tensor
+    acceptance: torch.Tensor
+    step_size: torch.Tensor
     num_steps: int
     num_chains: int
     leapfrog_steps: int
     init: str
-    schedule_kind: str
-    step_size: float
-    adapt_rate: float
-
-    @classmethod
-    def make(
-        cls,
-        num_steps,
-        num_chains,
-        leapfrog_steps,
-        init,
-        schedule_kind,
-        step_size,
-        adapt_rate=ADAPT_RATE,
-    ):
-        num_steps = check_count("num_steps", num_steps)
-        num_chains = check_count("num_chains", num_chains)
-        leapfrog_steps = check_count("leapfrog_steps", leapfrog_steps)
-        if init not in INITS:
-            raise ValueError(f"unknown init {init!r}; valid: {', '.join(INITS)}")
-        if schedule_kind not in SCHEDULES:
-            raise ValueError(f"unknown schedule {schedule_kind!r}; valid: {', '.join(SCHEDULES)}")
-        if not (isinstance(step_size, (int, float)) and 0 < step_size < 1):
-            raise ValueError(f"step_size must lie in (0, 1), got {step_size}")
-        if not (isinstance(adapt_rate, (int, float)) and 0 <= adapt_rate < math.inf):
-            raise ValueError(f"adapt_rate must be finite and at least 0, got {adapt_rate}")
-        return cls(
-            num_steps,
-            num_chains,
-            leapfrog_steps,
-            init,
-            schedule_kind,
-            float(step_size),
-            float(adapt_rate),
-        )
+    schedule: str
 
 
-def check_count(name: str, value) -> int:
-    """``value`` as an ``int`` (Python, numpy or torch integers) if it is at least 1."""
-    try:
-        number = operator.index(value)
-    except TypeError:
-        number = None
-    if isinstance(value, bool) or number is None or number < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return number
+def final_step_size(settings: Settings, steps: torch.Tensor) -> torch.Tensor:
+    """Each point's last step size from a ``(T - 1, N)`` trajectory (the first where
+    there was no transition)."""
+    return steps[-1] if len(steps) else torch.full(steps.shape[1:], settings.step_size)
+
+
+def ais_result(settings: Settings, log_w, acceptance, final_step) -> AISResult:
+    """The :class:`AISResult` of ``(C, N)`` log weights, ``(N,)`` acceptance and final step
+    sizes: ``log_px`` is the ``log`` of the mean weight over the chains."""
+    log_px = torch.logsumexp(log_w, 0) - math.log(settings.num_chains)
+    return AISResult(
+        log_px,
+        log_w,
+        acceptance,
+        final_step,
+        settings.num_steps,
+        settings.num_chains,
+        settings.leapfrog_steps,
+        settings.init,
+        settings.schedule_kind,
+    )
 
 
 def draw_seeds(n: int) -> list[int]:
@@ -172,7 +153,8 @@ class Annealer:
                 f"the 'data' plate has {self.layout.num_points} points but the data tensors "
                 f"{args[0].shape[0]} rows; AIS needs the plate over their first dimension"
             )
-        self.mpn = self.layout.max_plate_nesting
+        self.max_plate_nesting = self.layout.max_plate_nesting
+        self.particle_dim = -(self.max_plate_nesting + 1)  # the chains' plate
         self.shape = (settings.num_chains, self.layout.num_points)
         self.latent = [s["name"] for s in latent]
         # the target's supports: the chains move in their unconstrained spaces
@@ -233,7 +215,7 @@ class Annealer:
                     s.transform.log_abs_det_jacobian(part, constrained), s.jacobian_event_dims
                 )
                 log_jacobian = log_jacobian + per_point_sum(
-                    ladj, s.name, self.layout, self.mpn, self.shape
+                    ladj, s.name, self.layout, self.max_plate_nesting, self.shape
                 )
                 part = constrained
             values[s.name] = part
@@ -242,7 +224,7 @@ class Annealer:
     def log_densities(self, u: torch.Tensor):
         """``(log pi_0(z), log p(x, z), log|det J|)``, each ``(C, N)``, at ``z = T(u)``."""
         values, log_jacobian = self.unflatten(u)
-        with pyro.plate(PARTICLE_PLATE, self.shape[0], dim=-(self.mpn + 1)):
+        with pyro.plate(PARTICLE_PLATE, self.shape[0], dim=self.particle_dim):
             model_trace = poutine.trace(poutine.condition(self.model, data=values)).get_trace(
                 *self.args, **self.kwargs
             )
@@ -252,7 +234,7 @@ class Annealer:
                 )
         log_joint = log_init = u.new_zeros(self.shape)
         for s in sample_sites(model_trace):
-            log_p = site_log_prob(s, self.layout, self.mpn, self.shape)
+            log_p = site_log_prob(s, self.layout, self.max_plate_nesting, self.shape)
             log_joint = log_joint + log_p
             if self.guide is None and s["name"] in self.latent:
                 log_init = log_init + log_p
@@ -263,7 +245,9 @@ class Annealer:
                 else [{**s, "value": values[name]} for name, s in self.guide_sites.items()]
             )
             for s in sites:
-                log_init = log_init + site_log_prob(s, self.layout, self.mpn, self.shape)
+                log_init = log_init + site_log_prob(
+                    s, self.layout, self.max_plate_nesting, self.shape
+                )
         return log_init, log_joint, log_jacobian
 
     def _keep_guide(self, values: dict[str, torch.Tensor]) -> None:
@@ -271,7 +255,7 @@ class Annealer:
         one pass of the guide serves every step (the others rerun it)."""
         if self.guide is None or len(self.latent) != 1:
             return
-        with torch.no_grad(), pyro.plate(PARTICLE_PLATE, self.shape[0], dim=-(self.mpn + 1)):
+        with torch.no_grad(), pyro.plate(PARTICLE_PLATE, self.shape[0], dim=self.particle_dim):
             trace = poutine.trace(poutine.condition(self.guide, data=values)).get_trace(
                 *self.args, **self.kwargs
             )
@@ -291,7 +275,7 @@ class Annealer:
         with torch.no_grad(), torch.random.fork_rng(devices=distributed.rng_devices(*tensors)):
             for i, seed in enumerate(seeds):
                 torch.manual_seed(seed)
-                with poutine.block(), pyro.plate(PARTICLE_PLATE, c, dim=-(self.mpn + 1)):
+                with poutine.block(), pyro.plate(PARTICLE_PLATE, c, dim=self.particle_dim):
                     trace = poutine.trace(init).get_trace(*point_args(self.args, i), **self.kwargs)
                 for name in self.latent:
                     site = trace.nodes[name]

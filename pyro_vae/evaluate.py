@@ -54,6 +54,15 @@ from pyro_vae import distributed
 from pyro_vae.errors import UnreliableWeights
 from pyro_vae.weights import KHAT_UNRELIABLE, Accumulator, log_weight_chunks
 
+# The three results share log_px, elbo, ess, num_samples and khat. They stay three
+# NamedTuples with every field written out: a NamedTuple cannot inherit fields, and a
+# shared base would move fields that callers unpack by position (khat is the 6th field
+# of a LogLikelihood, the 7th of an IWAEBounds, the 8th of a DatasetEvaluation). The
+# shared fields are documented once, in LogLikelihood, and passed between the functions
+# that fill them by name; the per-point tensors, each (N,), in the order of
+# evaluate_dataset's rows:
+_PER_POINT = ("log_px", "elbo", "ess", "khat")
+
 
 class LogLikelihood(NamedTuple):
     """Per-data-point importance-sampling results, all in nats.
@@ -81,11 +90,11 @@ class IWAEBounds(NamedTuple):
     :ivar ks: the group sizes k.
     :ivar bounds: ``(len(ks), N)``; row ``i`` estimates ``L_{ks[i]}`` from
         ``num_samples // ks[i]`` disjoint groups.
-    :ivar log_px: ``(N,)``, as in :class:`LogLikelihood`.
-    :ivar elbo: ``(N,)``, as in :class:`LogLikelihood`.
-    :ivar ess: ``(N,)``, as in :class:`LogLikelihood`.
-    :ivar num_samples: K.
-    :ivar khat: ``(N,)``, as in :class:`LogLikelihood`.
+    :ivar log_px: as in :class:`LogLikelihood`.
+    :ivar elbo: as in :class:`LogLikelihood`.
+    :ivar ess: as in :class:`LogLikelihood`.
+    :ivar num_samples: as in :class:`LogLikelihood`.
+    :ivar khat: as in :class:`LogLikelihood`.
     """
 
     ks: tuple[int, ...]
@@ -95,6 +104,46 @@ class IWAEBounds(NamedTuple):
     ess: torch.Tensor
     num_samples: int
     khat: torch.Tensor | None = None
+
+
+class DatasetEvaluation(NamedTuple):
+    """Per-point results of :func:`evaluate_dataset` over a whole split, in nats: the
+    fields of :class:`IWAEBounds` and the proposal.
+
+    :ivar ks: as in :class:`IWAEBounds`.
+    :ivar bounds: as in :class:`IWAEBounds`.
+    :ivar log_px: as in :class:`LogLikelihood`.
+    :ivar elbo: as in :class:`LogLikelihood`.
+    :ivar ess: as in :class:`LogLikelihood`.
+    :ivar num_samples: as in :class:`LogLikelihood`.
+    :ivar proposal: as in :class:`LogLikelihood`.
+    :ivar khat: as in :class:`LogLikelihood`.
+    """
+
+    ks: tuple[int, ...]
+    bounds: torch.Tensor
+    log_px: torch.Tensor
+    elbo: torch.Tensor
+    ess: torch.Tensor
+    num_samples: int
+    proposal: str
+    khat: torch.Tensor | None = None
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        """Mean and standard error over data points of every per-point quantity.
+
+        Keys: ``"elbo"``, ``"L_k"`` for each k, ``"log_px"``, ``"gap"``
+        (``log_px - elbo``, an estimate of ``D[Q(z|x) || P(z|x)]``), ``"ess"``
+        (with its ``"min"`` too) and ``"khat"`` (see :func:`khat_summary`).
+        """
+        rows = {"elbo": self.elbo}
+        rows.update({f"L_{k}": b for k, b in zip(self.ks, self.bounds, strict=True)})
+        rows.update(log_px=self.log_px, gap=self.log_px - self.elbo, ess=self.ess)
+        out = {name: mean_and_stderr(v) for name, v in rows.items()}
+        out["ess"]["min"] = float(self.ess.min())
+        if self.khat is not None:
+            out["khat"] = khat_summary(self.khat)
+        return out
 
 
 @torch.no_grad()
@@ -157,10 +206,10 @@ def log_likelihood(
     :raises ValueError: ``num_samples < 1``, an unknown proposal, no ``"data"`` plate,
         a model latent site the guide lacks, or a site outside the ``"data"`` plate.
     """
-    log_px, elbo, ess, _, khat = _estimate(
+    per_point, _ = _estimate(
         model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks=()
     )
-    return LogLikelihood(log_px, elbo, ess, num_samples, proposal, khat)
+    return LogLikelihood(**per_point, num_samples=num_samples, proposal=proposal)
 
 
 @torch.no_grad()
@@ -191,10 +240,10 @@ def iwae_bounds(
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1 or max(ks) > num_samples:
         raise ValueError(f"every k in ks must lie in [1, num_samples={num_samples}], got {ks}")
-    log_px, elbo, ess, bounds, khat = _estimate(
+    per_point, bounds = _estimate(
         model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks
     )
-    return IWAEBounds(ks, bounds, log_px, elbo, ess, num_samples, khat)
+    return IWAEBounds(ks, bounds, **per_point, num_samples=num_samples)
 
 
 @torch.no_grad()
@@ -252,54 +301,16 @@ def _concatenate(chunks) -> torch.Tensor:
     return torch.cat(list(chunks), dim=0)
 
 
-def _estimate(model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn, ks):
-    """Fold the weight chunks into per-point statistics:
-    ``(log_px, elbo, ess, bounds, khat)``."""
+def _estimate(model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting, ks):
+    """Fold the weight chunks into per-point statistics: ``({name: (N,)} for each name in
+    _PER_POINT, bounds)``, ``bounds`` ``(len(ks), N)``."""
     stats = Accumulator(num_samples, ks, khat=True)
     for chunk in log_weight_chunks(
-        model, guide, args, kwargs, num_samples, proposal, chunk_size, mpn
+        model, guide, args, kwargs, num_samples, proposal, chunk_size, max_plate_nesting
     ):
         stats.add(chunk)
-    return stats.finish()
-
-
-class DatasetEvaluation(NamedTuple):
-    """Per-point results of :func:`evaluate_dataset` over a whole split, in nats.
-
-    :ivar ks: group sizes of :attr:`bounds`.
-    :ivar bounds: ``(len(ks), N)`` IWAE bounds ``L_k``.
-    :ivar log_px: ``(N,)`` importance-sampled ``log P(x)``.
-    :ivar elbo: ``(N,)`` ELBO (mean log weight).
-    :ivar ess: ``(N,)`` effective sample size.
-    :ivar num_samples: K per data point.
-    :ivar proposal: ``"guide"`` or ``"prior"``.
-    :ivar khat: ``(N,)`` Pareto k-hat of each point's weights (NaN where none was fitted).
-    """
-
-    ks: tuple[int, ...]
-    bounds: torch.Tensor
-    log_px: torch.Tensor
-    elbo: torch.Tensor
-    ess: torch.Tensor
-    num_samples: int
-    proposal: str
-    khat: torch.Tensor | None = None
-
-    def summary(self) -> dict[str, dict[str, float]]:
-        """Mean and standard error over data points of every per-point quantity.
-
-        Keys: ``"elbo"``, ``"L_k"`` for each k, ``"log_px"``, ``"gap"``
-        (``log_px - elbo``, an estimate of ``D[Q(z|x) || P(z|x)]``), ``"ess"``
-        (with its ``"min"`` too) and ``"khat"`` (see :func:`khat_summary`).
-        """
-        rows = {"elbo": self.elbo}
-        rows.update({f"L_{k}": b for k, b in zip(self.ks, self.bounds, strict=True)})
-        rows.update(log_px=self.log_px, gap=self.log_px - self.elbo, ess=self.ess)
-        out = {name: mean_and_stderr(v) for name, v in rows.items()}
-        out["ess"]["min"] = float(self.ess.min())
-        if self.khat is not None:
-            out["khat"] = khat_summary(self.khat)
-        return out
+    log_px, elbo, ess, bounds, khat = stats.finish()
+    return dict(log_px=log_px, elbo=elbo, ess=ess, khat=khat), bounds
 
 
 def khat_summary(khat: torch.Tensor) -> dict[str, float]:
@@ -402,22 +413,16 @@ def evaluate_dataset(
                 proposal=proposal,
                 chunk_size=chunk_size,
             )
-            per_point = (res.log_px, res.elbo, res.ess, res.khat)
-            parts.append(torch.cat([res.bounds, *(v[None] for v in per_point)]))
+            # (len(ks) + len(_PER_POINT), 1): the bounds, then the per-point rows
+            parts.append(torch.cat([res.bounds, *(getattr(res, f)[None] for f in _PER_POINT)]))
             bar.update(distributed.world_size())  # the ranks advance together
-    mine = torch.cat(parts, dim=1).cpu() if parts else torch.empty(len(ks) + 4, 0)
+    mine = torch.cat(parts, dim=1).cpu() if parts else torch.empty(len(ks) + len(_PER_POINT), 0)
     rows = torch.cat(distributed.all_gather(mine), dim=1)
+    per_point = dict(zip(_PER_POINT, rows[len(ks) :], strict=True))
     if proposal == "guide":
-        _warn_if_unreliable(rows[len(ks) + 3])
+        _warn_if_unreliable(per_point["khat"])
     return DatasetEvaluation(
-        ks=ks,
-        bounds=rows[: len(ks)],
-        log_px=rows[len(ks)],
-        elbo=rows[len(ks) + 1],
-        ess=rows[len(ks) + 2],
-        num_samples=num_samples,
-        proposal=proposal,
-        khat=rows[len(ks) + 3],
+        ks, rows[: len(ks)], **per_point, num_samples=num_samples, proposal=proposal
     )
 
 

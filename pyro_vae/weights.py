@@ -69,7 +69,7 @@ def log_weight_chunks(
     if proposal == "guide" and guide is None:
         raise ValueError("proposal='guide' needs a guide")
     layout = inspect_layout(model, guide if proposal == "guide" else None, args, kwargs)
-    mpn = max(layout.max_plate_nesting, max_plate_nesting or 0)
+    max_plate_nesting = max(layout.max_plate_nesting, max_plate_nesting or 0)
     if chunk_size is None:
         chunk_size = max(1, DEFAULT_PAIRS_PER_CHUNK // layout.num_points)
     if chunk_size < 1:
@@ -77,12 +77,12 @@ def log_weight_chunks(
     done = 0
     while done < num_samples:
         size = min(chunk_size, num_samples - done)
-        yield _chunk(model, guide, args, kwargs, size, proposal, layout, mpn)
+        yield _chunk(model, guide, args, kwargs, size, proposal, layout, max_plate_nesting)
         done += size
 
 
-def _chunk(model, guide, args, kwargs, size, proposal, layout, mpn) -> torch.Tensor:
-    with pyro.plate(PARTICLE_PLATE, size, dim=-(mpn + 1)):
+def _chunk(model, guide, args, kwargs, size, proposal, layout, max_plate_nesting) -> torch.Tensor:
+    with pyro.plate(PARTICLE_PLATE, size, dim=-(max_plate_nesting + 1)):
         if proposal == "guide":
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
             model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
@@ -95,35 +95,38 @@ def _chunk(model, guide, args, kwargs, size, proposal, layout, mpn) -> torch.Ten
     log_w = torch.zeros(shape, device=_device(model_trace))
     for site in sample_sites(model_trace):
         if proposal == "guide" or site["is_observed"]:
-            log_w = log_w + site_log_prob(site, layout, mpn, shape)
+            log_w = log_w + site_log_prob(site, layout, max_plate_nesting, shape)
     if guide_trace is not None:
         for site in sample_sites(guide_trace):
-            log_w = log_w - site_log_prob(site, layout, mpn, shape)
+            log_w = log_w - site_log_prob(site, layout, max_plate_nesting, shape)
     return log_w
 
 
-def site_log_prob(site, layout: Layout, mpn: int, shape) -> torch.Tensor:
+def site_log_prob(site, layout: Layout, max_plate_nesting: int, shape) -> torch.Tensor:
     """A site's masked ``log_prob``, summed per particle and data point -> ``shape``."""
     log_p = site["fn"].log_prob(site["value"])
     log_p = scale_and_mask(log_p, mask=site["mask"])  # masks count; poutine.scale does not
-    return per_point_sum(log_p, site["name"], layout, mpn, shape)
+    return per_point_sum(log_p, site["name"], layout, max_plate_nesting, shape)
 
 
-def per_point_sum(values: torch.Tensor, name: str, layout: Layout, mpn: int, shape):
+def per_point_sum(values: torch.Tensor, name: str, layout: Layout, max_plate_nesting: int, shape):
     """Sum a tensor of a site's batch shape over every dim but the particle and data dims.
 
-    :param values: batch-shaped: plates right-aligned, the particle plate at ``-(mpn + 1)``.
+    :param values: batch-shaped: plates right-aligned, the particle plate at
+        ``-(max_plate_nesting + 1)``.
     :param str name: the site, for the error message.
+    :param int max_plate_nesting: the model's plates, not counting the particle plate.
     :param shape: ``(particles, num_points)``, the result's shape.
     """
-    if values.dim() > mpn + 1:
+    plates = max_plate_nesting + 1  # with the particle plate
+    if values.dim() > plates:
         raise ValueError(
             f"site {name!r} has batch shape {tuple(values.shape)} with more dims than "
-            f"its plates ({mpn + 1} including particles); declare extra dims with .to_event()"
+            f"its plates ({plates} including particles); declare extra dims with .to_event()"
         )
-    values = values.reshape((1,) * (mpn + 1 - values.dim()) + values.shape)
-    keep = {0, mpn + 1 + layout.data_dim}  # particle dim, data dim (as positive indices)
-    other = [d for d in range(mpn + 1) if d not in keep]
+    values = values.reshape((1,) * (plates - values.dim()) + values.shape)
+    keep = {0, plates + layout.data_dim}  # particle dim, data dim (as positive indices)
+    other = [d for d in range(plates) if d not in keep]
     if other:
         values = values.sum(other, keepdim=True)
     return values.reshape(values.shape[0], -1).expand(shape)

@@ -93,3 +93,36 @@ def test_training_tables_word_each_model_from_its_contract():
     for line in (vae + exact).splitlines():  # every row has exactly two cells
         if line.startswith("| "):
             assert line.replace("\\|", "").count("|") == 3, line
+
+
+def test_training_results_leave_the_global_generator_as_they_found_it():
+    from pyro_vae.evaluate import mean_elbo
+    from pyro_vae.train import History, TrainConfig
+
+    dataset = load("digits", binarize="static")
+    model = VAE(64, z_dim=2, hidden_dims=(8,))
+    config = TrainConfig(seed=3, eval_batch_size=16)
+    history = History(epoch=[1], seconds=[0.5])
+    data = {"train": (dataset.x_train[:40],), "test": (dataset.x_test[:20],)}
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    first = reports.training_results(model, dataset, config, history, data)
+    assert torch.equal(torch.get_rng_state(), before)
+    # the ELBOs are drawn from the generator seeded with the run's seed, as they always
+    # were, so they do not depend on the caller's random state
+    torch.manual_seed(3)
+    expected = {
+        split: mean_elbo(
+            model.model,
+            model.guide,
+            tensors,
+            num_particles=reports.FINAL_ELBO_PARTICLES,
+            batch_size=16,
+            max_plate_nesting=model.max_plate_nesting,
+        )
+        for split, tensors in data.items()
+    }
+    torch.manual_seed(456)
+    again = reports.training_results(model, dataset, config, history, data)
+    for r in (first, again):
+        assert (r["train_elbo"], r["test_elbo"]) == (expected["train"], expected["test"])
