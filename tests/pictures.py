@@ -67,8 +67,9 @@ def assert_axes_match(path: str | Path, fig, tmp_path: Path, atol: float = LEVEL
 
     ``fig`` is rendered from known data with the plotting function the command uses;
     the two pictures must have one size and, inside each axes, the same pixels
-    (within ``atol``). Text outside the axes (titles) is not compared, so that a
-    reworded title does not fail a test of what the figure shows.
+    (within ``atol``).
+    Text outside the axes (titles) is not compared, so that a reworded title does not
+    fail a test of what the figure shows.
     """
     got = read_rgb(path)
     boxes = axes_boxes(fig)
@@ -118,8 +119,9 @@ def completion_panels(path: str | Path, task) -> np.ndarray:
     found from the blue pixels, and each pixel of the image is read at the centre of
     its square on the canvas.
 
-    :param task: the :class:`pyro_vae.tasks.Task` drawn; its condition must span whole
-        rows and columns of the image (a rectangle), as the quadrant tasks' do.
+    :param task: the :class:`pyro_vae.tasks.Task` drawn, one whose condition is pixels
+        (not the label task); the blue pixels of a panel span the rows and columns of
+        the condition's bounding box.
     :returns: ``(rows, columns, height, width, 3)``: a row per drawn row (ground truth,
         completions), a column per condition.
     """
@@ -129,7 +131,6 @@ def completion_panels(path: str | Path, task) -> np.ndarray:
     r_idx, c_idx = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     r0, c0 = int(r_idx[0]), int(c_idx[0])
     x_rows, x_cols = int(r_idx[-1]) - r0 + 1, int(c_idx[-1]) - c0 + 1
-    assert mask[r0 : r0 + x_rows, c0 : c0 + x_cols].all(), "the condition is no rectangle"
     tinted = blue(image)
     row_runs, col_runs = runs(tinted.any(1)), runs(tinted.any(0))
     panels = np.zeros((len(row_runs), len(col_runs), h, w, 3))
@@ -140,3 +141,54 @@ def completion_panels(path: str | Path, task) -> np.ndarray:
             xs = (left + (np.arange(w) - c0 + 0.5) * cell_w).astype(int)
             panels[i, j] = image[np.ix_(ys, xs)]
     return panels
+
+
+def assert_layout(path: str | Path, layout, tmp_path: Path, min_drawn: float = 0.1) -> None:
+    """The PNG at ``path`` has the layout of the figure ``layout`` and something drawn in
+    every one of its axes.
+
+    ``layout`` is the figure the command draws, made by the same plotting function from
+    placeholder data of the right shape (images of uniform grey, say): the picture must
+    have its size in pixels (which follows the number of rows and columns of panels),
+    and inside each of its axes at least ``min_drawn`` of the pixels must differ from
+    the placeholder's. Use it where the data drawn are not at hand (the models of an
+    experiment are not saved).
+    """
+    got = assert_not_blank(path)
+    boxes = axes_boxes(layout)
+    blank = render(layout, tmp_path, "layout.png")
+    assert got.shape == blank.shape, f"{path}: {got.shape}, layout {blank.shape}"
+    for i, (rows, cols) in enumerate(boxes):
+        drawn = float((np.abs(got[rows, cols] - blank[rows, cols]) > 4 * LEVEL).any(-1).mean())
+        assert drawn >= min_drawn, f"{path}: axes {i} shows {drawn:.1%} besides the layout"
+
+
+def grey(rows: int, pixels: int = 784):
+    """``rows`` placeholder images of uniform grey, for :func:`assert_layout`."""
+    import torch
+
+    return torch.full((rows, pixels), 0.5)
+
+
+def shown_image(path: str | Path, fig, axes: int = 0) -> np.ndarray:
+    """The image that axes ``axes`` of ``fig`` draws, as the PNG at ``path`` shows it:
+    the colour at the centre of every data pixel, ``(height, width, 3)``.
+
+    ``fig`` tells where the image lies on the canvas (it must be laid out as the PNG
+    was: the same figure, or one drawn by the same function from data of the same
+    shape); the colours are read from the PNG alone.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    got = read_rgb(path)
+    FigureCanvasAgg(fig)
+    fig.set_dpi(DPI)
+    fig.canvas.draw()
+    height = fig.canvas.get_width_height()[1]
+    assert got.shape[0] == height, (got.shape, height)
+    image = fig.axes[axes].images[0]
+    box = image.get_window_extent()
+    rows, cols = np.asarray(image.get_array()).shape[:2]
+    ys = (height - box.y1 + (np.arange(rows) + 0.5) * box.height / rows).astype(int)
+    xs = (box.x0 + (np.arange(cols) + 0.5) * box.width / cols).astype(int)
+    return got[np.ix_(ys, xs)]

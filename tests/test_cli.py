@@ -12,7 +12,7 @@ from pyro_vae.cli import main
 FAST = [*CONFTEST_FAST, "--no-progress"]
 
 
-def test_train_writes_every_promised_output(digits_run):
+def test_train_writes_every_promised_output(digits_run, tmp_path):
     names = {p.name for p in digits_run.iterdir()}
     assert {
         "config.json",
@@ -38,8 +38,26 @@ def test_train_writes_every_promised_output(digits_run):
     # 64 pixels: a Bernoulli ELBO lies between -64 log 2 (coin flips) and 0
     assert -64 * np.log(2) - 5 < results["test_elbo"] < 0
     assert "| test |" in (digits_run / "results.md").read_text()
-    for png in ("loss.png", "samples.png", "reconstructions.png"):
-        assert (digits_run / png).read_bytes()[:4] == b"\x89PNG"
+    # the figures show the run: its curves, and its model's samples and reconstructions
+    from pictures import assert_axes_match
+
+    from pyro_vae import data as data_mod
+    from pyro_vae import plots
+    from pyro_vae.run import load_model
+    from pyro_vae.splits import spread_subset
+    from pyro_vae.train import History
+
+    curves = plots.history_figure(History.from_dict(history))
+    assert_axes_match(digits_run / "loss.png", curves, tmp_path)
+    model = load_model(digits_run)
+    drawn = model.sample(64, generator=torch.Generator().manual_seed(config["train"]["seed"]))
+    samples = plots.grid_figure(drawn, (8, 8), "64 samples: the prior's z, mean of P(x|z)")
+    assert_axes_match(digits_run / "samples.png", samples, tmp_path)
+    x_test = data_mod.load("digits", binarize="dynamic").x_test
+    x = x_test[spread_subset(len(x_test), 32)]
+    title = "test images (odd rows) and reconstructions (even rows)"
+    pairs = plots.reconstruction_figure(x, model.reconstruct(x), (8, 8), title)
+    assert_axes_match(digits_run / "reconstructions.png", pairs, tmp_path)
 
 
 @pytest.mark.slow
@@ -63,7 +81,15 @@ def test_python_m_pyro_vae_is_the_command(digits_run, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
-    assert out.read_bytes()[:4] == b"\x89PNG"
+    from pictures import assert_axes_match
+
+    from pyro_vae.plots import grid_figure
+    from pyro_vae.run import load_model
+
+    model = load_model(digits_run)
+    drawn = model.sample(9, generator=torch.Generator().manual_seed(0))  # the default seed
+    figure = grid_figure(drawn, (8, 8), "9 samples from the prior (seed 0)")
+    assert_axes_match(out, figure, tmp_path)
 
 
 def test_resume_continues_rewrites_the_config_and_refuses_other_settings(run_copy, capsys):
