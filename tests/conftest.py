@@ -39,6 +39,18 @@ def digits_run(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="session")
+def cvae_run(tmp_path_factory):
+    """A CVAE run on the quadrants-2 task of the digits (X the left half, Y the right),
+    with a learned prior."""
+    from pyro_vae.cli import main
+
+    out = tmp_path_factory.mktemp("cvae") / "run"
+    args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--prior", "learned"]
+    assert main([*args, "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
 @pytest.fixture
 def run_copy(digits_run, tmp_path):
     """A private copy of ``digits_run`` that a test may write into."""

@@ -15,14 +15,6 @@ FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--no-pro
 
 
 @pytest.fixture(scope="module")
-def cvae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cvae") / "run"
-    args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--z-dim", "2"]
-    assert main([*args, "--prior", "learned", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def regressor_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("regressor") / "run"
     assert main(["train", *FAST, "--model", "regressor", "--task", "label", "--out", str(out)]) == 0
