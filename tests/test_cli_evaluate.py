@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import UNRELIABLE, check_unreliable_line
 from pictures import assert_axes_match
 
 from pyro_vae import plots
@@ -15,13 +16,16 @@ from pyro_vae.run import open as open_run
 from pyro_vae.splits import spread_subset
 
 
+@pytest.mark.filterwarnings(UNRELIABLE)
 def test_evaluate_writes_its_report_and_gap_decomposition(run_copy, capsys, tmp_path):
     args = ["evaluate", "--run", str(run_copy), "--num-samples", "200", "--ks", "1,5,50"]
     gap = ["--gap-decomposition", "--gap-points", "8", "--gap-steps", "30", "--no-progress"]
     assert main([*args, *gap]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "| ELBO (= L_1) |" in out and "approximation gap" in out
     report = json.loads((run_copy / "eval.json").read_text())
+    assert check_unreliable_line(captured.err, report)  # a fifth of the images, K = 200
     s = report["summary"]
     assert report["num_samples"] == 200 and report["ks"] == [1, 5, 50]
     assert len(report["per_point"]["log_px"]) == report["num_points"] == 359
@@ -106,11 +110,15 @@ def _naive_row(text):
         (["--num-samples", "20", "--naive-samples", "50"], 50),  # as given, even above K
     ],
 )
+@pytest.mark.filterwarnings(UNRELIABLE)
 def test_naive_pass_runs_at_its_own_k(run_copy, capsys, extra, k_naive):
     args = ["evaluate", "--run", str(run_copy), *extra, "--ks", "1,5", "--limit", "6"]
     assert main([*args, "--no-progress"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     report = json.loads((run_copy / "eval_n6.json").read_text())
+    # K = 600 fits a k-hat to each image's weights (above 0.7 for 2 of the 6); K = 20 none
+    assert check_unreliable_line(captured.err, report) == (int(extra[1]) == 600)
     assert report["num_samples"] == int(extra[1])
     assert report["num_samples_prior"] == k_naive
     # the numbers are those of the library's naive estimator at that K and seed

@@ -16,6 +16,7 @@ import numpy as np
 import pyro
 import pytest
 import torch
+from conftest import UNRELIABLE, check_unreliable_line
 
 from pyro_vae import CVAE, VAE, Gaussian, Regressor, TrainConfig, fit
 from pyro_vae.cli import main
@@ -53,7 +54,8 @@ def exact_log_px(model, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.slow
-def test_a_model_in_one_new_file_trains_samples_and_is_evaluated(ppca_class, tmp_path):
+@pytest.mark.filterwarnings(UNRELIABLE)
+def test_a_model_in_one_new_file_trains_samples_and_is_evaluated(ppca_class, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["train", "--model", "ppca", "--dataset", "digits", "--z-dim", "3", "--epochs", "40"]
     assert main([*args, "--lr", "0.01", "--no-progress", "--out", str(run)]) == 0
@@ -69,8 +71,12 @@ def test_a_model_in_one_new_file_trains_samples_and_is_evaluated(ppca_class, tmp
     drawn = load_model(run).sample(4, generator=torch.Generator().manual_seed(0))
     figure = grid_figure(drawn, (8, 8), "4 samples from the prior (seed 0)")
     assert_axes_match(run / "prior_samples_4.png", figure, tmp_path)
+    capsys.readouterr()
     assert main(["evaluate", "--run", str(run), "--num-samples", "2000", "--no-progress"]) == 0
     report = json.loads((run / "eval.json").read_text())
+    # the mean-field guide of a trained PPCA misses the posterior's correlations: for
+    # 13% of the test images the weights' k-hat is above 0.7, which the command reports
+    assert check_unreliable_line(capsys.readouterr().err, report)
     model, dataset, _, _ = open_run(run)
     with torch.no_grad():
         exact = exact_log_px(model, dataset.x_test).double()
