@@ -24,6 +24,32 @@ def toy_binary():
     return x[:192], x[192:]
 
 
+#: the evaluator's warning (pyro_vae.errors.UnreliableWeights) that many points' importance
+#: weights are heavy-tailed, which the tests' tiny models, trained for an epoch or two,
+#: give; a command-line test that provokes it lets it through (``filterwarnings`` mark)
+#: and checks the one line the command prints for it (:func:`check_unreliable_line`)
+UNRELIABLE = (
+    "always:the Pareto k-hat of the importance weights is above 0.7:"
+    "pyro_vae.errors.UnreliableWeights"
+)
+
+
+def check_unreliable_line(err: str, report: dict) -> bool:
+    """``pyro-vae evaluate`` printed its one-line k-hat warning exactly when the share of
+    points above 0.7 in its report exceeds the evaluator's threshold; returns whether."""
+    from pyro_vae.evaluate import KHAT_WARN_SHARE
+
+    share = report["summary"]["khat"]["share_unreliable"]
+    warned = [line for line in err.splitlines() if "the Pareto k-hat" in line]
+    expected = share is not None and share > KHAT_WARN_SHARE
+    assert len(warned) == int(expected), err
+    if expected:
+        n = report["num_points"]
+        assert warned[0].startswith("pyro-vae: warning: the Pareto k-hat of the importance")
+        assert f"above 0.7 for {share:.0%} of the {n} points" in warned[0]
+    return expected
+
+
 #: a VAE run on scikit-learn's digits that trains in seconds
 FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--z-dim", "2"]
 
@@ -36,6 +62,18 @@ def digits_run(tmp_path_factory):
 
     out = tmp_path_factory.mktemp("run") / "digits"
     assert main(["train", *FAST, "--no-progress", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def cvae_run(tmp_path_factory):
+    """A CVAE run on the quadrants-2 task of the digits (X the left half, Y the right),
+    with a learned prior."""
+    from pyro_vae.cli import main
+
+    out = tmp_path_factory.mktemp("cvae") / "run"
+    args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--prior", "learned"]
+    assert main([*args, "--no-progress", "--out", str(out)]) == 0
     return out
 
 

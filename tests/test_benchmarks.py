@@ -1,12 +1,40 @@
 """The benchmarks run and report what their documentation promises (no timing asserted:
-speed is measured by running them, never by a test)."""
+speed is measured by running them, never by a test). Every derived number is checked
+against the raw numbers it comes from, and every count of floating-point operations
+against the layer sizes written out here."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+#: the decoders' layer sizes (input, output) of the benchmarks' ``--sizes``: the small
+#: 784-400-20 VAE and Burda et al.'s 784-200-200-50 network, Bernoulli logits out
+DECODER_LAYERS = {
+    "small": [(20, 400), (400, 784)],
+    "burda": [(50, 200), (200, 200), (200, 784)],
+}
+
+
+def decoder_gflop(size: str, rows: int = 1) -> float:
+    """Floating-point operations of the decoder's matrix products on ``rows`` rows:
+    2 per multiply-add."""
+    return sum(2 * rows * i * o for i, o in DECODER_LAYERS[size]) / 1e9
+
+
+def assert_ratio(reported, num, den, step, digits):
+    """``reported``, rounded to ``digits`` decimals, is ``num / den`` of two numbers
+    that were themselves rounded to multiples of ``step``: within the range of the
+    quotient over their rounding intervals."""
+    half = step / 2
+    assert den - half > 0, f"{den} is too small to divide by after rounding to {step}"
+    low, high = (num - half) / (den + half), (num + half) / (den - half)
+    slack = 0.5 * 10**-digits
+    assert low - slack <= reported <= high + slack, (reported, num, den)
 
 
 def run_benchmark(name: str, *args: str) -> dict:
@@ -22,43 +50,74 @@ def run_benchmark(name: str, *args: str) -> dict:
 
 def test_train_step_reports_every_batch_size():
     out = run_benchmark("train_step.py", "--steps", "2", "--repeats", "1", "--batch-sizes", "8,16")
-    assert [r["batch_size"] for r in out["by_batch_size"]] == [8, 16]
-    first = out["by_batch_size"][0]
-    # the top-level ratios are the first batch size's: step times over torch's
-    assert out["fast_ratio"] == first["fast_ratio"]
-    assert abs(out["fast_ratio"] - first["fast_ms"] / first["torch_ms"]) < 0.01
-    assert abs(out["ratio"] - first["svi_ms"] / first["torch_ms"]) < 0.01
+    rows = out["by_batch_size"]
+    assert [r["batch_size"] for r in rows] == [8, 16]
+    for r in rows:
+        # the ratios are the step times over torch's, the times medians of their range
+        assert_ratio(r["fast_ratio"], r["fast_ms"], r["torch_ms"], 1e-3, 3)
+        assert_ratio(r["ratio"], r["svi_ms"], r["torch_ms"], 1e-3, 3)
+        for engine in ("svi", "fast", "torch"):
+            low, high = r["range_ms"][engine]
+            assert 0 < low <= r[f"{engine}_ms"] <= high
+    # the top-level ratios are the first batch size's, from its step times
+    first = rows[0]
+    assert_ratio(out["fast_ratio"], first["fast_ms"], first["torch_ms"], 1e-3, 3)
+    assert_ratio(out["ratio"], first["svi_ms"], first["torch_ms"], 1e-3, 3)
 
 
 def test_evaluate_reports_the_fraction_of_the_matmul_limit():
+    k = 60
     out = run_benchmark(
         "evaluate.py",
-        *("--images", "4", "--num-samples", "60", "--sizes", "small,burda"),
+        *("--images", "4", "--num-samples", str(k), "--sizes", "small,burda"),
         *("--threads", "1", "--memory-ks", "20", "--memory-images", "2"),
         *("--ais-steps", "4", "--ais-chains", "2", "--ais-leapfrog", "2"),
         *("--ais-images", "4", "--ais-block", "2"),
     )
     assert [(c["size"], c["threads"]) for c in out["cases"]] == [("small", 1), ("burda", 1)]
-    first = out["cases"][0]
-    assert out["ratio_vs_torch"] == first["ratio_vs_torch"]
-    assert out["fraction_of_matmul_limit"] == first["fraction_of_matmul_limit"]
     for case in out["cases"]:
-        assert case["fraction_of_matmul_limit"] > 0 and case["matmul_gflops"] > 0
+        ours, torch_, limit = (case[f"{name}images_per_s"] for name in ("", "torch_", "limit_"))
+        # time ratios are inverse ratios of the speeds (images per second, 2 decimals)
+        assert_ratio(case["ratio_vs_torch"], torch_, ours, 0.01, 3)
+        assert_ratio(case["fraction_of_matmul_limit"], ours, limit, 0.01, 3)
+        per_point = case["per_point_images_per_s"]
+        assert_ratio(case["per_point_fraction_of_matmul_limit"], per_point, limit, 0.01, 3)
+        # the limit's rate: K decoder passes per image at the speed of the limit
+        gflops = decoder_gflop(case["size"]) * k * limit
+        assert case["matmul_gflops"] == pytest.approx(gflops, rel=1e-3, abs=0.06)
+        assert 0 < case["fraction_of_matmul_limit"] and case["matmul_gflops"] > 0
         # ours and torch estimate the same log P(x) from independent samples
         diff = case["diff_vs_torch"]
         assert abs(diff["mean"]) <= 5 * diff["stderr"] + 0.05, diff
+    # the top level repeats the first case: its speeds give its ratios
+    first = out["cases"][0]
+    assert out["images_per_s"] == first["images_per_s"]
+    assert_ratio(out["ratio_vs_torch"], first["torch_images_per_s"], first["images_per_s"], 0.01, 3)
+    assert_ratio(
+        out["fraction_of_matmul_limit"], first["images_per_s"], first["limit_images_per_s"], 0.01, 3
+    )
     assert set(out["peak_memory_mb_by_k"]) == {"20"}
     (ais,) = out["ais_cases"]
     assert (ais["size"], ais["threads"], ais["steps"], ais["block"]) == ("small", 1, 4, 2)
+    seconds = {name: ais[f"{name}seconds_per_image"] for name in ("", "torch_", "limit_")}
+    # seconds per image have 4 decimals
+    assert_ratio(ais["ratio_vs_torch"], seconds[""], seconds["torch_"], 1e-4, 3)
+    assert_ratio(ais["fraction_of_matmul_limit"], seconds["limit_"], seconds[""], 1e-4, 3)
+    # an AIS run evaluates the gradient at steps + (steps - 1) * leapfrog points, each a
+    # pass of the decoder forward and one back to its input, for every chain and image
+    passes = 4 + 3 * 2
+    gflop = 2 * decoder_gflop("small") * passes * ais["chains"]
+    assert_ratio(ais["matmul_gflops"], gflop, seconds["limit_"], 1e-4, 1)
     assert out["ais_ratio_vs_torch"] == ais["ratio_vs_torch"]
-    assert ais["fraction_of_matmul_limit"] > 0 and ais["matmul_gflops"] > 0
+    assert out["ais_fraction_of_matmul_limit"] == ais["fraction_of_matmul_limit"]
 
 
-def test_breakdown_names_every_part():
+def test_breakdown_names_every_part_and_the_parts_add_up():
     out = run_benchmark(
         "breakdown.py", "--repeats", "1", "--num-samples", "40", "--batch-size", "16"
     )
-    assert list(out["train"]["rows"]) == [
+    train, evaluate = out["train"], out["evaluate"]
+    assert list(train["rows"]) == [
         "networks forward",
         "log-densities forward",
         "Pyro: tracing and bookkeeping",
@@ -66,7 +125,7 @@ def test_breakdown_names_every_part():
         "optimizer and the engine's step",
         "data handling",
     ]
-    assert list(out["evaluate"]["rows"]) == [
+    assert list(evaluate["rows"]) == [
         "decoder matrix products",
         "decoder, the rest",
         "encoder",
@@ -75,4 +134,17 @@ def test_breakdown_names_every_part():
         "accumulate",
         "Pyro: tracing and bookkeeping, and the rest",
     ]
-    assert out["evaluate"]["fraction_of_matmul_limit"] > 0
+    # each column of parts adds up to its total, ours and the hand-written torch's
+    for profile in (train, evaluate):
+        for column in (0, 1):
+            parts = sum(v[column] for v in profile["rows"].values())
+            assert parts == pytest.approx(profile["total"][column], rel=1e-9)
+    # an evaluator chunk: 2048 pairs of 100 images, so 20 particles each, two chunks for
+    # K = 40; the limit is the share of the decoder's products in a chunk's time
+    assert (evaluate["particles"], evaluate["chunks"]) == (20, 2)
+    assert evaluate["decoder_gflop_per_chunk"] == pytest.approx(decoder_gflop("small", 2000))
+    products = evaluate["rows"]["decoder matrix products"][0]
+    assert evaluate["fraction_of_matmul_limit"] == pytest.approx(
+        products / evaluate["total"][0], rel=1e-9
+    )
+    assert 0 < evaluate["fraction_of_matmul_limit"] < 1

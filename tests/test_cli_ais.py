@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import UNRELIABLE, check_unreliable_line
 
 from pyro_vae.ais import ais_dataset
 from pyro_vae.cli import main
@@ -22,10 +23,12 @@ def _status(argv) -> int:
         return stop.code
 
 
+@pytest.mark.filterwarnings(UNRELIABLE)
 def test_both_methods_side_by_side_with_their_paired_difference(run_copy, capsys):
     argv = ["evaluate", "--run", str(run_copy), "--num-samples", "100", "--limit", "12"]
     assert main([*argv, "--method", "both", "--seed", "3", *TINY]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "AIS from Q(z\\|X), T = 20, C = 3, L = 2" in out
     assert "| AIS - IS, log P(X) paired per point |" in out
     assert "Pareto k-hat of each point's K weights" in out
@@ -42,6 +45,7 @@ def test_both_methods_side_by_side_with_their_paired_difference(run_copy, capsys
     khat = np.array(per_point["khat"], dtype=float)
     share = report["summary"]["khat"]["share_unreliable"]
     assert share == pytest.approx(float(np.mean(khat > 0.7)))
+    assert check_unreliable_line(captured.err, report)  # 4 of the 12 points
     # the same AIS in-process: same points, settings and seed give the same numbers
     model, dataset, _, _ = open_run(run_copy)
     (x,) = model.evaluation_data(dataset, "test")

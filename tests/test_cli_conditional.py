@@ -15,14 +15,6 @@ FAST = ["--dataset", "digits", "--epochs", "2", "--hidden-dims", "32", "--no-pro
 
 
 @pytest.fixture(scope="module")
-def cvae_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cvae") / "run"
-    args = ["train", *FAST, "--model", "cvae", "--task", "quadrants-2", "--z-dim", "2"]
-    assert main([*args, "--prior", "learned", "--out", str(out)]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
 def regressor_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("regressor") / "run"
     assert main(["train", *FAST, "--model", "regressor", "--task", "label", "--out", str(out)]) == 0
@@ -48,12 +40,40 @@ def test_cvae_run_writes_its_files_and_config(cvae_run):
 
 
 def test_complete_draws_several_completions(cvae_run, tmp_path):
+    from pictures import LEVEL, completion_panels
+
+    from pyro_vae import data as data_mod
+    from pyro_vae.plots import condition_rgb
+    from pyro_vae.run import load_model
+    from pyro_vae.splits import spread_subset
+    from pyro_vae.tasks import pairs, task_for
+
     out = tmp_path / "c.png"
-    args = ["complete", "--run", str(cvae_run), "-n", "3", "--inputs", "4", "--out", str(out)]
-    assert main(args) == 0
-    assert out.read_bytes()[:4] == b"\x89PNG"
+    args = ["complete", "--run", str(cvae_run), "-n", "3", "--inputs", "4", "--seed", "2"]
+    assert main([*args, "--out", str(out)]) == 0
+    # what the figure must show: 4 evenly spaced test conditions X, their ground truth Y
+    # and 3 completions, each the mean of P(Y|z, X) for one z ~ P(z|X) drawn after
+    # seeding torch with --seed
+    dataset = data_mod.load("digits", binarize="dynamic")
+    task = task_for("quadrants-2", dataset)
+    x, y = pairs(task, dataset, "test")
+    idx = spread_subset(len(x), 4)
+    x, y = x[idx], y[idx]
+    model = load_model(cvae_run)
+    torch.manual_seed(2)
+    completions = model.complete(x, 3)
+    expected = torch.stack([condition_rgb(task, x, rows) for rows in (y, *completions)])
+    panels = completion_panels(out, task)
+    # a row per drawn row (ground truth, then -n completions), a column per --inputs
+    assert panels.shape[:2] == (4, 4)
+    np.testing.assert_allclose(panels, expected.numpy(), atol=2 * LEVEL)
+    # every completion keeps the given pixels of its condition X, and fills in the rest
+    given = task.x_mask.reshape(task.image_shape).numpy()
+    assert (panels[1:, :, given] == panels[:1, :, given]).all()
+    assert not np.allclose(panels[1:, :, ~given], panels[:1, :, ~given], atol=0.1)
+    # other -n and --inputs, the default name of the training split's figure
     assert main(["complete", "--run", str(cvae_run), "--split", "train", "-n", "2"]) == 0
-    assert (cvae_run / "completions_train_n2.png").is_file()
+    assert completion_panels(cvae_run / "completions_train_n2.png", task).shape[:2] == (3, 8)
 
 
 def test_evaluate_cvae_reports_conditional_bounds(cvae_run):

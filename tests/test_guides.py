@@ -8,6 +8,7 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from conftest import UNRELIABLE, check_unreliable_line
 from torch import nn
 
 from pyro_vae import VAE
@@ -166,8 +167,9 @@ def test_guide_families_are_values_that_round_trip():
         torch.testing.assert_close(clone.reconstruct(x), vae.reconstruct(x))
 
 
+@pytest.mark.filterwarnings(UNRELIABLE)
 @pytest.mark.parametrize("guide", [["--guide", "full-covariance"], ["--guide", "iaf"]])
-def test_guides_train_evaluate_and_resume_from_the_command_line(tmp_path, guide):
+def test_guides_train_evaluate_and_resume_from_the_command_line(tmp_path, capsys, guide):
     run = tmp_path / "run"
     assert main(["train", *SMALL, "--epochs", "2", *guide, "--out", str(run)]) == 0
     config = json.loads((run / "config.json").read_text())
@@ -176,6 +178,7 @@ def test_guides_train_evaluate_and_resume_from_the_command_line(tmp_path, guide)
     args = ["evaluate", "--run", str(run), "--num-samples", "50", "--limit", "10"]
     assert main([*args, "--gap-decomposition", "--gap-points", "4", "--gap-steps", "5"]) == 0
     report = json.loads((run / "eval_n10.json").read_text())
+    assert check_unreliable_line(capsys.readouterr().err, report)  # 4 or 5 of the 10 points
     assert math.isfinite(report["gap_decomposition"]["approximation_gap"]["mean"])
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--no-progress"]) == 0
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2, 3]

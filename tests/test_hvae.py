@@ -14,9 +14,12 @@ from pyro.infer import Trace_ELBO
 from pyro_vae.cli import main
 from pyro_vae.evaluate import evaluate_dataset
 from pyro_vae.models import HVAE
+from pyro_vae.objectives import make_objective
 
 D64 = torch.float64
 SMALL = ["--dataset", "digits", "--z-dims", "4,2", "--hidden-dims", "16,8", "--no-progress"]
+#: what two epochs of training must gain over fair coins, in nats per image
+LEARNED_NATS = 1.5
 
 
 def test_the_elbo_of_one_sample_is_the_hand_written_expectation():
@@ -39,6 +42,37 @@ def test_the_elbo_of_one_sample_is_the_hand_written_expectation():
             + torch.distributions.Bernoulli(logits=m.decoder(z1)).log_prob(x).sum()
         )
     assert float(-loss.detach()) == pytest.approx(float(log_p - log_q), rel=1e-6)
+
+
+def test_the_iwae_objective_is_the_log_mean_of_hand_written_weights():
+    """IWAE-k training maximizes sum_i log (1/k) sum_j w_ij with w = p(x, z1, z2) /
+    q(z1, z2 | x), the k draws of each point from the guide (Burda et al., eq. 8)."""
+    torch.manual_seed(0)
+    m = HVAE(6, z_dims=(3, 2), hidden_dims=(5, 4))
+    x = torch.rand(4, 6).round()
+    k = 5
+    pyro.set_rng_seed(1)
+    loss = make_objective("iwae", k).differentiable_loss(m.model, m.guide, x)
+    pyro.set_rng_seed(1)  # the same k draws per point: the guide under a plate of particles
+    with pyro.plate("particles", k, dim=-2):
+        trace = poutine.trace(m.guide).get_trace(x)
+    z1, z2 = trace.nodes["z1"]["value"], trace.nodes["z2"]["value"]  # (k, 4, 3), (k, 4, 2)
+    assert z1.shape == (k, 4, 3)
+    normal = torch.distributions.Normal
+    with torch.no_grad():
+        log_q = normal(*m.encoder1(x)).log_prob(z1).sum(-1) + normal(*m.encoder2(z1)).log_prob(
+            z2
+        ).sum(-1)
+        log_p = (
+            normal(0.0, 1.0).log_prob(z2).sum(-1)
+            + normal(*m.prior1(z2)).log_prob(z1).sum(-1)
+            + torch.distributions.Bernoulli(logits=m.decoder(z1)).log_prob(x).sum(-1)
+        )
+    log_w = log_p - log_q  # (k, 4)
+    iwae = (torch.logsumexp(log_w, 0) - math.log(k)).sum()
+    assert float(-loss.detach()) == pytest.approx(float(iwae), rel=1e-6)
+    # and not the ELBO of the same draws, which lies below it (Jensen) by this much here
+    assert float(iwae) > float(log_w.mean(0).sum()) + 0.1
 
 
 class TwoLayerLinearGaussian:
@@ -97,11 +131,17 @@ def test_hvae_trains_samples_evaluates_and_resumes_with_iwae(tmp_path, capsys):
     assert config["kind"] == "hvae" and config["z_dims"] == [4, 2]
     assert (run / "samples.png").is_file() and (run / "reconstructions.png").is_file()
     assert main(["sample", "--run", str(run), "-n", "4"]) == 0
+    train = json.loads((run / "config.json").read_text())["train"]
+    assert (train["objective"], train["num_particles"]) == ("iwae", 5)
     assert main(["evaluate", "--run", str(run), "--num-samples", "50", "--limit", "10"]) == 0
     report = json.loads((run / "eval_n10.json").read_text())
-    assert report["description"] == "HVAE (z 4-2)" and math.isfinite(
-        report["summary"]["log_px"]["mean"]
-    )
+    assert report["description"] == "HVAE (z 4-2)"
+    # it learned: an untrained decoder's logits are near 0, every pixel a fair coin
+    # (log P(X) = -64 log 2 = -44.4 nats; measured -44.2 for the initial weights); two
+    # epochs of IWAE-5 training gain 2.4 nats on these 10 test images (measured -42.0)
+    coin_flips = -64 * math.log(2)
+    assert report["summary"]["log_px"]["mean"] > coin_flips + LEARNED_NATS
+    assert report["summary"]["log_px"]["mean"] > report["summary"]["elbo"]["mean"]
     assert main(["train", "--out", str(run), "--resume", "--epochs", "3", "--no-progress"]) == 0
     assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2, 3]
     capsys.readouterr()

@@ -74,31 +74,81 @@ def test_architectures():
 SMALL = ["--dataset", "digits", "--hidden-dims", "16", "--no-progress", "--network", "conv"]
 
 
+@pytest.fixture(scope="module")
+def few_digits(tmp_path_factory):
+    """160 training and 24 test images of scikit-learn's digits as an npz data set: two
+    steps of conv training per epoch, so that a run can be trained twice in a test."""
+    from pyro_vae import data as data_mod
+
+    digits = data_mod.load("digits")
+    path = tmp_path_factory.mktemp("few") / "digits.npz"
+    x_train, x_test = (t.reshape(-1, 8, 8).numpy() for t in (digits.x_train, digits.x_test))
+    np.savez(path, x_train=x_train[:160], x_test=x_test[:24])
+    return path
+
+
 @pytest.mark.parametrize(
     "model",
     [
         ["--z-dim", "2"],
-        ["--model", "hvae", "--z-dims", "4,2"],
+        ["--model", "hvae", "--z-dims", "4,2", "--hidden-dims", "16,8"],
         ["--model", "vqvae", "--vq-codes", "4"],
     ],
 )
-def test_conv_runs_train_sample_evaluate_and_resume(tmp_path, model):
-    from pyro_vae.cli import main
+def test_conv_runs_train_sample_evaluate_and_resume(tmp_path, model, few_digits):
+    from pictures import assert_axes_match
 
-    run = tmp_path / "run"
-    args = ["train", *SMALL, *model, "--epochs", "1", "--out", str(run)]
-    if model[:2] == ["--model", "hvae"]:
-        args[args.index("--hidden-dims") + 1] = "16,8"
-    assert main(args) == 0
+    from pyro_vae import plots
+    from pyro_vae.cli import main
+    from pyro_vae.evaluate import evaluate_dataset
+    from pyro_vae.run import RunFolder, load_model
+    from pyro_vae.splits import spread_subset
+
+    run, once = tmp_path / "run", tmp_path / "once"
+    train = ["train", *SMALL, "--dataset", f"npz:{few_digits}", *model]
+    assert main([*train, "--epochs", "1", "--out", str(run)]) == 0
     stored = json.loads((run / "config.json").read_text())["model"]
     assert stored["network"] == "conv"
+    # resumed after its first epoch, the run continues as one trained for two epochs
+    # at once: the same weights and history, draw for draw
     assert main(["train", "--out", str(run), "--resume", "--epochs", "2", "--no-progress"]) == 0
-    assert json.loads((run / "history.json").read_text())["epoch"] == [1, 2]
-    evaluate = ["evaluate", "--run", str(run), "--num-samples", "20", "--limit", "5"]
-    if model[0] == "--z-dim":  # the VAE: its per-point q* goes through the conv encoder
-        evaluate += ["--gap-decomposition", "--gap-points", "2", "--gap-steps", "3"]
-    assert main(evaluate) == 0
-    assert (run / "samples.png").exists()
+    assert main([*train, "--epochs", "2", "--out", str(once)]) == 0
+    resumed, uninterrupted = (json.loads((r / "history.json").read_text()) for r in (run, once))
+    assert resumed["epoch"] == uninterrupted["epoch"] == [1, 2]
+    for key in ("train_objective", "test_elbo"):
+        assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-6), key
+    states = [torch.load(r / "checkpoint.pt", weights_only=False) for r in (run, once)]
+    assert states[0]["epoch"] == 2
+    for key, value in states[1]["model_state"].items():
+        torch.testing.assert_close(states[0]["model_state"][key], value, rtol=1e-6, atol=1e-7)
+
+    # sample: the picture shows the model's decoded prior draws of the seeded generator
+    assert main(["sample", "--run", str(run), "-n", "4", "--seed", "3"]) == 0
+    vae = load_model(run)
+    drawn = vae.sample(4, generator=torch.Generator().manual_seed(3))
+    figure = plots.grid_figure(drawn, vae.image_shape, "4 samples from the prior (seed 3)")
+    assert_axes_match(run / "prior_samples_4.png", figure, tmp_path)
+
+    # evaluate: the report's numbers are the evaluator's on the same points and seed
+    evaluate = ["evaluate", "--run", str(run), "--num-samples", "20", "--ks", "1,5", "--limit", "5"]
+    gap = ["--gap-decomposition", "--gap-points", "2", "--gap-steps", "3"]
+    vae_model = model[0] == "--z-dim"  # its per-point q* goes through the conv encoder
+    assert main([*evaluate, "--seed", "4", *(gap if vae_model else []), "--no-progress"]) == 0
+    report = json.loads((run / "eval_n5.json").read_text())
+    dataset = RunFolder(run).read_config().data.load()
+    (x,) = vae.evaluation_data(dataset, "test")
+    x = x[spread_subset(len(x), 5)]
+    ev = evaluate_dataset(vae.model, vae.proposal, x, num_samples=20, ks=(1, 5), seed=4)
+    np.testing.assert_allclose(report["per_point"]["log_px"], ev.log_px.tolist(), rtol=1e-6)
+    np.testing.assert_allclose(report["per_point"]["L_5"], ev.bounds[1].tolist(), rtol=1e-6)
+    np.testing.assert_allclose(report["per_point"]["elbo"], ev.elbo.tolist(), rtol=1e-6)
+    if vae_model:
+        from pyro_vae.gaps import decompose_gap
+
+        gaps = decompose_gap(vae, x[spread_subset(5, 2)], steps=3, num_samples=20, seed=4)
+        for name in ("log_px", "elbo_amortized", "elbo_optimal"):
+            expected = float(getattr(gaps, name).double().mean())
+            assert report["gap_decomposition"][name]["mean"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_conv_on_data_that_are_not_images_exits_2(tmp_path, capsys):

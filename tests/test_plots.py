@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from pictures import LEVEL, shown_image
 
 from pyro_vae import plots
 
@@ -29,7 +30,13 @@ def test_reconstruction_figure_interleaves_rows(tmp_path):
     assert image[0:2, 0:2].max() == 0.0 and image[3:5, 0:2].min() == 1.0
     assert image[6:8, 0:2].max() == 0.0 and image[9:11, 0:2].min() == 1.0
     plots.save_figure(fig, tmp_path / "r.png")
-    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    # the saved picture shows the grid: black inputs, white reconstructions and padding
+    shown = shown_image(tmp_path / "r.png", fig)
+    assert shown.shape == (11, 11, 3)
+    expected = np.ones((11, 11))
+    for row in (0, 6):  # the two rows of inputs, 2 pixels high, over the whole width
+        expected[row : row + 2, [0, 1, 3, 4, 6, 7, 9, 10]] = 0.0
+    np.testing.assert_allclose(shown, np.repeat(expected[..., None], 3, -1), atol=LEVEL)
 
 
 def _report(target):
