@@ -21,7 +21,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(
-                "{device} cuda: CUDA is not available on this machine; use {device} cpu",
+                f"{{device}} {name}: CUDA is not available on this machine; use {{device}} cpu",
                 settings=("device",),
             )
         if device.index is not None and device.index >= torch.cuda.device_count():

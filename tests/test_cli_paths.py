@@ -144,7 +144,7 @@ def test_cuda_without_a_gpu_exits_2_for_every_command(
 ):
     argv = DEVICE_COMMANDS[command](digits_run, tmp_path / "out")
     err = refused([*argv, "--device", device], capsys)
-    assert "--device cuda: CUDA is not available on this machine; use --device cpu" in err
+    assert f"--device {device}: CUDA is not available on this machine; use --device cpu" in err
     assert not (tmp_path / "out").exists()
 
 

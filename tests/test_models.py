@@ -364,3 +364,23 @@ def test_conditional_options_reach_a_subclass_through_its_keyword_arguments():
     config = model.config()
     assert (config["extra"], config["z_dim"], config["prior"]) == (4, 5, "learned")
     assert config["hidden_dims"] == [7] and model.task == "label"
+
+
+def test_completions_draw_from_their_seed_and_leave_the_global_generator_alone():
+    from pyro_vae.data import load
+
+    dataset = load("digits", binarize="static")
+    cvae = CVAE(32, 32, z_dim=2, hidden_dims=(8,), task="quadrants-2").eval()
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    drawn = cvae.completions(dataset, "test", 3, 2, seed=7)
+    assert torch.equal(torch.get_rng_state(), before)
+    again = cvae.completions(dataset, "test", 3, 2, seed=7)
+    other = cvae.completions(dataset, "test", 3, 2, seed=8)
+    assert [label for label, _ in drawn.rows] == ["ground truth", "completion 1", "completion 2"]
+    assert drawn.num_samples == 2 and drawn.x.shape == (3, 32)
+    for (_, a), (_, b), (_, c) in zip(drawn.rows[1:], again.rows[1:], other.rows[1:], strict=True):
+        assert torch.equal(a, b) and not torch.equal(a, c)
+    # the regressor's one deterministic mean: no sample count
+    regressor = Regressor(10, 64, hidden_dims=(8,), task="label").eval()
+    assert regressor.completions(dataset, "test", 3, 5, seed=0).num_samples is None
