@@ -1,6 +1,13 @@
+import os
+
 import pyro
 import pytest
 import torch
+
+#: the suite runs in two worker processes (``-n 2`` in pyproject.toml); each keeps to
+#: one torch thread, so that the two do not fight over the cores
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
