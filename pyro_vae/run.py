@@ -172,6 +172,35 @@ class RunFolder:
         """Whether the folder holds a run (a checkpoint)."""
         return self.checkpoint.is_file()
 
+    @property
+    def inputs(self) -> tuple[Path, ...]:
+        """The files ``pyro-vae train`` wrote that the other commands read: no command
+        but ``train`` may write onto them."""
+        return (self.config, self.checkpoint, self.history, self.results_json, self.results_md)
+
+    def check_output(self, path: str | Path, suffix: str) -> Path:
+        """``path`` as the output of a command run on this folder, refused where it would
+        replace one of :attr:`inputs` or does not end in ``suffix``.
+
+        :raises UsageError: naming the file it would replace, or the suffix it needs.
+        """
+        path = Path(path)
+        if path.suffix.lower() != suffix:
+            raise UsageError(
+                f"{{out}} {path} writes a {suffix[1:].upper()} file, so its name must end in "
+                f"{suffix}",
+                settings=("out",),
+            )
+        target = path.resolve()
+        for existing in self.inputs:
+            if target == existing.resolve():
+                raise UsageError(
+                    f"{{out}} {path} is the run's own {existing.name}, which the command "
+                    "would destroy; choose another name",
+                    settings=("out",),
+                )
+        return path
+
     def figure(self, name: str) -> Path:
         """A figure of the run, ``loss.png`` say."""
         return self.folder / name

@@ -5,6 +5,7 @@ reach what they set."""
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -434,3 +435,35 @@ def test_evaluate_launch_error_under_torchrun_is_one_line(digits_run, tmp_path):
     assert "exitcode  : 2" in proc.stderr  # rank 0 exited 2 (torchrun then reports it)
     # torchrun prints a traceback of its own; none comes from pyro_vae's code
     assert "pyro_vae/" not in proc.stderr
+
+
+# --- outputs never clobber a run's own files ------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["sample", "complete"])
+@pytest.mark.parametrize("name", ["checkpoint.pt", "config.json", "history.json"])
+def test_a_picture_is_never_written_over_the_runs_own_files(
+    run_copy, cvae_run, tmp_path, capsys, command, name
+):
+    run = run_copy
+    if command == "complete":
+        run = tmp_path / "cvae"
+        shutil.copytree(cvae_run, run)
+    before = (run / name).read_bytes()
+    err = refused([command, "--run", str(run), "--out", str(run / name)], capsys)
+    assert f"--out {run / name} writes a PNG file, so its name must end in .png" in err
+    assert (run / name).read_bytes() == before
+
+
+def test_an_output_is_refused_over_a_run_file_by_any_path(run_copy):
+    from pyro_vae.errors import UsageError
+    from pyro_vae.run import RunFolder
+
+    folder = RunFolder(run_copy)
+    (run_copy / "sub").mkdir()
+    same = run_copy / "sub" / ".." / "checkpoint.pt"  # the checkpoint, by another path
+    with pytest.raises(UsageError, match=r"is the run's own checkpoint\.pt"):
+        folder.check_output(same, ".pt")
+    with pytest.raises(UsageError, match=r"^out .*samples\.jpg writes a PNG file"):
+        folder.check_output(run_copy / "samples.jpg", ".png")
+    assert folder.check_output(run_copy / "mine.png", ".png") == run_copy / "mine.png"

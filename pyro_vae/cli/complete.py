@@ -50,8 +50,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
     model, dataset, _, folder = run_mod.open_run(args.run, args.device)
     if not model.supports("completions"):
         raise model.unsupported("completions")
+    if args.out is not None:  # refused before anything is drawn
+        folder.check_output(args.out, ".png")
     drawn = model.completions(dataset, args.split, args.inputs, args.num_samples, args.seed)
-    out = args.out or folder.completions(args.split, drawn.num_samples)
+    out = folder.check_output(args.out or folder.completions(args.split, drawn.num_samples), ".png")
     plots.save_figure(plots.completions_figure(drawn), out)
     wrote(out)
     return 0

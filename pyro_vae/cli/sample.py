@@ -42,13 +42,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     # the prior needs no data: the data set is not loaded (nor downloaded)
     model = run_mod.load_model(args.run, args.device)
     folder = run_mod.RunFolder(args.run)
+    out = folder.check_output(args.out or folder.prior_samples(args.num_samples), ".png")
     if not model.supports("sample"):
         raise model.unsupported("sample")
     if model.image_shape is None:
         raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
     gen = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
     samples = model.sample(args.num_samples, generator=gen)
-    out = args.out or folder.prior_samples(args.num_samples)
     title = f"{args.num_samples} samples from the prior (seed {args.seed})"
     plots.save_figure(plots.grid_figure(samples, model.image_shape, title), out)
     wrote(out)
