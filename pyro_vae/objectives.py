@@ -76,7 +76,10 @@ def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1
         return TraceMeanField_ELBO(**kwargs)
     if name == "iwae":
         return DifferentiableRenyiELBO(alpha=0.0, **kwargs)
-    raise UsageError(f"unknown objective {name!r}; valid names: {', '.join(OBJECTIVES)}")
+    raise UsageError(
+        f"unknown {{objective}} {name!r}; valid names: {', '.join(OBJECTIVES)}",
+        settings=("objective",),
+    )
 
 
 class DifferentiableRenyiELBO(RenyiELBO):
