@@ -23,6 +23,7 @@ and the point's index.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
@@ -42,7 +43,12 @@ DEFAULT_TIMEOUT_S = 300
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
 
-class LaunchError(UsageError):
+class SharedError(UsageError):
+    """An error that every rank meets alike, so only rank 0 reports it: bad launcher
+    settings, or a refusal that rank 0 decided for the group (:func:`agree`)."""
+
+
+class LaunchError(SharedError):
     """Bad launcher settings: the same on every rank, so only rank 0 reports them."""
 
 
@@ -241,6 +247,28 @@ def broadcast(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def agree(decide: Callable[[], None]) -> None:
+    """Call ``decide`` on rank 0 and raise its refusal on every rank.
+
+    For a check only one process may make (it takes a lock, or looks at files while
+    holding it): the other ranks wait for its verdict instead of being stopped mid-way.
+
+    :param decide: raises :class:`~pyro_vae.errors.UsageError` to refuse.
+    :raises SharedError: on every rank, with the message of ``decide``'s refusal.
+    """
+    verdict = None
+    if is_main():
+        try:
+            decide()
+        except UsageError as err:
+            if not active():
+                raise
+            verdict = (err.template, err.settings)
+    verdict = broadcast(verdict)
+    if verdict is not None:
+        raise SharedError(verdict[0], settings=verdict[1])
 
 
 def stream_seed(seed: int, purpose: str, index: int) -> int:

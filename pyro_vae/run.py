@@ -137,7 +137,7 @@ class RunFolder:
     :param folder: the run's folder.
     """
 
-    #: what ``pyro-vae train --overwrite`` removes: the files of an earlier run and of
+    #: what ``pyro-vae train --overwrite`` replaces: the files of an earlier run and of
     #: every command run on it (figures, evaluations, samples, completions); other
     #: files, a user's own notes or pictures, stay
     STALE = (
@@ -225,12 +225,6 @@ class RunFolder:
         model whose completion is one deterministic mean."""
         n = "" if num_samples is None else f"_n{num_samples}"
         return self.folder / f"completions_{split}{n}.png"
-
-    def remove_stale(self) -> None:
-        """Delete the files of an earlier run (see :attr:`STALE`)."""
-        for pattern in self.STALE:
-            for stale in self.folder.glob(pattern):
-                stale.unlink(missing_ok=True)
 
     def read_config(self) -> RunConfig:
         """The run's configuration: ``config.json``, or the checkpoint's where a folder

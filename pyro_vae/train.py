@@ -394,8 +394,17 @@ def _diverged(epoch: int, checkpoint, what: str) -> TrainingDiverged:
         if checkpoint is not None and epoch > 0
         else "no checkpoint was written"
     )
-    return TrainingDiverged(
+    return diverged(epoch, what, kept)
+
+
+def diverged(epoch: int, what: str, kept: str) -> TrainingDiverged:
+    """The error of a run that diverged in ``epoch`` (0-based) because of ``what``,
+    saying what was ``kept``; it carries ``epoch`` and ``what`` as attributes, for a
+    caller that keeps something else (``pyro-vae train --overwrite`` keeps the old run)."""
+    error = TrainingDiverged(
         f"training diverged in epoch {epoch + 1}: {what}; {kept}. "
         "Try a smaller {lr}, a larger {sigma}, or {validate} to find the first bad value.",
         settings=("lr", "sigma", "validate"),
     )
+    error.epoch, error.what = epoch, what
+    return error

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae import CVAE, VAE, Regressor, TrainConfig
+from pyro_vae import CVAE, VAE, Regressor, TrainConfig, staging
 from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
 from pyro_vae.run import DataConfig, RunConfig, RunFolder, open_run, resumable
@@ -85,8 +85,9 @@ def test_run_folder_names_every_file(tmp_path):
     mine = ("notes.txt", "poster.png", "evaluation_notes.md")  # a user's files stay
     for name in stale + mine:
         (tmp_path / name).write_text("x")
-    folder.remove_stale()
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(mine)
+    (staging.stage(tmp_path) / "checkpoint.pt").write_text("new")
+    assert staging.promote(tmp_path, folder.STALE) == ["checkpoint.pt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*mine, "checkpoint.pt"])
 
 
 def test_a_runs_figures_follow_what_its_model_can_draw():

@@ -17,7 +17,7 @@ import warnings
 from pyro_vae import distributed
 from pyro_vae.cli import complete, evaluate, reproduce, sample, train
 from pyro_vae.cli.options import Parser
-from pyro_vae.distributed import LaunchError
+from pyro_vae.distributed import SharedError
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError, Worded
 from pyro_vae.version import __version__
 
@@ -52,12 +52,12 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = _one_line(warnings.showwarning)
         try:
             if distributed.launched() and not getattr(args, "distributed", False):
-                raise LaunchError(
+                raise distributed.LaunchError(
                     f"`pyro-vae {args.command}` runs in one process; only train and "
                     "evaluate run under torchrun"
                 )
             return args.func(args)  # train and evaluate join the process group themselves
-        except LaunchError as err:  # the same on every rank: rank 0 says it
+        except SharedError as err:  # the same on every rank: rank 0 says it
             if rank == 0:
                 print(f"pyro-vae: error: {_said(err, flags)}", file=sys.stderr)
             else:  # let rank 0 print before torchrun stops it for this rank's exit

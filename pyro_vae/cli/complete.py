@@ -12,7 +12,15 @@ from pathlib import Path
 
 from pyro_vae import plots
 from pyro_vae import run as run_mod
-from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
+from pyro_vae.cli.options import (
+    add_device,
+    add_force,
+    add_run,
+    add_seed,
+    check_new,
+    writing_output,
+    wrote,
+)
 from pyro_vae.errors import UsageError
 from pyro_vae.parsing import at_least
 from pyro_vae.splits import SPLITS
@@ -36,6 +44,7 @@ def add_parser(sub) -> None:
     c.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     add_seed(c)
     c.add_argument("--out", type=Path, help="PNG path (default RUN/completions_SPLIT_nN.png)")
+    add_force(c, "picture")
     add_device(c)
     c.set_defaults(func=cmd_complete)
 
@@ -52,8 +61,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
         raise model.unsupported("completions")
     if args.out is not None:  # refused before anything is drawn
         folder.check_output(args.out, ".png")
+        check_new([args.out], args.force)
     drawn = model.completions(dataset, args.split, args.inputs, args.num_samples, args.seed)
     out = folder.check_output(args.out or folder.completions(args.split, drawn.num_samples), ".png")
-    plots.save_figure(plots.completions_figure(drawn), out)
+    with writing_output(folder, out, "pyro-vae complete", args.force):
+        plots.save_figure(plots.completions_figure(drawn), out)
     wrote(out)
     return 0

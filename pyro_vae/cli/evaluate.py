@@ -25,7 +25,7 @@ import time
 
 from pyro_vae import ais, distributed, reports
 from pyro_vae import run as run_mod
-from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
+from pyro_vae.cli.options import add_device, add_force, add_run, add_seed, check_new, writing, wrote
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluate import evaluate_dataset, mean_elbo
 from pyro_vae.gaps import decompose_gap
@@ -114,6 +114,7 @@ def add_parser(sub) -> None:
         "(default 0: none)",
     )
     e.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
+    add_force(e, "evaluation")
     e.add_argument("--limit", type=at_least(1), help="evaluate N evenly spaced points")
     e.add_argument(
         "--batch-size",
@@ -234,8 +235,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = {"run": str(args.run), "split": args.split, "seed": args.seed}
     if args.method != "is" or args.bdmc:
         settings["method"] = args.method
-    json_path, md_path, png_path = folder.evaluation(args.split, args.limit)
+    paths = folder.evaluation(args.split, args.limit)
 
+    def check() -> None:
+        check_new(paths, args.force, other="" if args.limit else " (--limit N writes eval_nN.*)")
+
+    with writing(folder.folder, "pyro-vae evaluate", check=check):
+        return _evaluate(
+            args, model, dataset, data, ks, settings, paths, simulated_from if args.bdmc else None
+        )
+
+
+def _evaluate(args, model, dataset, data, ks, settings, paths, simulated_from) -> int:
+    """Estimate, report and write ``paths`` (``eval.json``, ``eval.md``, ``bounds.png``),
+    holding the run folder's lock."""
+    json_path, md_path, png_path = paths
     main = distributed.is_main()  # every rank computes its share, rank 0 writes
     if not model.supports("latent"):  # exact: nothing to sample
         report = reports.exact_report(model, dataset, settings, model.exact_log_likelihood(*data))

@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+from pyro_vae import distributed, locks, staging
+from pyro_vae.errors import RunWarning, UsageError
 from pyro_vae.parsing import seed
 
 
@@ -47,3 +52,62 @@ def add_seed(parser: argparse.ArgumentParser, default: int | None = 0) -> None:
 def wrote(*paths) -> None:
     """The last line of a command: what it wrote."""
     print(f"pyro-vae: wrote {', '.join(str(p) for p in paths)}", file=sys.stdout)
+
+
+def add_force(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--force``: replace the earlier output of the same command."""
+    parser.add_argument(
+        "--force", action="store_true", help=f"replace an earlier {what} of the same name"
+    )
+
+
+def check_new(paths, force: bool, other: str = ", or choose another --out") -> None:
+    """Refuse to replace an earlier output, unless ``force``.
+
+    :param str other: the other way out, for the message.
+    :raises UsageError: naming the first of ``paths`` that exists.
+    """
+    for path in paths:
+        if Path(path).exists() and not force:
+            raise UsageError(
+                f"{path} exists, written by an earlier command; pass --force to replace it{other}"
+            )
+
+
+@contextmanager
+def writing(folder: Path, command: str, check: Callable[[], None] = lambda: None) -> Iterator:
+    """Hold the lock of run folder ``folder`` for the block (on rank 0 under torchrun),
+    after finishing or undoing an interrupted ``--overwrite`` there
+    (:func:`pyro_vae.staging.recover`) and calling ``check`` under the lock.
+
+    :param str command: what holds it, for the message of a second writer.
+    :param check: raises :class:`UsageError` to refuse (every rank raises it).
+    :raises UsageError: another process holds the lock, or ``check`` refused.
+    """
+    with ExitStack() as held:
+
+        def decide() -> None:
+            held.enter_context(locks.hold(folder, command))
+            done = staging.recover(folder)
+            if done:
+                warnings.warn(f"{folder}: {done}", RunWarning, stacklevel=1)
+            check()
+
+        distributed.agree(decide)
+        yield
+
+
+@contextmanager
+def writing_output(folder, out: Path, command: str, force: bool) -> Iterator:
+    """The block that writes ``out``, the output of a command run on the run in
+    ``folder`` (a :class:`~pyro_vae.run.RunFolder`): refused where ``out`` exists unless
+    ``force``; holding the run folder's lock (:func:`writing`) where ``out`` lies in it.
+
+    :raises UsageError: ``out`` exists, or another process writes into the folder.
+    """
+    if out.resolve().parent != folder.folder.resolve():
+        check_new([out], force)
+        yield
+        return
+    with writing(folder.folder, command, check=lambda: check_new([out], force)):
+        yield

@@ -9,7 +9,7 @@ import torch
 
 from pyro_vae import plots
 from pyro_vae import run as run_mod
-from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
+from pyro_vae.cli.options import add_device, add_force, add_run, add_seed, writing_output, wrote
 from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
 from pyro_vae.parsing import at_least
@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
     )
     add_seed(s)
     s.add_argument("--out", type=Path, help="PNG path (default RUN/prior_samples_N.png)")
+    add_force(s, "picture")
     add_device(s)
     s.set_defaults(func=cmd_sample)
 
@@ -47,9 +48,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise model.unsupported("sample")
     if model.image_shape is None:
         raise UsageError(f"the model in {args.run} was not trained on images; nothing to draw")
-    gen = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
-    samples = model.sample(args.num_samples, generator=gen)
-    title = f"{args.num_samples} samples from the prior (seed {args.seed})"
-    plots.save_figure(plots.grid_figure(samples, model.image_shape, title), out)
+    with writing_output(folder, out, "pyro-vae sample", args.force):
+        gen = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
+        samples = model.sample(args.num_samples, generator=gen)
+        title = f"{args.num_samples} samples from the prior (seed {args.seed})"
+        plots.save_figure(plots.grid_figure(samples, model.image_shape, title), out)
     wrote(out)
     return 0

@@ -18,17 +18,17 @@ from typing import Any
 import pyro
 
 from pyro_vae import data as data_mod
-from pyro_vae import distributed, plots, reports
-from pyro_vae.cli.options import add_device, add_seed
+from pyro_vae import distributed, plots, reports, staging
+from pyro_vae.cli.options import add_device, add_seed, writing
 from pyro_vae.engine import ENGINES
-from pyro_vae.errors import UsageError
+from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.io import write_json, write_text
 from pyro_vae.models import DEFAULT_KIND, MODELS, model_class
 from pyro_vae.models.base import Model, Option
 from pyro_vae.objectives import OBJECTIVES
 from pyro_vae.parsing import at_least
 from pyro_vae.run import DataConfig, RunConfig, RunFolder, resumable
-from pyro_vae.train import LR_SCHEDULES, TrainConfig, check_fit_inputs, fit
+from pyro_vae.train import LR_SCHEDULES, TrainConfig, check_fit_inputs, diverged, fit
 
 _TRAIN = TrainConfig()
 #: the data and training options: (flag, argparse keywords); their dest is a field name
@@ -163,7 +163,12 @@ def add_parser(sub) -> None:
         "model's task and any other choice that differs from its default)",
     )
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
-    t.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    t.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --out once the new one has finished (until then, and if "
+        "it fails, the old run stays whole)",
+    )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     t.set_defaults(func=cmd_train, distributed=True)
 
@@ -269,21 +274,31 @@ def default_run_name(given: dict[str, Any]) -> str:
 
 
 def _out_folder(args: argparse.Namespace, given: dict[str, Any]) -> RunFolder:
+    """The run folder of ``--out``, checked as a path; what it holds is checked under
+    its lock (:func:`_check_state`)."""
+    if args.resume and args.overwrite:
+        raise UsageError(
+            "--resume continues the run in --out and --overwrite replaces it; choose one"
+        )
     if args.out is None:
         if args.resume:
             raise UsageError("--resume needs --out pointing at a run folder")
         return RunFolder(Path("runs") / default_run_name(given))
-    folder = RunFolder(args.out)
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out} is a file; give a folder for the run")
+    return RunFolder(args.out)
+
+
+def _check_state(args: argparse.Namespace, folder: RunFolder) -> None:
+    """Refuse to resume a folder without a run, or to train over a run unless asked;
+    called while holding the folder's lock, so no other writer changes the answer."""
     if args.resume and not folder.exists():
-        raise UsageError(f"--resume: {args.out} holds no run (no checkpoint.pt) to continue")
-    if not args.resume and folder.exists() and not args.overwrite:
+        raise UsageError(f"--resume: {folder.folder} holds no run (no checkpoint.pt) to continue")
+    if not args.resume and not args.overwrite and folder.exists():
         raise UsageError(
-            f"{args.out} already holds a run; pass --resume to continue it, --overwrite to "
-            "replace it, or choose another --out"
+            f"{folder.folder} already holds a run; pass --resume to continue it, --overwrite "
+            "to replace it, or choose another --out"
         )
-    return folder
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -297,6 +312,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = distributed.setup(args.device)
     folder = _out_folder(args, given)
     folder = RunFolder(distributed.broadcast(folder.folder))  # one default name for all ranks
+    with writing(folder.folder, "pyro-vae train", check=lambda: _check_state(args, folder)):
+        if not args.overwrite:
+            return _train(args, given, folder, folder, device)
+        # the new run trains beside the old one and replaces it once it has finished
+        staged = RunFolder(folder.folder / staging.STAGE)
+        try:
+            if distributed.is_main():
+                staging.stage(folder.folder)
+            return _train(args, given, staged, folder, device)
+        except TrainingDiverged as err:
+            kept = f"the new run is discarded, and {folder.folder} keeps the earlier run"
+            raise diverged(err.epoch, err.what, kept) from None
+        finally:
+            if distributed.is_main():
+                staging.discard(folder.folder)  # after promotion, nothing is left
+
+
+def _train(
+    args: argparse.Namespace, given: dict[str, Any], folder: RunFolder, final: RunFolder, device
+) -> int:
+    """Train into ``folder``; with ``--overwrite`` that is a staging folder whose run
+    replaces the one in ``final`` at the end."""
     with distributed.node_leader_first():  # one download per node, then the others read
         if args.resume:
             config, model, dataset = _resumed_run(folder, given)
@@ -311,15 +348,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     distributed.barrier()  # every rank has checked the folder before rank 0 writes to it
     main = distributed.is_main()  # only rank 0 writes and prints
     if main:
-        if args.overwrite and not args.resume:
-            folder.remove_stale()
         folder.write_config(config)  # a resumed run records its new epoch count
         ranks = distributed.world_size()
         on = f", {ranks} processes" if ranks > 1 else ""
         print(
             f"pyro-vae: training {model.describe()} on {dataset.name} "
             f"({len(dataset.x_train)} train, {len(dataset.x_test)} test, "
-            f"binarize={dataset.binarize}{on}) -> {folder.folder}"
+            f"binarize={dataset.binarize}{on}) -> {final.folder}"
         )
     history = fit(
         model,
@@ -343,7 +378,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     figures = plots.training_figures(model, dataset, history, seed=config.train.seed)
     for name, figure in figures.items():
         plots.save_figure(figure, folder.figure(name))
+    if folder is not final:
+        staging.promote(final.folder, RunFolder.STALE)
     print(table, end="")
     written = ("config.json", "checkpoint.pt", "history.json", "results.json", "results.md")
-    print(f"pyro-vae: wrote {folder.folder}/ ({', '.join([*written, *figures])})")
+    print(f"pyro-vae: wrote {final.folder}/ ({', '.join([*written, *figures])})")
     return 0
