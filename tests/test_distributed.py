@@ -388,7 +388,7 @@ def test_two_processes_evaluate_like_one_in_the_same_order(two_process_run, tmp_
     proc = torchrun("evaluate", "--run-dir", str(run), *args, *gaps, "--no-progress")
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = json.loads((run / "eval_n41.json").read_text())
-    assert main(["evaluate", "--run", str(run), *args, *gaps, "--no-progress"]) == 0
+    assert main(["evaluate", "--run", str(run), *args, *gaps, "--no-progress", "--force"]) == 0
     one = json.loads((run / "eval_n41.json").read_text())
     for key, values in one["per_point"].items():
         np.testing.assert_allclose(two["per_point"][key], values, rtol=1e-5, err_msg=key)
@@ -411,6 +411,17 @@ def test_two_processes_evaluate_like_one_in_the_same_order(two_process_run, tmp_
         model.model, model.guide, x[spread_subset(len(x), 41)], num_samples=100, ks=(1, 10), seed=3
     )
     np.testing.assert_allclose(two["per_point"]["log_px"], ev.log_px.tolist(), rtol=1e-5)
+
+
+def test_a_held_run_folder_is_refused_by_rank_0_for_every_rank_with_one_line(tmp_path):
+    from pyro_vae import locks
+
+    with locks.hold(tmp_path / "r", "pyro-vae evaluate"):
+        proc = torchrun("train", *SMALL, "--epochs", "1", "--out", str(tmp_path / "r"))
+    assert proc.returncode != 0
+    _one_error_line(proc.stderr, f"is in use by process {os.getpid()} (pyro-vae evaluate")
+    assert "exitcode  : 2" in proc.stderr and "exitcode  : 0" not in proc.stderr
+    assert not list((tmp_path / "r").iterdir())  # nothing written
 
 
 def test_a_batch_the_processes_cannot_share_fails_on_every_rank_with_one_line(tmp_path):
