@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 #: seeds must fit the generators they feed (numpy's legacy seeding takes 32 bits)
 SEED_LIMIT = 2**32
@@ -110,3 +111,16 @@ positive_int = at_least(1)
 non_negative = real(lambda v: v >= 0, "a number >= 0")
 #: a number strictly between 0 and 1
 open_unit = real(lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+# --- bounded sizes, paths and name lists (evaluate, sample, complete, reproduce) -------
+
+
+def path(text: str) -> Path:
+    """A file or folder name that is not empty nor blank: ``Path("")`` would be the
+    current folder, which nobody means by an empty string (``.`` says it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a path, got {text!r}; write . for the current folder"
+        )
+    return Path(text)

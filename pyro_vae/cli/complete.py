@@ -8,13 +8,12 @@ condition X, rows of ground truth and completions Y, the condition tinted blue.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pyro_vae import plots
 from pyro_vae import run as run_mod
 from pyro_vae.cli.options import add_device, add_run, add_seed, wrote
 from pyro_vae.errors import UsageError
-from pyro_vae.parsing import at_least
+from pyro_vae.parsing import at_least, path
 from pyro_vae.splits import SPLITS
 
 #: more conditions or samples than this make a figure nobody can read
@@ -35,7 +34,7 @@ def add_parser(sub) -> None:
     )
     c.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     add_seed(c)
-    c.add_argument("--out", type=Path, help="PNG path (default RUN/completions_SPLIT_nN.png)")
+    c.add_argument("--out", type=path, help="PNG path (default RUN/completions_SPLIT_nN.png)")
     add_device(c)
     c.set_defaults(func=cmd_complete)
 

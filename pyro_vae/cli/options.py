@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from pyro_vae.parsing import seed
+from pyro_vae.parsing import path, seed
 
 
 class Parser(argparse.ArgumentParser):
@@ -27,7 +26,7 @@ def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> 
         "--run",
         "--run-dir",
         dest="run",
-        type=Path,
+        type=path,
         required=True,
         help=f"run folder written by {what} (under torchrun: --run-dir)",
     )

@@ -36,6 +36,7 @@ from typing import NamedTuple
 
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_text
+from pyro_vae.parsing import path
 
 
 class Experiment(NamedTuple):
@@ -162,7 +163,7 @@ def add_parser(sub) -> None:
         help="comma-separated subset of: "
         + (", ".join(e.name for e in experiments) or "the scripts in experiments/"),
     )
-    r.add_argument("--out", type=Path, help="results folder (default results/, or results/quick)")
+    r.add_argument("--out", type=path, help="results folder (default results/, or results/quick)")
     r.add_argument(
         "--threads",
         type=int,
