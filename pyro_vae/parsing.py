@@ -116,6 +116,21 @@ open_unit = real(lambda v: 0 < v < 1, "a number in (0, 1)")
 # --- bounded sizes, paths and name lists (evaluate, sample, complete, reproduce) -------
 
 
+def bounded(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An integer in ``[minimum, maximum]``: the upper bound refuses a size whose work or
+    memory no machine has before any of it starts (each caller says why in its help)."""
+    low = at_least(minimum)
+
+    def parse(text: str) -> int:
+        value = low(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer <= {maximum}, got {text}")
+        return value
+
+    parse.__name__ = f"integer in [{minimum}, {maximum}]"
+    return parse
+
+
 def path(text: str) -> Path:
     """A file or folder name that is not empty nor blank: ``Path("")`` would be the
     current folder, which nobody means by an empty string (``.`` says it)."""

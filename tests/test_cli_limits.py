@@ -3,8 +3,24 @@
 exit status 2 and one line naming the problem and the fix, before any work, and the run
 folder is left as it was (the same files, byte for byte)."""
 
+import numpy as np
 import pytest
 from test_cli_paths import refused
+
+from pyro_vae.cli import build_parser
+from pyro_vae.cli.evaluate_options import (
+    MAX_AIS_CHAINS,
+    MAX_AIS_STEPS,
+    MAX_BATCH_SIZE,
+    MAX_GAP_STEPS,
+    MAX_LEAPFROG_STEPS,
+    MAX_NUM_SAMPLES,
+    check_options,
+    check_sizes,
+)
+from pyro_vae.errors import UsageError
+
+HUGE = "99999999999999999999"  # more than any int64
 
 
 def snapshot(folder) -> dict:
@@ -31,3 +47,114 @@ def test_an_empty_path_is_no_path(run_copy, capsys, argv):
     err = refused([a.format(run=run_copy) for a in argv], capsys)
     assert "expected a path, got '" in err and "write . for the current folder" in err
     assert snapshot(run_copy) == before
+
+
+# --- evaluate: sizes ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Every pass of ``evaluate`` fails the test: a refusal must come before them all."""
+    import pyro_vae.cli.evaluate as cli_evaluate
+    from pyro_vae import ais
+
+    def work(*args, **kwargs):
+        raise AssertionError("evaluate started work that should have been refused")
+
+    for name in ("evaluate_dataset", "mean_elbo", "decompose_gap"):
+        monkeypatch.setattr(cli_evaluate, name, work)
+    monkeypatch.setattr(ais, "ais_dataset", work)
+    monkeypatch.setattr(ais, "bdmc_dataset", work)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--num-samples", HUGE], f"--num-samples: expected an integer <= {MAX_NUM_SAMPLES}"),
+        (["--num-samples", str(MAX_NUM_SAMPLES + 1)], f"<= {MAX_NUM_SAMPLES}, got"),
+        (["--num-samples", "1e20"], "--num-samples: expected an integer, got '1e20'"),
+        (["--num-samples", "inf"], "--num-samples: expected an integer, got 'inf'"),
+        (["--naive-samples", HUGE], f"--naive-samples: expected an integer <= {MAX_NUM_SAMPLES}"),
+        (["--ks", HUGE], f"--ks {HUGE} exceeds --num-samples 5000"),
+        (["--method", "ais", "--ais-steps", HUGE], f"an integer <= {MAX_AIS_STEPS}, got {HUGE}"),
+        (["--method", "ais", "--ais-chains", HUGE], f"an integer <= {MAX_AIS_CHAINS}, got"),
+        (["--method", "ais", "--leapfrog-steps", HUGE], f"an integer <= {MAX_LEAPFROG_STEPS}"),
+        (["--method", "ais", "--ais-step-size", "nan"], "expected a number in (0, 1), got nan"),
+        (["--method", "ais", "--ais-step-size", "inf"], "expected a number in (0, 1), got inf"),
+        (["--bdmc", HUGE], f"--bdmc {HUGE} exceeds the 359 points of the test split"),
+        (["--limit", HUGE], f"--limit {HUGE} exceeds the 359 points of the test split"),
+        (["--limit", "360"], "--limit 360 exceeds the 359 points of the test split; ask for"),
+        (["--batch-size", HUGE], f"--batch-size: expected an integer <= {MAX_BATCH_SIZE}"),
+        (["--gap-decomposition", "--gap-steps", HUGE], f"an integer <= {MAX_GAP_STEPS}"),
+        (
+            ["--gap-decomposition", "--gap-points", HUGE],
+            f"--gap-points {HUGE} exceeds the 359 points evaluated (the test split)",
+        ),
+        (
+            ["--gap-decomposition", "--limit", "3", "--gap-points", "4"],
+            "--gap-points 4 exceeds the 3 points evaluated (--limit 3); ask for fewer",
+        ),
+    ],
+)
+def test_evaluate_refuses_sizes_beyond_their_bounds(run_copy, capsys, no_work, options, words):
+    before = snapshot(run_copy)
+    err = refused(["evaluate", "--run", str(run_copy), "--no-progress", *options], capsys)
+    assert words in err
+    assert snapshot(run_copy) == before
+
+
+# --- evaluate: options that need another --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (
+            ["--gap-points", "5"],
+            "--gap-points sets the gap decomposition, which runs only with "
+            "--gap-decomposition; add it or drop --gap-points",
+        ),
+        (["--gap-steps", "5"], "--gap-steps sets the gap decomposition"),
+        (
+            ["--method", "ais", "--ks", "1,5"],
+            "--ks sets importance sampling, which --method ais does not run; use --method "
+            "both to run it beside AIS, or drop --ks",
+        ),
+        (["--method", "ais", "--naive-samples", "5"], "--naive-samples sets importance sampling"),
+        (["--method", "ais", "--num-samples", "5"], "--num-samples sets importance sampling"),
+        (["--ais-chains", "3"], "--ais-chains sets annealed importance sampling"),
+    ],
+)
+def test_evaluate_refuses_an_option_without_the_one_it_needs(
+    run_copy, capsys, no_work, options, words
+):
+    before = snapshot(run_copy)
+    err = refused(["evaluate", "--run", str(run_copy), *options], capsys)
+    assert words in err
+    assert snapshot(run_copy) == before
+
+
+def _evaluate_args(*argv):
+    return build_parser().parse_args(["evaluate", "--run", "r", *argv])
+
+
+def test_evaluate_takes_an_option_with_the_one_it_needs():
+    # --num-samples is the K of the gap decomposition's estimates, also under AIS
+    args = _evaluate_args("--method", "ais", "--gap-decomposition", "--num-samples", "7")
+    check_options(args)
+    assert (args.num_samples, args.gap_steps) == (7, 500)
+    args = _evaluate_args("--gap-decomposition", "--gap-points", "3", "--gap-steps", "0")
+    check_options(args)
+    assert (args.num_samples, args.gap_points, args.gap_steps) == (5000, 3, 0)
+
+
+def test_evaluate_takes_every_point_there_is_and_fewer_gap_points_by_default():
+    data = (np.zeros((359, 2)),)
+    args = _evaluate_args("--limit", "359", "--gap-decomposition")
+    check_sizes(data, args)
+    assert args.gap_points == 100
+    args = _evaluate_args("--limit", "40", "--gap-decomposition")
+    check_sizes(data, args)
+    assert args.gap_points == 40  # the default is at most the points evaluated
+    with pytest.raises(UsageError, match="--limit 360 exceeds the 359 points"):
+        check_sizes(data, _evaluate_args("--limit", "360"))
