@@ -3,11 +3,13 @@
 exit status 2 and one line naming the problem and the fix, before any work, and the run
 folder is left as it was (the same files, byte for byte)."""
 
+import shutil
+
 import numpy as np
 import pytest
 from test_cli_paths import refused
 
-from pyro_vae.cli import build_parser
+from pyro_vae.cli import build_parser, main
 from pyro_vae.cli.evaluate_options import (
     MAX_AIS_CHAINS,
     MAX_AIS_STEPS,
@@ -158,3 +160,50 @@ def test_evaluate_takes_every_point_there_is_and_fewer_gap_points_by_default():
     assert args.gap_points == 40  # the default is at most the points evaluated
     with pytest.raises(UsageError, match="--limit 360 exceeds the 359 points"):
         check_sizes(data, _evaluate_args("--limit", "360"))
+
+
+# --- complete ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_regressor(tmp_path_factory):
+    """A regressor (one deterministic completion per condition) on 6 test points."""
+    folder = tmp_path_factory.mktemp("tiny")
+    images = np.random.default_rng(0).random((40, 4, 4)).astype(np.float32)
+    np.savez(folder / "tiny.npz", x_train=images[:34], x_test=images[34:])
+    args = ["train", "--dataset", f"npz:{folder / 'tiny.npz'}", "--model", "regressor"]
+    args += ["--task", "quadrants-2", "--epochs", "1", "--batch-size", "10", "--hidden-dims", "8"]
+    assert main([*args, "--no-progress", "--out", str(folder / "run")]) == 0
+    return folder / "run"
+
+
+@pytest.fixture
+def regressor_copy(tiny_regressor, tmp_path):
+    copy = tmp_path / "regressor"
+    shutil.copytree(tiny_regressor, copy)
+    return copy
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (
+            ["-n", "3"],
+            "-n: the completion of the regressor on task quadrants-2 in {run} is one "
+            "deterministic mean, not a draw to repeat; drop -n",
+        ),
+        (["--inputs", "7"], "--inputs 7 exceeds the 6 conditions of the test split; ask for"),
+    ],
+)
+def test_complete_refuses_what_the_run_cannot_draw(regressor_copy, capsys, options, words):
+    before = snapshot(regressor_copy)
+    err = refused(["complete", "--run", str(regressor_copy), *options], capsys)
+    assert words.format(run=regressor_copy) in err
+    assert snapshot(regressor_copy) == before
+
+
+def test_complete_draws_every_condition_of_a_small_split_by_default(regressor_copy):
+    # the default --inputs 8 is a most: all 6 conditions here, and no refusal
+    assert main(["complete", "--run", str(regressor_copy)]) == 0
+    assert (regressor_copy / "completions_test.png").is_file()
+    assert main(["complete", "--run", str(regressor_copy), "--inputs", "6"]) == 0
