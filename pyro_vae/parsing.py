@@ -139,3 +139,12 @@ def path(text: str) -> Path:
             f"expected a path, got {text!r}; write . for the current folder"
         )
     return Path(text)
+
+
+def names(text: str) -> list[str]:
+    """``"ring, vqvae,ring"`` -> ``["ring", "vqvae"]``: comma-separated names, each once,
+    in their order; at least one (an empty list would silently mean "all")."""
+    values = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values

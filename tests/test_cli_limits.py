@@ -3,6 +3,7 @@
 exit status 2 and one line naming the problem and the fix, before any work, and the run
 folder is left as it was (the same files, byte for byte)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -20,6 +21,7 @@ from pyro_vae.cli.evaluate_options import (
     check_options,
     check_sizes,
 )
+from pyro_vae.cli.reproduce import MAX_JOBS, MAX_THREADS
 from pyro_vae.errors import UsageError
 
 HUGE = "99999999999999999999"  # more than any int64
@@ -207,3 +209,108 @@ def test_complete_draws_every_condition_of_a_small_split_by_default(regressor_co
     assert main(["complete", "--run", str(regressor_copy)]) == 0
     assert (regressor_copy / "completions_test.png").is_file()
     assert main(["complete", "--run", str(regressor_copy), "--inputs", "6"]) == 0
+
+
+# --- reproduce ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_experiment(monkeypatch, tmp_path):
+    """``reproduce`` may run no experiment (and writes, if at all, under ``tmp_path``)."""
+    from pyro_vae.cli import reproduce
+
+    def run(*args, **kwargs):
+        raise AssertionError("an experiment ran")
+
+    monkeypatch.setattr(reproduce.subprocess, "run", run)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--only", ""], "argument --only: expected comma-separated names, got ''"),
+        (["--only", " , "], "argument --only: expected comma-separated names, got ' , '"),
+        (["--only", "ring,nope"], "unknown experiment(s) nope; valid: ring"),
+        (["--only", "ring", "--threads", HUGE], f"--threads must be at most {MAX_THREADS}"),
+        (["--only", "ring", "--jobs", HUGE], f"--jobs must be at most {MAX_JOBS}, got {HUGE}"),
+        (["--only", "ring", "--threads", "0"], "--threads must be at least 1, got 0"),
+        (["--only", "ring", "--threads", "2.5"], "--threads: expected an integer, got '2.5'"),
+        (["--collect", "--threads", "2"], "--threads sets how experiments run, and --collect"),
+        (["--collect", "--jobs", "2"], "--jobs sets how experiments run, and --collect runs none"),
+    ],
+)
+def test_reproduce_refuses_before_any_experiment(capsys, no_experiment, tmp_path, options, words):
+    err = refused(["reproduce", "--out", str(tmp_path / "out"), *options], capsys)
+    assert words in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize("collect", [[], ["--collect"]])
+@pytest.mark.parametrize("where", ["file", "file/under"])
+def test_reproduce_refuses_an_out_it_cannot_write_before_any_experiment(
+    capsys, no_experiment, tmp_path, where, collect
+):
+    (tmp_path / "file").write_text("not a folder")
+    out = tmp_path / where
+    err = refused(["reproduce", "--only", "ring", "--out", str(out), *collect], capsys)
+    if collect:
+        assert f"--collect: {out} is not a folder; give the --out of an earlier" in err
+    else:
+        assert f"--out {out} cannot hold the results (" in err
+        assert "choose a folder you may write to" in err
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def _collected(tmp_path, results_json: str):
+    out = tmp_path / "out"
+    (out / "ring").mkdir(parents=True)
+    (out / "ring" / "results.json").write_text(results_json)
+    (out / "ring" / "results.md").write_text("| a | b |\n")
+    return out
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("{not json", "results.json is not JSON (Expecting property name"),
+        ("", "results.json is not JSON (Expecting value"),
+        ("[1, 2]", "results.json holds a list, not an object"),
+        ("null", "results.json holds a NoneType, not an object"),
+        ('"text"', "results.json holds a str, not an object"),
+    ],
+)
+def test_reproduce_collect_names_a_results_file_it_cannot_read(
+    capsys, no_experiment, tmp_path, text, words
+):
+    out = _collected(tmp_path, text)
+    before = snapshot(out)
+    err = refused(["reproduce", "--collect", "--only", "ring", "--out", str(out)], capsys)
+    assert f"{out / 'ring' / words}" in err
+    assert "rerun the experiment (`pyro-vae reproduce --only ring`)" in err
+    assert snapshot(out) == before  # no results page of what could not be read
+
+
+def test_reproduce_collect_needs_each_experiments_page(capsys, no_experiment, tmp_path):
+    out = _collected(tmp_path, "{}")
+    (out / "ring" / "results.md").unlink()
+    err = refused(["reproduce", "--collect", "--only", "ring", "--out", str(out)], capsys)
+    assert f"--collect: no results of ring in {out}; run them first" in err
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        {"budget": "full", "wall_seconds": "long"},
+        {"budget": {"epochs": "many"}, "wall_seconds": None},
+        {"budget": None, "wall_seconds": [1]},
+    ],
+)
+def test_reproduce_collect_takes_results_without_a_usable_budget(
+    capsys, no_experiment, tmp_path, results
+):
+    out = _collected(tmp_path, json.dumps(results))
+    assert main(["reproduce", "--collect", "--only", "ring", "--out", str(out)]) == 0
+    page = (out / "results.md").read_text()
+    assert "(expected; this run did not record it)" in page and "| a | b |" in page
+    assert "--quick" in page  # nothing says how it was made: never published as full
