@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from pathlib import Path
 
 #: seeds must fit the generators they feed (numpy's legacy seeding takes 32 bits)
 SEED_LIMIT = 2**32
@@ -110,3 +111,40 @@ positive_int = at_least(1)
 non_negative = real(lambda v: v >= 0, "a number >= 0")
 #: a number strictly between 0 and 1
 open_unit = real(lambda v: 0 < v < 1, "a number in (0, 1)")
+
+
+# --- bounded sizes, paths and name lists (evaluate, sample, complete, reproduce) -------
+
+
+def bounded(minimum: int, maximum: int) -> Callable[[str], int]:
+    """An integer in ``[minimum, maximum]``: the upper bound refuses a size whose work or
+    memory no machine has before any of it starts (each caller says why in its help)."""
+    low = at_least(minimum)
+
+    def parse(text: str) -> int:
+        value = low(text)
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"expected an integer <= {maximum}, got {text}")
+        return value
+
+    parse.__name__ = f"integer in [{minimum}, {maximum}]"
+    return parse
+
+
+def path(text: str) -> Path:
+    """A file or folder name that is not empty nor blank: ``Path("")`` would be the
+    current folder, which nobody means by an empty string (``.`` says it)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a path, got {text!r}; write . for the current folder"
+        )
+    return Path(text)
+
+
+def names(text: str) -> list[str]:
+    """``"ring, vqvae,ring"`` -> ``["ring", "vqvae"]``: comma-separated names, each once,
+    in their order; at least one (an empty list would silently mean "all")."""
+    values = list(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values

@@ -8,7 +8,6 @@ condition X, rows of ground truth and completions Y, the condition tinted blue.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from pyro_vae import plots
 from pyro_vae import run as run_mod
@@ -22,11 +21,15 @@ from pyro_vae.cli.options import (
     wrote,
 )
 from pyro_vae.errors import UsageError
-from pyro_vae.parsing import at_least
+from pyro_vae.parsing import at_least, path
 from pyro_vae.splits import SPLITS
 
 #: more conditions or samples than this make a figure nobody can read
 MAX_FIGURE_SIDE = 100
+#: completions per condition, and conditions (at most those of the split), unless ``-n``
+#: and ``--inputs`` say otherwise
+DEFAULT_NUM_SAMPLES = 5
+DEFAULT_INPUTS = 8
 
 
 def add_parser(sub) -> None:
@@ -36,14 +39,21 @@ def add_parser(sub) -> None:
     )
     add_run(c, "`pyro-vae train --model cvae`")
     c.add_argument(
-        "-n", "--num-samples", type=at_least(1), default=5, help="completions (default 5)"
+        "-n",
+        "--num-samples",
+        type=at_least(1),
+        help=f"completions per condition, at most {MAX_FIGURE_SIDE}; not for a model whose "
+        f"completion is one deterministic mean (default {DEFAULT_NUM_SAMPLES})",
     )
     c.add_argument(
-        "--inputs", type=at_least(1), default=8, help="evenly spaced conditions (default 8)"
+        "--inputs",
+        type=at_least(1),
+        help=f"evenly spaced conditions, at most {MAX_FIGURE_SIDE} and at most those of the "
+        f"split (default {DEFAULT_INPUTS} or all, whichever is fewer)",
     )
     c.add_argument("--split", choices=SPLITS, default="test", help="(default test)")
     add_seed(c)
-    c.add_argument("--out", type=Path, help="PNG path (default RUN/completions_SPLIT_nN.png)")
+    c.add_argument("--out", type=path, help="PNG path (default RUN/completions_SPLIT_nN.png)")
     add_force(c, "picture")
     add_device(c)
     c.set_defaults(func=cmd_complete)
@@ -51,18 +61,31 @@ def add_parser(sub) -> None:
 
 def cmd_complete(args: argparse.Namespace) -> int:
     """``pyro-vae complete``: see ``pyro-vae complete --help``."""
-    if max(args.num_samples, args.inputs) > MAX_FIGURE_SIDE:
+    given_n = args.num_samples is not None
+    num_samples = args.num_samples if given_n else DEFAULT_NUM_SAMPLES
+    inputs = args.inputs or DEFAULT_INPUTS
+    if max(num_samples, inputs) > MAX_FIGURE_SIDE:
         raise UsageError(
-            f"-n and --inputs must be at most {MAX_FIGURE_SIDE}, got {args.num_samples} "
-            f"and {args.inputs}"
+            f"-n and --inputs must be at most {MAX_FIGURE_SIDE}, got {num_samples} and {inputs}"
         )
     model, dataset, _, folder = run_mod.open_run(args.run, args.device)
     if not model.supports("completions"):
         raise model.unsupported("completions")
+    if given_n and not getattr(model, "random_completions", True):
+        raise UsageError(
+            f"-n: the completion of the {model.describe()} in {args.run} is one "
+            "deterministic mean, not a draw to repeat; drop -n"
+        )
+    points = len(model.evaluation_data(dataset, args.split)[0])
+    if args.inputs is not None and inputs > points:  # the default 8 takes what there is
+        raise UsageError(
+            f"--inputs {inputs} exceeds the {points} conditions of the {args.split} split; "
+            "ask for fewer"
+        )
     if args.out is not None:  # refused before anything is drawn
         folder.check_output(args.out, ".png")
         check_new([args.out], args.force)
-    drawn = model.completions(dataset, args.split, args.inputs, args.num_samples, args.seed)
+    drawn = model.completions(dataset, args.split, inputs, num_samples, args.seed)
     out = folder.check_output(args.out or folder.completions(args.split, drawn.num_samples), ".png")
     with writing_output(folder, out, "pyro-vae complete", args.force):
         plots.save_figure(plots.completions_figure(drawn), out)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pyro_vae import distributed, locks, staging
 from pyro_vae.errors import RunWarning, UsageError
-from pyro_vae.parsing import seed
+from pyro_vae.parsing import path, seed
 
 
 class Parser(argparse.ArgumentParser):
@@ -32,7 +32,7 @@ def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> 
         "--run",
         "--run-dir",
         dest="run",
-        type=Path,
+        type=path,
         required=True,
         help=f"run folder written by {what} (under torchrun: --run-dir)",
     )
@@ -67,10 +67,10 @@ def check_new(paths, force: bool, other: str = ", or choose another --out") -> N
     :param str other: the other way out, for the message.
     :raises UsageError: naming the first of ``paths`` that exists.
     """
-    for path in paths:
-        if Path(path).exists() and not force:
+    for output in paths:
+        if Path(output).exists() and not force:
             raise UsageError(
-                f"{path} exists, written by an earlier command; pass --force to replace it{other}"
+                f"{output} exists, written by an earlier command; pass --force to replace it{other}"
             )
 
 

@@ -29,6 +29,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import NamedTuple
 
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_text
+from pyro_vae.parsing import integer, names, path
 
 
 class Experiment(NamedTuple):
@@ -158,20 +160,27 @@ def add_parser(sub) -> None:
     )
     r.add_argument(
         "--only",
-        type=lambda text: [v.strip() for v in text.split(",") if v.strip()],
+        type=names,
         help="comma-separated subset of: "
         + (", ".join(e.name for e in experiments) or "the scripts in experiments/"),
     )
-    r.add_argument("--out", type=Path, help="results folder (default results/, or results/quick)")
+    r.add_argument(
+        "--out",
+        type=path,
+        help="results folder, made if missing and checked writable before anything runs "
+        "(default results/, or results/quick)",
+    )
     r.add_argument(
         "--threads",
-        type=int,
-        help="torch threads of each experiment (default: the cores' share of each job, at least 1)",
+        type=integer,
+        help=f"torch threads of each experiment, at most {MAX_THREADS}; not with --collect "
+        "(default: the cores' share of each job, at least 1)",
     )
     r.add_argument(
         "--jobs",
-        type=int,
-        help="experiments run at once, each in its own process with --threads threads, "
+        type=integer,
+        help=f"experiments run at once, at most {MAX_JOBS}; not with --collect; each in its "
+        "own process with --threads threads, "
         "the longest first (default: as many as the cores hold at --threads each; one "
         "thread each without --threads). Every experiment seeds itself, so the results "
         "do not depend on --jobs; they do depend on --threads in the last bits (matrix "
@@ -186,16 +195,26 @@ def add_parser(sub) -> None:
     r.set_defaults(func=cmd_reproduce)
 
 
+#: the most torch threads per experiment and experiments at once: far more than the
+#: cores of any one machine (each thread and job past the cores only waits), and small
+#: enough for torch's thread count (a C int) and the pool of jobs
+MAX_THREADS = 1024
+MAX_JOBS = 1024
+
+
 def jobs_and_threads(jobs: int | None, threads: int | None) -> tuple[int, int]:
     """``(--jobs, --threads)`` with the defaults filled in from the cores this process
     may use: one thread per job and a job per core, or as many jobs as the cores hold
     at the given threads each.
 
-    :raises UsageError: for a value below 1.
+    :raises UsageError: for a value below 1, or above :data:`MAX_JOBS` or
+        :data:`MAX_THREADS`.
     """
-    for name, value in (("--jobs", jobs), ("--threads", threads)):
+    for name, value, most in (("--jobs", jobs, MAX_JOBS), ("--threads", threads, MAX_THREADS)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
+        if value is not None and value > most:
+            raise UsageError(f"{name} must be at most {most}, got {value}")
     if hasattr(os, "sched_getaffinity"):  # the cores this process may run on (Linux)
         cores = len(os.sched_getaffinity(0))
     else:
@@ -220,8 +239,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 f"unknown experiment(s) {', '.join(unknown)}; valid: {', '.join(known)}"
             )
         chosen = [known[name] for name in args.only]
+    if args.collect and (args.jobs is not None or args.threads is not None):
+        flag = "--jobs" if args.jobs is not None else "--threads"
+        raise UsageError(f"{flag} sets how experiments run, and --collect runs none; drop {flag}")
     jobs, threads = jobs_and_threads(args.jobs, args.threads)
     out = args.out or (Path("results") / "quick" if args.quick else Path("results"))
+    check_writable(out, collect=args.collect)
     if not args.quick and not args.collect:
         minutes = sum(e.minutes for e in chosen)
         print(
@@ -267,7 +290,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 )
     failed.sort(key=[e.name for e in to_run].index)
     if args.collect:
-        missing = [e.name for e in chosen if not (out / e.name / "results.json").is_file()]
+        files = ("results.json", "results.md")
+        missing = [e.name for e in chosen if not all((out / e.name / f).is_file() for f in files)]
         if missing:
             raise UsageError(
                 f"--collect: no results of {', '.join(missing)} in {out}; run them first "
@@ -294,6 +318,44 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         print(f"pyro-vae: error: {len(failed)} experiment(s) failed: {', '.join(failed)}")
         return 1
     return 0
+
+
+def check_writable(out: Path, collect: bool = False) -> None:
+    """Make the results folder ``out`` (unless ``collect``, which reads one that must
+    exist) and write and delete a file in it: refused here, before any experiment runs,
+    rather than after the experiments have run.
+
+    :raises UsageError: naming the folder and why it cannot hold the results.
+    """
+    if collect and not out.is_dir():
+        raise UsageError(
+            f"--collect: {out} is not a folder; give the --out of an earlier `pyro-vae reproduce`"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as err:
+        raise UsageError(
+            f"--out {out} cannot hold the results ({err.strerror or err}); choose a folder "
+            "you may write to"
+        ) from None
+
+
+def read_results(folder: Path) -> dict:
+    """The ``results.json`` of an experiment's folder.
+
+    :raises UsageError: naming the file, if it is not JSON or not an object.
+    """
+    file = folder / "results.json"
+    fix = f"rerun the experiment (`pyro-vae reproduce --only {folder.name}`)"
+    try:
+        results = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UsageError(f"{file} is not JSON ({err}); {fix}") from None
+    if not isinstance(results, dict):
+        raise UsageError(f"{file} holds a {type(results).__name__}, not an object; {fix}")
+    return results
 
 
 def results_page(
@@ -355,17 +417,18 @@ def publish(out: Path, docs: Path, experiments, seconds: dict[str, float]) -> No
 def _budget(folder: Path) -> dict:
     """The budget an experiment's ``results.json`` records, with ``is_quick`` and
     ``overrides`` filled in for results written before budgets recorded them."""
-    budget = json.loads((folder / "results.json").read_text()).get("budget")
-    if budget is None:
+    budget = read_results(folder).get("budget")
+    epochs = budget.get("epochs", 0) if isinstance(budget, dict) else None
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float)):
         return {"is_quick": True}  # nothing says how it was made: never publish it
-    return {"is_quick": budget.get("epochs", 0) <= 1, "overrides": [], **budget}
+    return {"is_quick": epochs <= 1, "overrides": [], **budget}
 
 
 def _wall_minutes(folder: Path, measured: dict[str, float], e: Experiment) -> str:
     if e.name in measured:
         return f"{measured[e.name] / 60:.1f} minutes"
-    seconds = json.loads((folder / "results.json").read_text()).get("wall_seconds")
-    if seconds is None:
+    seconds = read_results(folder).get("wall_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
         return f"about {e.minutes:g} minutes (expected; this run did not record it)"
     return f"{seconds / 60:.1f} minutes"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
@@ -12,7 +11,7 @@ from pyro_vae import run as run_mod
 from pyro_vae.cli.options import add_device, add_force, add_run, add_seed, writing_output, wrote
 from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
-from pyro_vae.parsing import at_least
+from pyro_vae.parsing import at_least, path
 
 #: more samples than this make a grid nobody can read (and may not fit in memory)
 MAX_SAMPLES = 10_000
@@ -30,7 +29,7 @@ def add_parser(sub) -> None:
         help=f"number of samples, at most {MAX_SAMPLES} (default 64)",
     )
     add_seed(s)
-    s.add_argument("--out", type=Path, help="PNG path (default RUN/prior_samples_N.png)")
+    s.add_argument("--out", type=path, help="PNG path (default RUN/prior_samples_N.png)")
     add_force(s, "picture")
     add_device(s)
     s.set_defaults(func=cmd_sample)
