@@ -158,6 +158,12 @@ def load(
         raise UsageError(
             f"unknown binarization mode {binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
         )
+    if not str(data_dir).strip():
+        raise UsageError(
+            "{data_dir} is empty, which would name the current folder; name the folder "
+            "(or . for the current one)",
+            settings=("data_dir",),
+        )
     levels = {"mnist5k": 256, "digits": 17, "mnist": 256, "fashion-mnist": 256}.get(name)
     if name == "mnist5k":
         x_train, x_test, y_train, y_test, shape = _load_mnist5k()

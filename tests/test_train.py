@@ -152,7 +152,7 @@ def test_kl_warmup_rises_linearly_from_above_zero(toy_binary):
         ({"batch_size": 500}, None, "batch_size 500 is larger than the training split"),
         ({"objective": "vi"}, None, "valid names: elbo, mean-field, iwae"),
         ({"objective": "iwae", "beta": 0.5}, None, "IWAE bound has no separate KL term"),
-        ({"beta": 0.0}, None, "beta must be a finite number > 0"),
+        ({"beta": 0.0}, None, r"beta must be a finite number in \(0, 1000\]"),
         ({}, torch.full((64, 16), 0.5), "bernoulli likelihood needs binary data"),
         ({}, torch.full((64, 16), math.nan), "NaN or infinite"),
     ],
