@@ -45,6 +45,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import UsageError
 from pyro_vae.limits import MAX_FLOW_STEPS, in_range
+from pyro_vae.memory import check_fits, dense_parameters
 from pyro_vae.networks import Architecture, GaussianEncoder, as_architecture
 from pyro_vae.numerics import softplus_inverse
 
@@ -245,6 +246,13 @@ class IAFEncoder(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         self.net = as_architecture(hidden_dims).encoder(x_dim, 3 * z_dim)
+        # a step: weights and masks of z + z -> 4 z -> 2 z (the context joins the input)
+        check_fits(
+            flow_steps * (2 * dense_parameters([2 * z_dim, 4 * z_dim, 2 * z_dim])),
+            f"the flow of {flow_steps} steps on {z_dim} latent dimensions",
+            "use fewer {flow_steps} or a smaller {z_dim}",
+            settings=("flow_steps", "z_dim"),
+        )
         self.flows = nn.ModuleList(
             ConditionalAffineAutoregressive(
                 ConditionalAutoRegressiveNN(
