@@ -175,7 +175,7 @@ def test_bad_settings_and_data_fail_before_training(toy_binary, kwargs, train, m
 def test_nan_during_training_stops_and_keeps_last_good_checkpoint(toy_binary, tmp_path, validate):
     from pyro_vae import checkpoint
 
-    train, test = toy_binary
+    train, test = (0.1 + 0.8 * x for x in toy_binary)  # grey levels: a density's data
     vae = VAE(16, z_dim=2, hidden_dims=(32,), likelihood=Gaussian(0.5))
     calls = {"n": 0}
 
