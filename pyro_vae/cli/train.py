@@ -17,6 +17,7 @@ from typing import Any
 
 import pyro
 
+from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
 from pyro_vae import distributed, plots, reports
 from pyro_vae.cli.options import add_device, add_seed
@@ -147,6 +148,11 @@ def model_options() -> dict[str, tuple[Option, list[str]]]:
     return found
 
 
+def _plain(value: Any) -> Any:
+    """``value`` as ``config.json`` holds it (tuples as lists), for comparisons."""
+    return list(value) if isinstance(value, tuple) else value
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, list | tuple):
         return ",".join(map(str, value))
@@ -271,14 +277,20 @@ def _resumed_run(folder: RunFolder, given: dict[str, Any]):
     }
     may_change = resumable(DataConfig) | resumable(TrainConfig)
     changed = [
-        f"{_flag(k)} {v} (run has {was[k]})"
+        f"{_flag(k)} {_shown(v)} (run has {'none' if was[k] is None else _shown(was[k])})"
         for k, v in given.items()
-        if k in was and k not in may_change and v != was[k]
+        if k in was and k not in may_change and _plain(v) != _plain(was[k])
     ]
     if changed:
         raise UsageError(
             f"cannot resume {folder.folder} with different settings: {', '.join(changed)}. "
             "Drop these options to resume, or train a new run with another --out."
+        )
+    done = ckpt_io.load(folder.checkpoint)["epoch"]
+    if given.get("epochs", done) < done:
+        raise UsageError(
+            f"--epochs {given['epochs']}: the run in {folder.folder} has already trained "
+            f"{done} epochs; pass --epochs {done + 1} or more to train it further"
         )
     data = replace(stored.data, **{k: given[k] for k in resumable(DataConfig) if k in given})
     train = replace(stored.train, **{k: given[k] for k in resumable(TrainConfig) if k in given})

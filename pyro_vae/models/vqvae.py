@@ -79,20 +79,26 @@ MAX_ENUMERATION = 4096
 VQ_SIGMA = 1.0
 
 
-CODES = Option("--vq-codes", "k, the codebook size of the VQ-VAE", default=64, type=size)
+CODES = Option(
+    "--vq-codes", "k, the codebook size of the VQ-VAE", default=64, type=size, argument="codes"
+)
 SLOTS = Option(
     "--vq-slots",
     "m, the code vectors per data point (the KL term is m log k)",
     default=1,
     type=size,
+    argument="slots",
 )
-CODE_DIM = Option("--vq-dim", "D, the length of each code vector", default=16, type=size)
+CODE_DIM = Option(
+    "--vq-dim", "D, the length of each code vector", default=16, type=size, argument="code_dim"
+)
 SELECT = Option(
     "--vq-select",
     "how the guide picks a code: the largest dot product with the encoder output (dot, "
     "the notes) or the nearest code (distance, van den Oord et al.)",
     default="dot",
     choices=SELECTIONS,
+    argument="select",
 )
 
 
@@ -101,12 +107,14 @@ COMMITMENT = Option(
     "beta, the weight of the commitment term ||e - sg[V[z]]||^2 in the training loss",
     default=0.25,
     type=between(0, MAX_COMMITMENT),
+    argument="commitment",
 )
 EMA = Option(
     "--vq-ema",
     "learn the codebook as moving averages of the encoder outputs with this decay (e.g. "
     "0.99) instead of by its gradient term",
     type=open_unit,
+    argument="ema_decay",
 )
 VQ_LIKELIHOOD = Option(
     LIKELIHOOD.flag,
