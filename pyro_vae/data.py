@@ -158,6 +158,12 @@ def load(
         raise UsageError(
             f"unknown binarization mode {binarize!r}; valid modes: {', '.join(BINARIZE_MODES)}"
         )
+    if not str(data_dir).strip():
+        raise UsageError(
+            "{data_dir} is empty, which would name the current folder; name the folder "
+            "(or . for the current one)",
+            settings=("data_dir",),
+        )
     levels = {"mnist5k": 256, "digits": 17, "mnist": 256, "fashion-mnist": 256}.get(name)
     if name == "mnist5k":
         x_train, x_test, y_train, y_test, shape = _load_mnist5k()
@@ -321,6 +327,12 @@ def _load_npz(path: Path):
     integer = all(np.issubdtype(arrays[k].dtype, np.integer) for k in ("x_train", "x_test"))
     x_train, shape = _flatten_images(arrays["x_train"], path, "x_train")
     x_test, _ = _flatten_images(arrays["x_test"], path, "x_test")
+    shapes = [arrays[k].shape[1:] for k in ("x_train", "x_test")]
+    if shapes[0] != shapes[1] and x_train.shape[1] == x_test.shape[1]:  # else validate() says
+        raise UsageError(
+            f"dataset 'npz:{path}': x_train holds points of shape {shapes[0]} but x_test "
+            f"of shape {shapes[1]}; store both splits with the same shape per point"
+        )
     labels = [
         _labels(arrays[k], len(x), path, k) if k in arrays else None
         for k, x in (("y_train", x_train), ("y_test", x_test))

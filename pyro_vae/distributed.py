@@ -67,6 +67,43 @@ def _env_int(name: str, default: int) -> int:
         raise LaunchError(f"the environment variable {name}={text!r} is not an integer") from None
 
 
+#: the launch variables that hold counts or ranks, with the least value of each
+COUNT_VARIABLES = {"RANK": 0, "LOCAL_RANK": 0, "WORLD_SIZE": 1, "LOCAL_WORLD_SIZE": 1}
+
+
+def check_environment() -> None:
+    """Refuse launch variables that no process can run with, before anything else reads
+    them (every command checks them, also where it runs alone).
+
+    :raises LaunchError: for a variable that is set but is no integer.
+    :raises UsageError: for a rank or size below its least value, or a rank that is not
+        below its size (this process's own setting, so every rank reports it).
+    """
+    values = {name: _env_int(name, least) for name, least in COUNT_VARIABLES.items()}
+    for name, least in COUNT_VARIABLES.items():
+        if values[name] < least:
+            raise UsageError(
+                f"the environment variable {name}={values[name]} must be at least {least}; "
+                "start several processes with torchrun, which sets it, or unset it"
+            )
+    for rank_name, size_name in (("RANK", "WORLD_SIZE"), ("LOCAL_RANK", "LOCAL_WORLD_SIZE")):
+        if {rank_name, size_name} <= set(os.environ) and values[rank_name] >= values[size_name]:
+            raise UsageError(
+                f"the environment variable {rank_name}={values[rank_name]} is not below "
+                f"{size_name}={values[size_name]}; ranks count from 0. Start several "
+                "processes with torchrun, which sets both, or unset them"
+            )
+
+
+def launch_rank() -> int:
+    """``RANK`` as the launcher set it, for messages; 0 where it is unset or no
+    integer (:func:`check_environment` refuses that)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def active() -> bool:
     """Whether a process group of more than one process is initialized."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1

@@ -31,6 +31,7 @@ References:
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -43,6 +44,8 @@ from torch.distributions.utils import _standard_normal
 from torch.nn import functional as F
 
 from pyro_vae.errors import UsageError
+from pyro_vae.limits import MAX_FLOW_STEPS, in_range
+from pyro_vae.memory import check_fits, dense_parameters
 from pyro_vae.networks import Architecture, GaussianEncoder, as_architecture
 from pyro_vae.numerics import softplus_inverse
 
@@ -243,6 +246,13 @@ class IAFEncoder(nn.Module):
         super().__init__()
         self.z_dim = z_dim
         self.net = as_architecture(hidden_dims).encoder(x_dim, 3 * z_dim)
+        # a step: weights and masks of z + z -> 4 z -> 2 z (the context joins the input)
+        check_fits(
+            flow_steps * (2 * dense_parameters([2 * z_dim, 4 * z_dim, 2 * z_dim])),
+            f"the flow of {flow_steps} steps on {z_dim} latent dimensions",
+            "use fewer {flow_steps} or a smaller {z_dim}",
+            settings=("flow_steps", "z_dim"),
+        )
         self.flows = nn.ModuleList(
             ConditionalAffineAutoregressive(
                 ConditionalAutoRegressiveNN(
@@ -273,14 +283,22 @@ class IAF(GuideFamily):
     """The diagonal Gaussian followed by ``flow_steps`` steps of inverse autoregressive
     flow conditioned on the encoder's features (Kingma et al. 2016).
 
-    :param int flow_steps: T, at least 1.
+    :param int flow_steps: T, in ``[1, MAX_FLOW_STEPS]`` (:mod:`pyro_vae.limits`).
     """
 
     name = "iaf"
 
     def __init__(self, flow_steps: int = 2) -> None:
-        if isinstance(flow_steps, bool) or int(flow_steps) != flow_steps or flow_steps < 1:
-            raise UsageError(f"flow_steps must be an integer of at least 1, got {flow_steps!r}")
+        if (
+            isinstance(flow_steps, bool)
+            or not isinstance(flow_steps, numbers.Real)
+            or not in_range(flow_steps, 1, MAX_FLOW_STEPS)
+            or int(flow_steps) != flow_steps
+        ):
+            raise UsageError(
+                f"{{flow_steps}} must be an integer in [1, {MAX_FLOW_STEPS}], got {flow_steps!r}",
+                settings=("flow_steps",),
+            )
         self.flow_steps = int(flow_steps)
 
     def config(self) -> dict[str, Any]:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pyro_vae.memory import check_fits, dense_parameters
+
 
 class MLP(nn.Sequential):
     """Fully connected network: ``Linear -> activation`` per hidden layer, then ``Linear``.
@@ -28,6 +30,13 @@ class MLP(nn.Sequential):
         activation: type[nn.Module] = nn.ReLU,
     ) -> None:
         dims = [in_dim, *hidden_dims]
+        widths = [*dims, out_dim]
+        check_fits(
+            dense_parameters(widths),
+            f"the network {'-'.join(map(str, widths))}",
+            "use smaller {hidden_dims} or latent sizes",
+            settings=("hidden_dims",),
+        )
         layers: list[nn.Module] = []
         for d_in, d_out in itertools.pairwise(dims):
             layers += [nn.Linear(d_in, d_out), activation()]

@@ -3,7 +3,8 @@ values with a message naming the range (the command line exits with status 2).
 
 Model options (:class:`~pyro_vae.models.base.Option`) and the subcommands share them;
 :meth:`~pyro_vae.models.base.Option.same_flag` compares them by identity, so an option
-that two models declare must use the same object (the module-level ones below).
+that two models declare must use the same object (the module-level ones below). The
+bounds of the ranges, and why, are in :mod:`pyro_vae.limits`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
+
+from pyro_vae.limits import MAX_WIDTH, in_range
 
 #: seeds must fit the generators they feed (numpy's legacy seeding takes 32 bits)
 SEED_LIMIT = 2**32
@@ -32,16 +35,17 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def at_least(minimum: int) -> Callable[[str], int]:
-    """An integer ``>= minimum``."""
+def at_least(minimum: int, maximum: int | None = None) -> Callable[[str], int]:
+    """An integer ``>= minimum`` (and ``<= maximum``, when given)."""
+    shown = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
 
     def parse(text: str) -> int:
         value = integer(text)
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text}")
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected an integer {shown}, got {text}")
         return value
 
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = f"integer {shown}"
     return parse
 
 
@@ -61,20 +65,33 @@ def real(accept: Callable[[float], bool], requirement: str) -> Callable[[str], f
     return parse
 
 
-def number_or(words: tuple[str, ...]) -> Callable[[str], float | str]:
-    """A number, or one of ``words`` (``--sigma 0.1`` or ``--sigma learned``)."""
+def between(low: float, high: float, *, open_low: bool = False) -> Callable[[str], float]:
+    """A finite number in ``[low, high]``, or ``(low, high]`` with ``open_low`` (a
+    :func:`real`)."""
+    interval = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+    return real(lambda v: in_range(v, low, high, open_low=open_low), f"a number in {interval}")
+
+
+def number_or(
+    words: tuple[str, ...], within: Callable[[str], float] | None = None
+) -> Callable[[str], float | str]:
+    """One of ``words``, or a number (``--sigma learned`` or ``--sigma 0.1``).
+
+    :param within: a :func:`real` for a number in a range; any number by default.
+    """
+    within = within or real(lambda v: True, "a number")
 
     def parse(text: str) -> float | str:
         if text in words:
             return text
         try:
-            return float(text)
-        except ValueError:
+            return within(text)
+        except argparse.ArgumentTypeError:
             raise argparse.ArgumentTypeError(
-                f"expected a number or one of {', '.join(words)}, got {text!r}"
+                f"expected {within.__name__} or one of {', '.join(words)}, got {text!r}"
             ) from None
 
-    parse.__name__ = f"number or {'/'.join(words)}"
+    parse.__name__ = f"{within.__name__} or {'/'.join(words)}"
     return parse
 
 
@@ -87,8 +104,8 @@ def seed(text: str) -> int:
 
 
 def positive_list(text: str) -> list[int]:
-    """``"400,200"`` -> ``[400, 200]``: comma-separated integers, every one at least 1,
-    in their order."""
+    """``"400,200"`` -> ``[400, 200]``: comma-separated integers, every one in
+    ``[1, MAX_WIDTH]`` (:data:`~pyro_vae.limits.MAX_WIDTH`), in their order."""
     try:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
@@ -97,6 +114,8 @@ def positive_list(text: str) -> list[int]:
         ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    if max(values) > MAX_WIDTH:
+        raise argparse.ArgumentTypeError(f"expected integers <= {MAX_WIDTH}, got {text!r}")
     return values
 
 
@@ -105,40 +124,24 @@ def positive_set(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(positive_list(text))))
 
 
+def path(text: str) -> Path:
+    """A file or folder name; an empty one (which names the current folder) is refused."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected a path, got {text!r}; name the folder, or . for the current one"
+        )
+    return Path(text)
+
+
 #: an integer of at least 1 (shared by every option that takes one)
 positive_int = at_least(1)
-#: a number of at least 0
-non_negative = real(lambda v: v >= 0, "a number >= 0")
+#: a width, a latent or codebook size: an integer in ``[1, MAX_WIDTH]``
+size = at_least(1, MAX_WIDTH)
 #: a number strictly between 0 and 1
 open_unit = real(lambda v: 0 < v < 1, "a number in (0, 1)")
 
 
-# --- bounded sizes, paths and name lists (evaluate, sample, complete, reproduce) -------
-
-
-def bounded(minimum: int, maximum: int) -> Callable[[str], int]:
-    """An integer in ``[minimum, maximum]``: the upper bound refuses a size whose work or
-    memory no machine has before any of it starts (each caller says why in its help)."""
-    low = at_least(minimum)
-
-    def parse(text: str) -> int:
-        value = low(text)
-        if value > maximum:
-            raise argparse.ArgumentTypeError(f"expected an integer <= {maximum}, got {text}")
-        return value
-
-    parse.__name__ = f"integer in [{minimum}, {maximum}]"
-    return parse
-
-
-def path(text: str) -> Path:
-    """A file or folder name that is not empty nor blank: ``Path("")`` would be the
-    current folder, which nobody means by an empty string (``.`` says it)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError(
-            f"expected a path, got {text!r}; write . for the current folder"
-        )
-    return Path(text)
+# --- name lists (reproduce) -------------------------------------------------------------
 
 
 def names(text: str) -> list[str]:

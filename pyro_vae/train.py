@@ -33,6 +33,7 @@ from pyro_vae import distributed
 from pyro_vae.engine import Engine, make_engine
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
+from pyro_vae.memory import check_fits
 from pyro_vae.models.base import Model
 from pyro_vae.train_config import (
     BURDA_STAGES,
@@ -100,6 +101,20 @@ def check_fit_inputs(
         model.check_data(*seen, what="the training split (as each batch is transformed)")
     if test is not None:
         model.check_data(*_as_tuple(test), what="the test split")
+    weights = sum(p.numel() for p in model.parameters())
+    check_fits(
+        3 * weights,
+        f"training the {weights:,} parameters (their gradients and Adam's two moments)",
+        "use a smaller model",
+    )
+    width = model.data_dims[-1] * model.likelihood.params_per_dim
+    check_fits(
+        config.num_particles * config.batch_size * width,
+        f"a step's tensor of likelihood parameters ({config.num_particles} particles x "
+        f"{config.batch_size} points x {width})",
+        "use fewer {num_particles} or a smaller {batch_size}",
+        settings=("num_particles", "batch_size"),
+    )
 
 
 def fit(

@@ -6,11 +6,20 @@ Both are plain data, stored in checkpoints and ``config.json``; :func:`pyro_vae.
 
 from __future__ import annotations
 
-import math
+import numbers
 from dataclasses import asdict, dataclass, field, fields
 
 from pyro_vae.engine import ENGINES
 from pyro_vae.errors import UsageError
+from pyro_vae.limits import (
+    MAX_BATCH_SIZE,
+    MAX_BETA,
+    MAX_EPOCHS,
+    MAX_KL_WARMUP,
+    MAX_LR,
+    MAX_PARTICLES,
+    in_range,
+)
 from pyro_vae.objectives import OBJECTIVES
 
 #: marks a config field that may change when a run is resumed; the others shape the
@@ -24,6 +33,13 @@ def resumable(config_class: type) -> frozenset[str]:
     return frozenset(f.name for f in fields(config_class) if f.metadata.get("resumable"))
 
 
+#: the counts of :class:`TrainConfig` and the most each may be (see :mod:`pyro_vae.limits`)
+COUNT_LIMITS = {
+    "epochs": MAX_EPOCHS,
+    "batch_size": MAX_BATCH_SIZE,
+    "num_particles": MAX_PARTICLES,
+    "eval_batch_size": MAX_BATCH_SIZE,
+}
 #: learning-rate schedules of :class:`TrainConfig`
 LR_SCHEDULES = ("constant", "burda")
 #: stages of Burda et al.'s schedule: 3^i epochs each, i = 0..7
@@ -32,7 +48,12 @@ BURDA_STAGES = 8
 
 @dataclass
 class TrainConfig:
-    """Optimization settings. Plain data: stored in checkpoints and ``config.json``."""
+    """Optimization settings. Plain data: stored in checkpoints and ``config.json``.
+
+    :meth:`check` holds every setting to its range (:mod:`pyro_vae.limits`): ``lr`` in
+    ``(0, 1]``, ``beta`` in ``(0, 1000]``, ``kl_warmup`` in ``[0, 1e6]`` epochs, and each
+    count at least 1 and at most its bound (:data:`COUNT_LIMITS`).
+    """
 
     epochs: int = field(default=50, metadata=RESUMABLE)  # passes over the training split
     batch_size: int = 128  # data points per gradient step
@@ -65,22 +86,32 @@ class TrainConfig:
                     f"unknown {{{name}}} {getattr(self, name)!r}; valid names: {', '.join(valid)}",
                     settings=(name,),
                 )
-        for name in ("epochs", "batch_size", "num_particles", "eval_batch_size"):
-            if getattr(self, name) < 1:
+        for name, most in COUNT_LIMITS.items():
+            value = getattr(self, name)
+            integer = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+            if not (integer and value >= 1):
                 raise UsageError(
-                    f"{{{name}}} must be at least 1, got {getattr(self, name)}", settings=(name,)
+                    f"{{{name}}} must be an integer of at least 1, got {value!r}",
+                    settings=(name,),
+                )
+            if value > most:
+                raise UsageError(
+                    f"{{{name}}} must be at most {most} (pyro_vae.limits), got {value}",
+                    settings=(name,),
                 )
         if not 0 <= self.seed < 2**32:
             raise UsageError(f"{{seed}} must be in [0, 2**32), got {self.seed}", settings=("seed",))
-        for name in ("lr", "beta"):
+        for name, most in (("lr", MAX_LR), ("beta", MAX_BETA)):
             value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
+            if not in_range(value, 0, most, open_low=True):
                 raise UsageError(
-                    f"{{{name}}} must be a finite number > 0, got {value}", settings=(name,)
+                    f"{{{name}}} must be a finite number in (0, {most:g}], got {value}",
+                    settings=(name,),
                 )
-        if not (math.isfinite(self.kl_warmup) and self.kl_warmup >= 0):
+        if not in_range(self.kl_warmup, 0, MAX_KL_WARMUP):
             raise UsageError(
-                f"{{kl_warmup}} must be a finite number of epochs >= 0, got {self.kl_warmup}",
+                f"{{kl_warmup}} must be a finite number of epochs in [0, {MAX_KL_WARMUP:g}], "
+                f"got {self.kl_warmup}",
                 settings=("kl_warmup",),
             )
         if self.objective == "iwae" and (self.beta != 1 or self.kl_warmup > 0):

@@ -327,11 +327,11 @@ def test_vq_dim_and_commitment_reach_the_model(tmp_path, few_digits):
 def test_bad_vq_dim_and_commitment_exit_2(tmp_path, capsys):
     args = ["train", "--dataset", "digits", "--model", "vqvae", "--out", str(tmp_path / "r")]
     err = refused([*args, "--vq-dim", "0"], capsys)
-    assert "argument --vq-dim: expected an integer >= 1, got 0" in err
+    assert "argument --vq-dim: expected an integer in [1, 1048576], got 0" in err
     err = refused([*args, "--vq-commitment=-1"], capsys)
-    assert "argument --vq-commitment: expected a number >= 0, got -1" in err
+    assert "argument --vq-commitment: expected a number in [0, 1000], got -1" in err
     err = refused([*args, "--vq-commitment", "nan"], capsys)
-    assert "argument --vq-commitment: expected a number >= 0, got nan" in err
+    assert "argument --vq-commitment: expected a number in [0, 1000], got nan" in err
     assert not (tmp_path / "r").exists()
 
 

@@ -16,6 +16,7 @@ from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
 from pyro_vae.gaps import decompose_gap
 from pyro_vae.guides import IAF, DiagonalGaussian, FullCovariance, get_guide_family
+from pyro_vae.limits import MAX_FLOW_STEPS
 
 D64 = torch.float64
 SMALL = ["--dataset", "digits", "--hidden-dims", "16", "--z-dim", "2", "--no-progress"]
@@ -156,8 +157,9 @@ def test_guide_families_are_values_that_round_trip():
     assert get_guide_family(FullCovariance()) == FullCovariance()
     with pytest.raises(UsageError, match="unknown guide family 'flowy'"):
         get_guide_family("flowy")
-    with pytest.raises(UsageError, match="flow_steps must be an integer of at least 1"):
-        IAF(0)
+    for steps in (0, 2.5, MAX_FLOW_STEPS + 1, 10**20):  # the last would build for ever
+        with pytest.raises(UsageError, match=r"flow_steps must be an integer in \[1, 1024\]"):
+            IAF(steps)
     for family in (DiagonalGaussian(), FullCovariance(), IAF(2)):
         vae = VAE(12, z_dim=3, hidden_dims=(8,), guide_family=family)
         clone = VAE.from_config(json.loads(json.dumps(vae.config())))
@@ -189,7 +191,7 @@ def test_guides_train_evaluate_and_resume_from_the_command_line(tmp_path, capsys
     [
         (["--flow-steps", "2"], "--flow-steps sets the flow of --guide iaf"),
         (["--guide", "full-covariance", "--flow-steps", "3"], "the full-covariance guide"),
-        (["--guide", "iaf", "--flow-steps", "0"], "expected an integer >= 1, got 0"),
+        (["--guide", "iaf", "--flow-steps", "0"], "expected an integer in [1, 1024], got 0"),
         (["--guide", "flowy"], "invalid choice: 'flowy'"),
     ],
 )

@@ -313,8 +313,11 @@ def test_registry_and_configs_round_trip():
         assert get_likelihood(**lik.config()).config() == lik.config()
     with pytest.raises(UsageError, match="valid names: bernoulli, beta"):
         get_likelihood("poisson")
-    with pytest.raises(UsageError, match="the scale must be > 0"):
-        Gaussian(sigma=0.0)
+    for sigma in (0.0, -1.0, 1e-30, 1e20, math.inf, math.nan):
+        with pytest.raises(UsageError, match=r"the scale must be a number in \[0.0001, 10000\]"):
+            Gaussian(sigma=sigma)
+        with pytest.raises(UsageError, match=r"the scale must be a number in \[0.0001, 10000\]"):
+            Laplace(scale=sigma)
     with pytest.raises(
         UsageError, match="neither a number nor one of shared, per-pixel, predicted"
     ):

@@ -22,6 +22,7 @@ from pyro_vae import CVAE, VAE, Bernoulli, Gaussian, Regressor, TrainConfig, fit
 from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
 from pyro_vae.models import HVAE, MODELS, Model, Option, model_class, register
+from pyro_vae.parsing import size
 from pyro_vae.run import open_run
 
 #: probabilistic PCA, the shortest complete model: the class of the guide's example
@@ -330,7 +331,7 @@ def test_registering_names_the_inherited_kind_and_clashing_flags():
 def test_models_may_share_a_flag_with_their_own_default(capsys):
     class Big(VAE):
         kind = "big"
-        options = (Option("--z-dim", "width of z", default=100, type=int),)
+        options = (Option("--z-dim", "width of z", default=100, type=size),)  # Z_DIM's type
 
     register(Big)
     try:

@@ -242,7 +242,7 @@ def test_vqvae_trains_resumes_and_evaluates_from_the_command_line(tmp_path, extr
     [
         (["--vq-codes", "8"], "--vq-codes applies to --model vqvae"),
         (["--model", "vqvae", "--vq-codes", "1"], "at least 2 codes"),
-        (["--model", "vqvae", "--vq-slots", "0"], "expected an integer >= 1, got 0"),
+        (["--model", "vqvae", "--vq-slots", "0"], "expected an integer in [1, 1048576], got 0"),
         (["--model", "vqvae", "--vq-ema", "1.5"], "expected a number in (0, 1), got 1.5"),
         (["--model", "vqvae", "--vq-select", "cosine"], "invalid choice: 'cosine'"),
     ],

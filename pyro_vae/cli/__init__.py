@@ -9,7 +9,6 @@ run or a failed consistency check exits 1.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -47,10 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     flags = flag_names(parser, args.command)
-    rank = int(os.environ.get("RANK", "0"))
+    rank = distributed.launch_rank()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line(warnings.showwarning)
         try:
+            distributed.check_environment()
             if distributed.launched() and not getattr(args, "distributed", False):
                 raise distributed.LaunchError(
                     f"`pyro-vae {args.command}` runs in one process; only train and "

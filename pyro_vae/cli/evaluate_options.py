@@ -9,7 +9,7 @@ import argparse
 from pyro_vae import ais
 from pyro_vae.cli.options import add_device, add_run, add_seed
 from pyro_vae.errors import UsageError
-from pyro_vae.parsing import at_least, bounded, open_unit, positive_set
+from pyro_vae.parsing import at_least, open_unit, positive_set
 from pyro_vae.splits import SPLITS
 
 #: K per point unless ``--num-samples`` says otherwise
@@ -49,7 +49,7 @@ def add_options(e: argparse.ArgumentParser) -> None:
     add_run(e)
     e.add_argument(
         "--num-samples",
-        type=bounded(1, MAX_NUM_SAMPLES),
+        type=at_least(1, MAX_NUM_SAMPLES),
         metavar="K",
         help=f"K per data point, at most {MAX_NUM_SAMPLES:,} (time grows with K: that is "
         "some 12 minutes a point on 2 CPU cores); with --method ais, only for "
@@ -57,7 +57,7 @@ def add_options(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument(
         "--naive-samples",
-        type=bounded(0, MAX_NUM_SAMPLES),
+        type=at_least(0, MAX_NUM_SAMPLES),
         metavar="N",
         help="K of the naive estimate of log P(X) with z from the prior instead of Q, "
         "shown beside it because the prior needs far more samples (the tutorial's section "
@@ -86,7 +86,7 @@ def add_options(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument(
         "--ais-steps",
-        type=bounded(1, MAX_AIS_STEPS),
+        type=at_least(1, MAX_AIS_STEPS),
         metavar="T",
         help=f"AIS: intermediate distributions, at most {MAX_AIS_STEPS:,} (default "
         f"{ais.DEFAULTS['num_steps']}). Every --ais-* option needs --method ais or both, or "
@@ -94,14 +94,14 @@ def add_options(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument(
         "--ais-chains",
-        type=bounded(1, MAX_AIS_CHAINS),
+        type=at_least(1, MAX_AIS_CHAINS),
         metavar="C",
         help=f"AIS: chains per point, at most {MAX_AIS_CHAINS:,} (default "
         f"{ais.DEFAULTS['num_chains']})",
     )
     e.add_argument(
         "--leapfrog-steps",
-        type=bounded(1, MAX_LEAPFROG_STEPS),
+        type=at_least(1, MAX_LEAPFROG_STEPS),
         metavar="L",
         help=f"AIS: leapfrog steps per HMC transition, at most {MAX_LEAPFROG_STEPS} (default "
         f"{ais.DEFAULTS['leapfrog_steps']})",
@@ -141,7 +141,7 @@ def add_options(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument(
         "--batch-size",
-        type=bounded(1, MAX_BATCH_SIZE),
+        type=at_least(1, MAX_BATCH_SIZE),
         default=100,
         help=f"data points per pass of the 10-particle ELBO, at most {MAX_BATCH_SIZE:,} "
         "(default 100)",
@@ -161,7 +161,7 @@ def add_options(e: argparse.ArgumentParser) -> None:
     )
     e.add_argument(
         "--gap-steps",
-        type=bounded(0, MAX_GAP_STEPS),
+        type=at_least(0, MAX_GAP_STEPS),
         metavar="S",
         help=f"SVI steps per q*, at most {MAX_GAP_STEPS:,}; needs --gap-decomposition "
         f"(default {DEFAULT_GAP_STEPS})",

@@ -17,16 +17,25 @@ from typing import Any
 
 import pyro
 
+from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
 from pyro_vae import distributed, plots, reports, staging
 from pyro_vae.cli.options import add_device, add_seed, writing
 from pyro_vae.engine import ENGINES
 from pyro_vae.errors import TrainingDiverged, UsageError
 from pyro_vae.io import write_json, write_text
+from pyro_vae.limits import (
+    MAX_BATCH_SIZE,
+    MAX_BETA,
+    MAX_EPOCHS,
+    MAX_KL_WARMUP,
+    MAX_LR,
+    MAX_PARTICLES,
+)
 from pyro_vae.models import DEFAULT_KIND, MODELS, model_class
 from pyro_vae.models.base import Model, Option
 from pyro_vae.objectives import OBJECTIVES
-from pyro_vae.parsing import at_least
+from pyro_vae.parsing import at_least, between, path
 from pyro_vae.run import DataConfig, RunConfig, RunFolder, resumable
 from pyro_vae.train import LR_SCHEDULES, TrainConfig, check_fit_inputs, diverged, fit
 
@@ -34,7 +43,7 @@ _TRAIN = TrainConfig()
 #: the data and training options: (flag, argparse keywords); their dest is a field name
 RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ("--dataset", {"help": f"one of {', '.join(data_mod.DATASETS)} (default mnist5k)"}),
-    ("--data-dir", {"help": "folder for torchvision data sets (default ./data)"}),
+    ("--data-dir", {"type": path, "help": "folder for torchvision data sets (default ./data)"}),
     (
         "--binarize",
         {
@@ -51,9 +60,24 @@ RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "(k + u) / levels, so that log-likelihoods convert to comparable bits per dimension",
         },
     ),
-    ("--epochs", {"type": at_least(1), "help": f"passes over the data (default {_TRAIN.epochs})"}),
-    ("--batch-size", {"type": at_least(1), "help": f"(default {_TRAIN.batch_size})"}),
-    ("--lr", {"type": float, "help": f"Adam step size (default {_TRAIN.lr})"}),
+    (
+        "--epochs",
+        {
+            "type": at_least(1, MAX_EPOCHS),
+            "help": f"passes over the data (default {_TRAIN.epochs})",
+        },
+    ),
+    (
+        "--batch-size",
+        {"type": at_least(1, MAX_BATCH_SIZE), "help": f"(default {_TRAIN.batch_size})"},
+    ),
+    (
+        "--lr",
+        {
+            "type": between(0, MAX_LR, open_low=True),
+            "help": f"Adam step size, in (0, {MAX_LR:g}] (default {_TRAIN.lr})",
+        },
+    ),
     (
         "--lr-schedule",
         {
@@ -72,10 +96,25 @@ RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     ),
     (
         "--num-particles",
-        {"type": at_least(1), "help": "samples of z per data point per step (default 1)"},
+        {
+            "type": at_least(1, MAX_PARTICLES),
+            "help": "samples of z per data point per step (default 1)",
+        },
     ),
-    ("--beta", {"type": float, "help": "KL weight (default 1)"}),
-    ("--kl-warmup", {"type": float, "help": "epochs of linear KL warm-up to beta (default 0)"}),
+    (
+        "--beta",
+        {
+            "type": between(0, MAX_BETA, open_low=True),
+            "help": f"KL weight, in (0, {MAX_BETA:g}] (default 1)",
+        },
+    ),
+    (
+        "--kl-warmup",
+        {
+            "type": between(0, MAX_KL_WARMUP),
+            "help": "epochs of linear KL warm-up to beta (default 0)",
+        },
+    ),
     (
         "--engine",
         {
@@ -107,6 +146,11 @@ def model_options() -> dict[str, tuple[Option, list[str]]]:
         for option in cls.options:
             found.setdefault(option.dest, (option, []))[1].append(kind)
     return found
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as ``config.json`` holds it (tuples as lists), for comparisons."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _shown(value: Any) -> str:
@@ -158,7 +202,7 @@ def add_parser(sub) -> None:
     add_device(t)
     t.add_argument(
         "--out",
-        type=Path,
+        type=path,
         help="run folder (default runs/DATASET-MODEL-CHOICES-TIME, CHOICES the "
         "model's task and any other choice that differs from its default)",
     )
@@ -238,14 +282,20 @@ def _resumed_run(folder: RunFolder, given: dict[str, Any]):
     }
     may_change = resumable(DataConfig) | resumable(TrainConfig)
     changed = [
-        f"{_flag(k)} {v} (run has {was[k]})"
+        f"{_flag(k)} {_shown(v)} (run has {'none' if was[k] is None else _shown(was[k])})"
         for k, v in given.items()
-        if k in was and k not in may_change and v != was[k]
+        if k in was and k not in may_change and _plain(v) != _plain(was[k])
     ]
     if changed:
         raise UsageError(
             f"cannot resume {folder.folder} with different settings: {', '.join(changed)}. "
             "Drop these options to resume, or train a new run with another --out."
+        )
+    done = ckpt_io.load(folder.checkpoint)["epoch"]
+    if given.get("epochs", done) < done:
+        raise UsageError(
+            f"--epochs {given['epochs']}: the run in {folder.folder} has already trained "
+            f"{done} epochs; pass --epochs {done + 1} or more to train it further"
         )
     data = replace(stored.data, **{k: given[k] for k in resumable(DataConfig) if k in given})
     train = replace(stored.train, **{k: given[k] for k in resumable(TrainConfig) if k in given})

@@ -48,13 +48,24 @@ class Likelihood(nn.Module):
         return self(out).mean
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        """Raise :class:`~pyro_vae.errors.UsageError` if ``x`` lies outside the support.
+        """Raise :class:`~pyro_vae.errors.UsageError` if ``x`` lies outside the support,
+        or if a density (a likelihood that is not :attr:`discrete`) meets data of only 0s
+        and 1s, such as binarized images.
 
         :param x: data of shape ``(N, x_dim)``.
         :param str what: how to name the data in the message.
         """
         if not bool(torch.isfinite(x).all()):
             self._reject(x, what, "NaN or infinite values", "remove or impute them")
+        if not self.discrete and x.numel() and bool(((x == 0) | (x == 1)).all()):
+            raise UsageError(
+                f"the {self.name} likelihood is a density of continuous values, but {what} "
+                "holds only 0s and 1s (binarized data): on two values a density grows "
+                "without bound, and its log-likelihood is no probability of the data. Use "
+                "{likelihood} bernoulli for binary data, or train on the grey levels "
+                "({binarize} none)",
+                settings=("likelihood", "binarize"),
+            )
 
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this likelihood via :func:`get_likelihood`."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, ClassVar
 
 import pyro.distributions as dist
@@ -12,6 +11,7 @@ from torch.nn import functional as F
 
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods.base import SCALE_MODES, Likelihood, _split
+from pyro_vae.limits import MAX_SIGMA, MIN_SIGMA, in_range
 from pyro_vae.numerics import softplus_inverse
 
 
@@ -47,9 +47,13 @@ class _LocScale(Likelihood):
             if scale == "shared":
                 self.raw_scale = nn.Parameter(torch.tensor(self._raw_init()))
         else:
+            if not in_range(scale, MIN_SIGMA, MAX_SIGMA):
+                raise UsageError(
+                    f"{self.name} likelihood: the scale must be a number in [{MIN_SIGMA:g}, "
+                    f"{MAX_SIGMA:g}], got {scale}: for pixels in [0, 1] a smaller one "
+                    "overflows the loss and a larger one ignores the data"
+                )
             scale = float(scale)
-            if not (math.isfinite(scale) and scale > 0):
-                raise UsageError(f"{self.name} likelihood: the scale must be > 0, got {scale}")
             self.mode = "fixed"
             self.fixed_scale = scale
 

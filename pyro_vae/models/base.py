@@ -146,8 +146,10 @@ class Option:
     :ivar type: argparse ``type`` (see :mod:`pyro_vae.parsing`).
     :ivar choices: argparse ``choices``.
     :ivar required: the model cannot be built without it.
-    :ivar stored: reads the option's value back from a model's ``config()`` (for
-        ``--resume``); default: the config entry named ``dest``.
+    :ivar argument: the constructor argument (config entry) that takes the value, where
+        it is not named ``dest`` (``--vq-codes`` sets ``codes``).
+    :ivar stored: reads the value, as ``type`` parses it, back from a model's
+        ``config()`` where no entry holds it (``--guide``); ``--resume`` compares them.
     """
 
     flag: str
@@ -156,6 +158,7 @@ class Option:
     type: Callable | None = None
     choices: tuple | None = None
     required: bool = False
+    argument: str | None = None
     stored: Callable[[dict[str, Any]], Any] | None = None
 
     @property
@@ -172,7 +175,7 @@ class Option:
         """The value this option had when a model with ``config`` was built."""
         if self.stored is not None:
             return self.stored(config)
-        return config.get(self.dest, self.default)
+        return config.get(self.argument or self.dest, self.default)
 
 
 class Model(nn.Module, metaclass=abc.ABCMeta):

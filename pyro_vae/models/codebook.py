@@ -18,6 +18,7 @@ from torch.distributions import constraints
 from torch.nn import functional as F
 
 from pyro_vae import distributed
+from pyro_vae.memory import check_fits
 
 
 class Codebook(TorchDistribution):
@@ -114,6 +115,11 @@ class Quantizer(nn.Module):
         self, codes: int, code_dim: int, select: str = "dot", ema_decay: float | None = None
     ) -> None:
         super().__init__()
+        check_fits(
+            codes * code_dim * (1 if ema_decay is None else 2) + codes,
+            f"the codebook of {codes} codes of {code_dim} numbers",
+            "use fewer or shorter codes",
+        )
         self.select_rule = select
         self.ema_decay = ema_decay
         # small codes, as in van den Oord et al.: the encoder's first outputs are larger,

@@ -15,9 +15,10 @@ from torch import nn
 from pyro_vae.errors import UsageError
 from pyro_vae.guides import GUIDES, IAF, GuideFamily, get_guide_family
 from pyro_vae.likelihoods import LIKELIHOODS, SCALE_MODES, Likelihood, get_likelihood
+from pyro_vae.limits import MAX_FLOW_STEPS, MAX_SIGMA, MAX_WIDTH, MIN_SIGMA
 from pyro_vae.models.base import Option
 from pyro_vae.networks import NETWORKS, Architecture, Convolutional
-from pyro_vae.parsing import number_or, positive_int, positive_list
+from pyro_vae.parsing import at_least, between, number_or, positive_list, size
 
 if TYPE_CHECKING:
     from pyro_vae.data import Dataset
@@ -28,8 +29,8 @@ SCALE_ARGUMENT = {"gaussian": "sigma", "laplace": "scale"}
 DEFAULT_SIGMA = 0.1
 
 
-#: the type of ``--sigma``: a number, or a learned-scale mode
-scale_value = number_or(SCALE_MODES)
+#: the type of ``--sigma``: a number in ``[MIN_SIGMA, MAX_SIGMA]``, or a learned-scale mode
+scale_value = number_or(SCALE_MODES, between(MIN_SIGMA, MAX_SIGMA))
 
 
 def _stored_scale(config: dict[str, Any]) -> Any:
@@ -37,7 +38,7 @@ def _stored_scale(config: dict[str, Any]) -> Any:
     return likelihood.get(SCALE_ARGUMENT.get(likelihood["name"], ""))
 
 
-Z_DIM = Option("--z-dim", "latent dimension", default=20, type=int)
+Z_DIM = Option("--z-dim", "latent dimension", default=20, type=size)
 HIDDEN_DIMS = Option(
     "--hidden-dims",
     "comma-separated hidden widths of every network",
@@ -113,7 +114,7 @@ GUIDE = Option(
 FLOW_STEPS = Option(
     "--flow-steps",
     f"steps T of the inverse autoregressive flow, with --guide iaf (default {IAF().flow_steps})",
-    type=positive_int,
+    type=at_least(1, MAX_FLOW_STEPS),
     stored=lambda config: _stored_guide(config).get("flow_steps"),
 )
 #: the options of a model whose guide family is a choice
@@ -168,11 +169,24 @@ def likelihood_from_options(
     return get_likelihood(name)
 
 
+#: the sizes a model takes from its data: they have no upper bound of their own
+DATA_SIZES = ("x_dim", "y_dim")
+
+
 def check_sizes(owner: str, **sizes: int | Sequence[int]) -> None:
-    """:raises UsageError: if any size (or any entry of a sequence of sizes) is below 1."""
-    bad = []
+    """:raises UsageError: if any size (or any entry of a sequence of sizes) is below 1,
+    or one of the model's own (all but :data:`DATA_SIZES`) is above
+    :data:`~pyro_vae.limits.MAX_WIDTH`."""
+    small, large = [], []
     for key, value in sizes.items():
         values = list(value) if isinstance(value, (list, tuple)) else [value]
-        bad += [f"{key}={v}" for v in values if int(v) < 1]
-    if bad:
-        raise UsageError(f"{owner} sizes must be at least 1, got {', '.join(bad)}")
+        small += [f"{key}={v}" for v in values if int(v) < 1]
+        if key not in DATA_SIZES:
+            large += [f"{key}={v}" for v in values if int(v) > MAX_WIDTH]
+    if small:
+        raise UsageError(f"{owner} sizes must be at least 1, got {', '.join(small)}")
+    if large:
+        raise UsageError(
+            f"{owner} sizes must be at most {MAX_WIDTH} (2**20: a layer between two such "
+            f"widths holds 2**40 weights, 4 TiB), got {', '.join(large)}; use smaller sizes"
+        )

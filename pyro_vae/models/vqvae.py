@@ -56,6 +56,7 @@ from pyro import poutine
 
 from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import Gaussian, Likelihood
+from pyro_vae.limits import MAX_COMMITMENT, in_range
 from pyro_vae.models.base import Model, Option
 from pyro_vae.models.codebook import Codebook, Quantizer
 from pyro_vae.models.options import (
@@ -68,7 +69,7 @@ from pyro_vae.models.options import (
     likelihood_from_options,
 )
 from pyro_vae.models.vae import VAE
-from pyro_vae.parsing import non_negative, open_unit, positive_int
+from pyro_vae.parsing import between, open_unit, size
 
 #: ``--vq-select`` choices: the notes' largest dot product, the paper's nearest code
 SELECTIONS = ("dot", "distance")
@@ -78,20 +79,26 @@ MAX_ENUMERATION = 4096
 VQ_SIGMA = 1.0
 
 
-CODES = Option("--vq-codes", "k, the codebook size of the VQ-VAE", default=64, type=positive_int)
+CODES = Option(
+    "--vq-codes", "k, the codebook size of the VQ-VAE", default=64, type=size, argument="codes"
+)
 SLOTS = Option(
     "--vq-slots",
     "m, the code vectors per data point (the KL term is m log k)",
     default=1,
-    type=positive_int,
+    type=size,
+    argument="slots",
 )
-CODE_DIM = Option("--vq-dim", "D, the length of each code vector", default=16, type=positive_int)
+CODE_DIM = Option(
+    "--vq-dim", "D, the length of each code vector", default=16, type=size, argument="code_dim"
+)
 SELECT = Option(
     "--vq-select",
     "how the guide picks a code: the largest dot product with the encoder output (dot, "
     "the notes) or the nearest code (distance, van den Oord et al.)",
     default="dot",
     choices=SELECTIONS,
+    argument="select",
 )
 
 
@@ -99,13 +106,15 @@ COMMITMENT = Option(
     "--vq-commitment",
     "beta, the weight of the commitment term ||e - sg[V[z]]||^2 in the training loss",
     default=0.25,
-    type=non_negative,
+    type=between(0, MAX_COMMITMENT),
+    argument="commitment",
 )
 EMA = Option(
     "--vq-ema",
     "learn the codebook as moving averages of the encoder outputs with this decay (e.g. "
     "0.99) instead of by its gradient term",
     type=open_unit,
+    argument="ema_decay",
 )
 VQ_LIKELIHOOD = Option(
     LIKELIHOOD.flag,
@@ -178,21 +187,24 @@ class VQVAE(Model):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
-        check_sizes("VQVAE", x_dim=x_dim, slots=slots, code_dim=code_dim, hidden_dims=hidden_dims)
         if codes < 2:
             raise UsageError(
                 f"a codebook needs at least 2 codes (with one, z carries nothing), got {codes}"
             )
+        sizes = {"codes": codes, "slots": slots, "code_dim": code_dim, "hidden_dims": hidden_dims}
+        check_sizes("VQVAE", x_dim=x_dim, **sizes)
         if select not in SELECTIONS:
             raise UsageError(f"unknown selection {select!r}; valid: {', '.join(SELECTIONS)}")
-        if not commitment >= 0 or not codebook_weight >= 0:
-            raise UsageError(
-                f"the commitment and codebook weights must be >= 0, got {commitment} and "
-                f"{codebook_weight}"
-            )
-        if ema_decay is not None and not 0 < ema_decay < 1:
+        for weight in (commitment, codebook_weight):
+            if not in_range(weight, 0, MAX_COMMITMENT):
+                raise UsageError(
+                    f"the commitment and codebook weights must be finite numbers in [0, "
+                    f"{MAX_COMMITMENT:g}], got {commitment} and {codebook_weight}"
+                )
+        unit = ema_decay is None or (in_range(ema_decay, 0, 1, open_low=True) and ema_decay < 1)
+        if not unit:
             raise UsageError(f"the moving-average decay must be in (0, 1), got {ema_decay}")
-        if not temperature > 0:
+        if not (math.isfinite(temperature) and temperature > 0):
             raise UsageError(f"the proposal's temperature must be > 0, got {temperature}")
         self.x_dim, self.codes, self.slots, self.code_dim = (
             int(x_dim),
