@@ -228,7 +228,7 @@ def _start(model, train, config: TrainConfig, checkpoint, resume: bool, run_conf
     history, start_epoch, state = History(), 0, None
     if resume:
         state = _load_for_resume(checkpoint, model, config)
-        history = History.from_dict(state["history"])
+        history = History.from_dict(state["history"], f"{checkpoint}: history")
         start_epoch = state["epoch"]
     else:
         pyro.set_rng_seed(_rank_seed(config.seed, "train", rank) if ranks > 1 else config.seed)
@@ -348,7 +348,7 @@ def _load_for_resume(checkpoint, model, config: TrainConfig) -> dict[str, Any]:
     if checkpoint is None:
         raise UsageError("{resume} needs a {checkpoint} path", settings=("resume", "checkpoint"))
     state = ckpt_io.load(checkpoint)  # to the CPU: RNG states must stay there
-    stored = state["config"].get("train", {})
+    stored = asdict(TrainConfig.from_dict(state["config"]["train"], f"{checkpoint}: config.train"))
     changed = [
         f"{k}={v!r} (checkpoint has {stored[k]!r})"
         for k, v in asdict(config).items()
