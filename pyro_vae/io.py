@@ -55,6 +55,23 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, flushed to the disk before the rename, so
+    that ``path`` holds either its old or its new bytes even after a power cut.
+
+    :returns: ``path`` as a :class:`~pathlib.Path`.
+    :raises OSError: where the write fails (a full disk); ``path`` is left as it was.
+    """
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return write_atomic(path, write)
+
+
 def write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (UTF-8).
 

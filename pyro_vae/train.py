@@ -293,12 +293,16 @@ def _train_epoch(
 
 def _save(checkpoint, model, run: _Run, epoch: int) -> None:
     """Write the checkpoint after ``epoch`` (rank 0), with every rank's random state."""
+    weights = model.state_dict()
+    bad = ckpt_io.nonfinite(weights)  # a buffer the parameter check does not see
+    if bad:  # on every rank: the ranks hold the same weights
+        raise _diverged(epoch, checkpoint, f"the model's {bad[0]} became non-finite")
     streams = distributed.gather_to_main(ckpt_io.rng_state())
     if not distributed.is_main():
         return
     saved = {
         "config": run.stored_config,
-        "model_state": model.state_dict(),
+        "model_state": weights,
         "optimizer_state": run.engine.optimizer_state(),
         "epoch": epoch + 1,
         "history": run.history.to_dict(),
