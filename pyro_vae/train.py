@@ -33,6 +33,7 @@ from pyro_vae import distributed
 from pyro_vae.engine import Engine, make_engine
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
+from pyro_vae.io import remove_leftovers
 from pyro_vae.models.base import Model
 from pyro_vae.train_config import (
     BURDA_STAGES,
@@ -226,6 +227,8 @@ def _start(model, train, config: TrainConfig, checkpoint, resume: bool, run_conf
     # several ranks share one data order, from a generator of its own
     order = torch.Generator().manual_seed(config.seed) if ranks > 1 else None
     history, start_epoch, state = History(), 0, None
+    if checkpoint is not None and distributed.is_main():  # writes killed mid-way
+        remove_leftovers(checkpoint)
     if resume:
         state = _load_for_resume(checkpoint, model, config)
         history = History.from_dict(state["history"], f"{checkpoint}: history")

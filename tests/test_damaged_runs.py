@@ -1,14 +1,17 @@
 """Nothing a run folder holds is trusted blindly: a checkpoint carries the checksum of its
 contents and finite weights, every field of ``config.json`` and of the checkpoint is
-checked when read, ``config.json`` must agree with the checkpoint's own copy, and a full
-disk keeps the previous checkpoint. Every refusal is one line and exit status 2, and
-leaves the run's files as they were."""
+checked when read, ``config.json`` must agree with the checkpoint's own copy, a write
+killed mid-way leaves a temporary file that the next start removes, and a full disk
+keeps the previous checkpoint. Every refusal is one line and exit status 2, and leaves
+the run's files as they were."""
 
 import errno
 import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ import torch
 from pyro_vae import VAE, TrainConfig, checkpoint, fit
 from pyro_vae.cli import main
 from pyro_vae.errors import TrainingDiverged, UsageError, WriteFailed
+from pyro_vae.io import leftovers, remove_leftovers
 from pyro_vae.run import load_model, open_run
 
 EVALUATE = ["--limit", "5", "--num-samples", "5", "--no-progress"]
@@ -371,6 +375,77 @@ def test_a_resume_killed_before_its_first_checkpoint_still_opens(run_copy, monke
     assert main(["train", "--out", str(run_copy), "--resume", "--no-progress"]) == 0
     state = checkpoint.load(run_copy / "checkpoint.pt")
     assert state["epoch"] == 4 and state["config"]["train"]["epochs"] == 4
+
+
+# --- writes killed mid-way ---------------------------------------------------------------
+
+#: a resume whose first checkpoint write is killed (SIGKILL) half-way through its bytes
+KILLED_WRITE = """
+import os, signal, sys
+import pyro_vae.io
+from pyro_vae.cli import main
+
+class Killed:
+    def __init__(self, f):
+        self.f = f
+    def __enter__(self):
+        return self
+    def __exit__(self, *exc):
+        return self.f.__exit__(*exc)
+    def write(self, data):
+        self.f.write(data[: len(data) // 2])
+        self.f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+pyro_vae.io.open = lambda path, mode: Killed(open(path, mode))
+main(["train", "--out", sys.argv[1], "--resume", "--epochs", "3", "--no-progress"])
+"""
+
+
+def test_a_killed_write_leaves_a_leftover_that_the_next_start_removes(run_copy):
+    before = (run_copy / "checkpoint.pt").read_bytes()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_WRITE, str(run_copy)], capture_output=True, env=env
+    )
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    assert (run_copy / "checkpoint.pt").read_bytes() == before  # the last good one
+    [leftover] = leftovers(run_copy / "checkpoint.pt")
+    assert 0 < leftover.stat().st_size < len(before)
+    # files that are not a leftover of the checkpoint: never removed
+    others = [".checkpoint.pt.notes", ".config.json.abcd1234.tmp", "checkpoint.pt.tmp"]
+    for name in others:
+        (run_copy / name).write_text("mine")
+    assert (
+        main(["train", "--out", str(run_copy), "--resume", "--epochs", "3", "--no-progress"]) == 0
+    )
+    assert not leftover.exists() and leftovers(run_copy / "checkpoint.pt") == []
+    assert all((run_copy / name).read_text() == "mine" for name in others)
+    assert checkpoint.load(run_copy / "checkpoint.pt")["epoch"] == 3
+
+
+def test_remove_leftovers_takes_only_the_temporary_files_of_that_file(tmp_path):
+    target = tmp_path / "checkpoint.pt"
+    mine = [".checkpoint.pt.k2j_x9qa.tmp", ".checkpoint.pt.00000000.tmp"]
+    kept = [
+        "checkpoint.pt",
+        ".checkpoint.pt.tmp",  # no random part
+        ".checkpoint.pt.K2J_X9QA.tmp",  # not a name mkstemp makes
+        ".checkpoint.pt.k2j_x9q.tmp",  # nor this
+        ".checkpoint.pt.abc.tmp.bak",
+        ".checkpoint.ptx.abcdefgh.tmp",
+        ".other.pt.abcdefgh.tmp",
+        "x.checkpoint.pt.abcdefgh.tmp",
+    ]
+    for name in mine + kept:
+        (tmp_path / name).write_text("x")
+    (tmp_path / ".checkpoint.pt.folder00.tmp").mkdir()  # a folder: not a file of ours
+    removed = remove_leftovers(target)
+    assert sorted(p.name for p in removed) == sorted(mine)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [*kept, ".checkpoint.pt.folder00.tmp"]
+    )
+    assert remove_leftovers(tmp_path / "absent" / "checkpoint.pt") == []
 
 
 # --- a full disk -------------------------------------------------------------------------
