@@ -50,6 +50,13 @@ class TrainingDiverged(Worded, RuntimeError):
     """
 
 
+class WriteFailed(Worded, OSError):
+    """A file could not be written (a full disk, a quota, a lost mount); the file it was
+    to replace is left as it was. The command line prints it as one line, exit status 2;
+    library users catch it as the :class:`OSError` it is (its ``errno`` is the cause's).
+    """
+
+
 class RunWarning(UserWarning):
     """Something the user should know about a run that still goes ahead (a resumed run
     whose random streams restart, say); the command line prints it as one line."""

@@ -1,10 +1,16 @@
-"""Atomic file writes: a reader never sees a half-written result file."""
+"""Atomic file writes: a reader never sees a half-written result file.
+
+A write goes to a temporary file ``.NAME.XXXXXXXX.tmp`` next to its destination, which
+is renamed over the destination once complete. A process killed mid-write leaves that
+temporary file behind; :func:`remove_leftovers` removes it when the next run starts.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -53,6 +59,67 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
     with atomic_path(path) as tmp:
         write(tmp)
     return Path(path)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, flushed to the disk before the rename, so
+    that ``path`` holds either its old or its new bytes even after a power cut.
+
+    :returns: ``path`` as a :class:`~pathlib.Path`.
+    :raises OSError: where the write fails (a full disk); ``path`` is left as it was.
+    """
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return write_atomic(path, write)
+
+
+def leftovers(path: str | os.PathLike) -> list[Path]:
+    """The temporary files that atomic writes to ``path`` left behind when their process
+    was killed: files named ``.NAME.XXXXXXXX.tmp`` next to ``path`` and owned by this
+    user (another user's files are never touched).
+
+    :param path: the file whose interrupted writes to find.
+    """
+    path = Path(path)
+    # tempfile.mkstemp names: prefix, 8 characters of [a-z0-9_], suffix
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]{{8}}\.tmp")
+    if not path.parent.is_dir():
+        return []
+    found = []
+    for entry in sorted(path.parent.iterdir()):
+        if not pattern.fullmatch(entry.name) or entry.is_symlink() or not entry.is_file():
+            continue
+        try:
+            if hasattr(os, "getuid") and entry.stat().st_uid != os.getuid():
+                continue
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        found.append(entry)
+    return found
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the :func:`leftovers` of interrupted writes to ``path``.
+
+    Call it where no other process writes ``path`` (a run starting in its folder): the
+    temporary file of a write in progress looks the same as a leftover.
+
+    :param path: the file whose interrupted writes to clean up.
+    :returns: the files removed.
+    """
+    removed = []
+    for leftover in leftovers(path):
+        try:
+            leftover.unlink()
+        except FileNotFoundError:  # gone meanwhile
+            continue
+        removed.append(leftover)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

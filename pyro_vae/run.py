@@ -13,7 +13,7 @@ their conditional task, which 0.1 kept with the data, moves into the model's set
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -21,12 +21,13 @@ import torch
 
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
+from pyro_vae import schema
 from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_json
-from pyro_vae.models import DEFAULT_KIND, Model, model_class
+from pyro_vae.models import DEFAULT_KIND, Model, check_config, model_class
 from pyro_vae.plots import TRAINING_FIGURES
-from pyro_vae.train import TrainConfig, resumable
+from pyro_vae.train import History, TrainConfig, resumable
 from pyro_vae.version import __version__
 
 FORMAT = "pyro_vae.run/2"
@@ -36,6 +37,7 @@ __all__ = [
     "OpenedRun",
     "RunConfig",
     "RunFolder",
+    "build_model",
     "load_model",
     "open_run",
     "resolve_device",
@@ -93,10 +95,19 @@ class RunConfig:
     def from_dict(cls, d: dict[str, Any], source: str = "the run") -> RunConfig:
         """Inverse of :meth:`to_dict`; also reads the configurations of pyro_vae 0.1.
 
+        Nothing is trusted: every field is checked against the type its dataclass or the
+        model's constructor declares, and the values against their ranges.
+
         :param str source: where ``d`` was read, for messages.
         :raises UsageError: for a configuration that names no data set, settings this
-            version does not know, or a format newer than this version.
+            version does not know, a format newer than this version, or a field of the
+            wrong type or out of range (naming ``source`` and the field).
         """
+        if not isinstance(d, dict):
+            raise UsageError(
+                f"{source} holds {schema.described(d)}, not a run's configuration (an object "
+                f"with data, model and train); {schema.REMEDY}"
+            )
         fmt = d.get("format")
         if fmt not in (None, FORMAT):
             raise UsageError(
@@ -108,27 +119,68 @@ class RunConfig:
                 f"{source} records no data set or no model (a checkpoint of fit() called "
                 "from Python); load it with pyro_vae.checkpoint and evaluate it from Python"
             )
-        data, model = dict(d["data"]), dict(d["model"])
+        data = schema.mapping(d["data"], f"{source}: data")
+        model = schema.mapping(d["model"], f"{source}: model")
         model.setdefault("kind", DEFAULT_KIND)  # the first runs recorded no kind
         task = data.pop("task", None)  # 0.1 kept the conditional task with the data
         if task is not None and "task" not in model:
             model["task"] = task
-        return cls(
-            data=_build(DataConfig, data, f"{source}: data"),
+        check_config(model, f"{source}: model")
+        version = d.get("pyro_vae_version", "0.1.0")
+        schema.check_type(version, "str", f"{source}: pyro_vae_version")
+        config = cls(
+            data=schema.build(DataConfig, data, f"{source}: data", required=("dataset",)),
             model=model,
-            train=_build(TrainConfig, dict(d.get("train", {})), f"{source}: train"),
-            pyro_vae_version=d.get("pyro_vae_version", "0.1.0"),
+            train=TrainConfig.from_dict(d.get("train", {}), f"{source}: train"),
+            pyro_vae_version=version,
         )
+        config.check(source)
+        return config
+
+    def check(self, source: str = "the run") -> None:
+        """Check the values of the data settings.
+
+        :raises UsageError: naming ``source`` and the setting.
+        """
+        name = self.data.dataset
+        if name not in data_mod.DATASETS[:-1] and not name.startswith("npz:"):
+            raise UsageError(
+                f"{source}: data.dataset {name!r} is not a data set of this version of "
+                f"pyro_vae ({', '.join(data_mod.DATASETS)}); {schema.REMEDY}"
+            )
+        if self.data.binarize not in data_mod.BINARIZE_MODES:
+            raise UsageError(
+                f"{source}: data.binarize {self.data.binarize!r} is not one of "
+                f"{', '.join(data_mod.BINARIZE_MODES)}; {schema.REMEDY}"
+            )
+
+    def settled(self) -> dict[str, Any]:
+        """The settings a run's weights depend on, ``{"block.name": value}``: every one
+        but the :func:`resumable` fields, which a resumed run may change."""
+        out = {f"model.{k}": v for k, v in self.model.items()}
+        for block, values in (("data", self.data), ("train", self.train)):
+            kept = set(asdict(values)) - resumable(type(values))
+            out |= {f"{block}.{k}": v for k, v in asdict(values).items() if k in kept}
+        return out
 
 
-def _build(config_class: type, values: dict[str, Any], where: str):
-    unknown = sorted(set(values) - {f.name for f in fields(config_class)})
-    if unknown:
+def build_model(model: dict[str, Any], source: str) -> Model:
+    """An untrained model from its stored configuration (``config.json``'s ``model``).
+
+    :param str source: the file it was read from, for messages.
+    :raises UsageError: for an unknown kind, or settings its constructor refuses.
+    """
+    check_config(model, f"{source}: model")
+    cls = model_class(model.get("kind", DEFAULT_KIND), source)
+    try:
+        return cls.from_config(model)
+    except UsageError as err:
+        raise UsageError(f"{source}: model: {err}") from err
+    except (TypeError, ValueError, RuntimeError) as err:
         raise UsageError(
-            f"{where} has settings this version of pyro_vae does not know "
-            f"({', '.join(unknown)}); upgrade pyro_vae"
-        )
-    return config_class(**values)
+            f"{source}: model: these settings do not build a {cls.kind} model ({err}); "
+            + schema.REMEDY
+        ) from err
 
 
 class RunFolder:
@@ -227,15 +279,73 @@ class RunFolder:
         return self.folder / f"completions_{split}{n}.png"
 
     def read_config(self) -> RunConfig:
-        """The run's configuration: ``config.json``, or the checkpoint's where a folder
-        has no ``config.json`` (one written by :func:`pyro_vae.fit` alone)."""
-        if self.config.is_file():
-            try:
-                d = json.loads(self.config.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as err:
-                raise UsageError(f"{self.config} is not readable JSON ({err})") from err
-            return RunConfig.from_dict(d, str(self.config))
-        return RunConfig.from_dict(ckpt_io.load(self.checkpoint)["config"], str(self.checkpoint))
+        """The run's configuration: ``config.json``, checked against the copy inside the
+        checkpoint, or the checkpoint's own where a folder has no ``config.json`` (one
+        written by :func:`pyro_vae.fit` alone).
+
+        :raises UsageError: for a file that cannot be read or used, or a ``config.json``
+            that disagrees with the checkpoint on a setting the weights depend on.
+        """
+        state = None
+        if self.checkpoint.is_file() or not self.config.is_file():
+            state = self.read_checkpoint()
+        return self.config_with(state)
+
+    def read_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint (:func:`pyro_vae.checkpoint.load`), its training settings and
+        history checked as well.
+
+        :raises UsageError: naming the file and the field that cannot be used.
+        """
+        state = ckpt_io.load(self.checkpoint)
+        TrainConfig.from_dict(state["config"]["train"], f"{self.checkpoint}: config.train")
+        History.from_dict(state["history"], f"{self.checkpoint}: history")
+        return state
+
+    def config_with(self, state: dict[str, Any] | None) -> RunConfig:
+        """:meth:`read_config` with the checkpoint already read (``None`` where the
+        folder has none)."""
+        if not self.config.is_file():
+            return RunConfig.from_dict(state["config"], str(self.checkpoint))
+        try:
+            d = json.loads(self.config.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{self.config} is not readable JSON ({err})") from err
+        config = RunConfig.from_dict(d, str(self.config))
+        if state is not None:
+            self._check_agreement(config, state["config"])
+        return config
+
+    def _check_agreement(self, config: RunConfig, stored: dict[str, Any]) -> None:
+        """Refuse a ``config.json`` that differs from the checkpoint's copy in a setting
+        the weights depend on; the :func:`resumable` ones may differ (a resumed run
+        writes ``config.json`` before its first checkpoint)."""
+        if "data" in stored:
+            theirs = RunConfig.from_dict(stored, str(self.checkpoint)).settled()
+            mine = config.settled()
+        else:  # a checkpoint of fit() alone records the model, not the data
+            model = {"kind": DEFAULT_KIND, **stored["model"]}
+            theirs = {f"model.{k}": v for k, v in model.items()}
+            mine = {k: v for k, v in config.settled().items() if k.startswith("model.")}
+        absent = object()
+        keys = sorted(set(mine) | set(theirs))
+        differ = [k for k in keys if mine.get(k, absent) != theirs.get(k, absent)]
+        if not differ:
+            return
+        shown = "; ".join(
+            f"{k} is {_shown(mine, k)} in {self.config.name} but {_shown(theirs, k)} in "
+            f"{self.checkpoint.name}"
+            for k in differ[:3]
+        ) + (f"; and {len(differ) - 3} more" if len(differ) > 3 else "")
+        raise UsageError(
+            f"{self.config} and {self.checkpoint} disagree: {shown}. The weights were trained "
+            f"with the checkpoint's settings: restore {self.config.name} (without one, the "
+            "run reads the checkpoint's copy), or train a new run"
+        )
+
+    def source(self) -> str:
+        """The file the run's configuration is read from, for messages."""
+        return str(self.config if self.config.is_file() else self.checkpoint)
 
     def write_config(self, config: RunConfig) -> Path:
         """Write ``config.json`` atomically."""
@@ -257,12 +367,30 @@ class OpenedRun(NamedTuple):
     folder: RunFolder
 
 
-def _trained(model_config: dict[str, Any], folder: RunFolder, device, state=None) -> Model:
-    cls = model_class(model_config.get("kind", DEFAULT_KIND), str(folder.folder))
-    model = cls.from_config(model_config)
-    state = ckpt_io.load(folder.checkpoint) if state is None else state
+def _shown(settings: dict[str, Any], key: str) -> str:
+    return repr(settings[key]) if key in settings else "absent"
+
+
+def _trained(model_config: dict[str, Any], folder: RunFolder, device, state) -> Model:
+    model = build_model(model_config, folder.source())
     ckpt_io.load_model_state(model, state["model_state"], str(folder.checkpoint))
     return model.to(device).eval()
+
+
+def _check_fits(model: Model, config: RunConfig, data: data_mod.Dataset, source: str) -> None:
+    """Refuse a model that does not fit its data set (the data set changed, say)."""
+    shape = config.model.get("image_shape")
+    if shape is not None and data.image_shape is not None and list(shape) != list(data.image_shape):
+        raise UsageError(
+            f"{source}: model.image_shape {shape} does not fit the images of {data.name}, "
+            f"which are {data.image_shape[0]}x{data.image_shape[1]}; {schema.REMEDY}"
+        )
+    try:
+        model.check_data(*model.training_data(data).test, what=f"the test split of {data.name}")
+    except UsageError as err:
+        raise UsageError(
+            f"{source}: the model does not fit its data: {err}; {schema.REMEDY}"
+        ) from err
 
 
 def _existing(path: str | Path) -> RunFolder:
@@ -286,11 +414,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Model:
     """
     folder = _existing(path)
     device = resolve_device(device)
-    state = ckpt_io.load(folder.checkpoint)
-    if folder.config.is_file():
-        model_config = folder.read_config().model
-    elif "data" in state["config"]:
-        model_config = RunConfig.from_dict(state["config"], str(folder.checkpoint)).model
+    state = folder.read_checkpoint()
+    if folder.config.is_file() or "data" in state["config"]:
+        model_config = folder.config_with(state).model
     else:
         model_config = dict(state["config"]["model"])
     return _trained(model_config, folder, device, state)
@@ -305,6 +431,9 @@ def open_run(path: str | Path, device: str | torch.device = "cpu") -> OpenedRun:
     """
     folder = _existing(path)
     device = resolve_device(device)
-    config = folder.read_config()
-    model = _trained(config.model, folder, device)
-    return OpenedRun(model, config.data.load().to(device), config, folder)
+    state = folder.read_checkpoint()
+    config = folder.config_with(state)
+    model = _trained(config.model, folder, device, state)
+    data = config.data.load()
+    _check_fits(model, config, data, folder.source())
+    return OpenedRun(model, data.to(device), config, folder)

@@ -33,6 +33,7 @@ from pyro_vae import distributed
 from pyro_vae.engine import Engine, make_engine
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError
 from pyro_vae.evaluate import mean_elbo
+from pyro_vae.io import remove_leftovers
 from pyro_vae.memory import check_fits
 from pyro_vae.models.base import Model
 from pyro_vae.train_config import (
@@ -241,9 +242,11 @@ def _start(model, train, config: TrainConfig, checkpoint, resume: bool, run_conf
     # several ranks share one data order, from a generator of its own
     order = torch.Generator().manual_seed(config.seed) if ranks > 1 else None
     history, start_epoch, state = History(), 0, None
+    if checkpoint is not None and distributed.is_main():  # writes killed mid-way
+        remove_leftovers(checkpoint)
     if resume:
         state = _load_for_resume(checkpoint, model, config)
-        history = History.from_dict(state["history"])
+        history = History.from_dict(state["history"], f"{checkpoint}: history")
         start_epoch = state["epoch"]
     else:
         pyro.set_rng_seed(_rank_seed(config.seed, "train", rank) if ranks > 1 else config.seed)
@@ -308,12 +311,16 @@ def _train_epoch(
 
 def _save(checkpoint, model, run: _Run, epoch: int) -> None:
     """Write the checkpoint after ``epoch`` (rank 0), with every rank's random state."""
+    weights = model.state_dict()
+    bad = ckpt_io.nonfinite(weights)  # a buffer the parameter check does not see
+    if bad:  # on every rank: the ranks hold the same weights
+        raise _diverged(epoch, checkpoint, f"the model's {bad[0]} became non-finite")
     streams = distributed.gather_to_main(ckpt_io.rng_state())
     if not distributed.is_main():
         return
     saved = {
         "config": run.stored_config,
-        "model_state": model.state_dict(),
+        "model_state": weights,
         "optimizer_state": run.engine.optimizer_state(),
         "epoch": epoch + 1,
         "history": run.history.to_dict(),
@@ -363,7 +370,7 @@ def _load_for_resume(checkpoint, model, config: TrainConfig) -> dict[str, Any]:
     if checkpoint is None:
         raise UsageError("{resume} needs a {checkpoint} path", settings=("resume", "checkpoint"))
     state = ckpt_io.load(checkpoint)  # to the CPU: RNG states must stay there
-    stored = state["config"].get("train", {})
+    stored = asdict(TrainConfig.from_dict(state["config"]["train"], f"{checkpoint}: config.train"))
     changed = [
         f"{k}={v!r} (checkpoint has {stored[k]!r})"
         for k, v in asdict(config).items()

@@ -6,9 +6,11 @@ Both are plain data, stored in checkpoints and ``config.json``; :func:`pyro_vae.
 
 from __future__ import annotations
 
+import math
 import numbers
 from dataclasses import asdict, dataclass, field, fields
 
+from pyro_vae import schema
 from pyro_vae.engine import ENGINES
 from pyro_vae.errors import UsageError
 from pyro_vae.limits import (
@@ -121,6 +123,21 @@ class TrainConfig:
                 settings=("beta", "kl_warmup", "objective"),
             )
 
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "train") -> TrainConfig:
+        """Settings read back from a file, each checked against its type and range;
+        a field left out takes its default.
+
+        :param str where: the file and block (``config.json: train``), for messages.
+        :raises UsageError: naming ``where`` and the field.
+        """
+        config = schema.build(cls, values, where)
+        try:
+            config.check()
+        except UsageError as err:
+            raise UsageError(f"{where}: {err}; {schema.REMEDY}") from err
+        return config
+
     def lr_at(self, epoch: int) -> float:
         """Adam's step size in epoch ``epoch`` (0-based).
 
@@ -171,6 +188,34 @@ class History:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, list]) -> History:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{k: list(v) for k, v in d.items()})
+    def from_dict(cls, d: dict[str, list], source: str = "history") -> History:
+        """Inverse of :meth:`to_dict`; also reads ``history.json``, whose ``null`` stands
+        for NaN (a test ELBO without test data).
+
+        :param str source: where ``d`` was read, for messages.
+        :raises UsageError: unless ``d`` holds every field, each a list of numbers, all
+            of one length.
+        """
+        if not isinstance(d, dict):
+            raise UsageError(
+                f"{source} must be an object of per-epoch lists, not "
+                f"{schema.described(d)}; {schema.REMEDY}"
+            )
+        names = [f.name for f in fields(cls)]
+        if set(d) != set(names):
+            raise UsageError(
+                f"{source} must hold the lists {', '.join(names)}; it holds "
+                f"{', '.join(map(str, d)) or 'none'}; {schema.REMEDY}"
+            )
+        for name, values in d.items():
+            if not isinstance(values, (list, tuple)) or not all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
+                for v in values
+            ):
+                raise UsageError(f"{source}.{name} must be a list of numbers; {schema.REMEDY}")
+        if len({len(values) for values in d.values()}) > 1:
+            lengths = ", ".join(f"{k} {len(v)}" for k, v in d.items())
+            raise UsageError(
+                f"{source} holds lists of different lengths ({lengths}); {schema.REMEDY}"
+            )
+        return cls(**{k: [math.nan if v is None else v for v in d[k]] for k in names})

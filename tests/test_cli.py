@@ -7,6 +7,7 @@ import pytest
 import torch
 from conftest import FAST as CONFTEST_FAST
 
+from pyro_vae import checkpoint
 from pyro_vae.cli import main
 
 FAST = [*CONFTEST_FAST, "--no-progress"]
@@ -100,7 +101,7 @@ def test_resume_continues_rewrites_the_config_and_refuses_other_settings(run_cop
     # config.json, the checkpoint and results.json agree on the new epoch count
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["epochs"] == 3
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["config"] == config
+    assert checkpoint.load(run / "checkpoint.pt")["config"] == config
     assert json.loads((run / "results.json").read_text())["epochs"] == 3
     assert main(["train", "--out", str(run), "--resume", "--z-dim", "5"]) == 2
     assert "--z-dim 5 (run has 2)" in capsys.readouterr().err

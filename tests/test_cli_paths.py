@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import FAST
 
+from pyro_vae import checkpoint
 from pyro_vae.cli import main
 from pyro_vae.cli.complete import MAX_FIGURE_SIDE
 from pyro_vae.cli.sample import MAX_SAMPLES
@@ -224,7 +225,7 @@ def test_a_checkpoint_of_another_program_is_not_a_pyro_vae_checkpoint(run_copy, 
     ):
         err = refused(argv, capsys)
         assert f"{run_copy / 'checkpoint.pt'} is not a pyro_vae checkpoint" in err
-        assert "(expected format pyro_vae.checkpoint/1)" in err
+        assert f"(expected format {checkpoint.FORMAT})" in err
 
 
 def test_a_corrupt_checkpoint_is_not_readable(run_copy, capsys):
@@ -289,7 +290,7 @@ def test_burda_schedule_sets_the_step_size_of_every_epoch(tmp_path, few_digits):
     lr = 0.002
 
     def stored_lr() -> float:
-        state = torch.load(run / "checkpoint.pt", weights_only=False)["optimizer_state"]
+        state = checkpoint.load(run / "checkpoint.pt")["optimizer_state"]
         (group,) = state["param_groups"]
         return group["lr"]
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from pyro.infer import RenyiELBO
 
-from pyro_vae import VAE, distributed
+from pyro_vae import VAE, checkpoint, distributed
 from pyro_vae.cli import main
 from pyro_vae.errors import UnreliableWeights
 from pyro_vae.evaluate import evaluate_dataset
@@ -268,7 +268,7 @@ def test_two_processes_write_a_run_that_trains_like_one(two_process_run, tmp_pat
     names = {p.name for p in two_process_run.iterdir()}
     assert {"config.json", "checkpoint.pt", "history.json", "results.json"} <= names
     assert {"loss.png", "samples.png", "reconstructions.png"} <= names
-    state = torch.load(two_process_run / "checkpoint.pt", weights_only=False)
+    state = checkpoint.load(two_process_run / "checkpoint.pt")
     assert state["epoch"] == 20 and state["distributed"]["world_size"] == 2
     assert len(state["distributed"]["rng"]) == 2
     assert main(["train", *SMALL, "--epochs", "20", "--out", str(tmp_path / "one")]) == 0
@@ -299,13 +299,13 @@ def test_a_killed_rank_ends_the_job_and_resume_repeats_the_run(two_process_run, 
         proc.kill()
     assert proc.returncode != 0
     assert not any(_alive(pid) for pid in workers.values())  # no rank left behind
-    stopped_at = torch.load(out / "checkpoint.pt", weights_only=False)["epoch"]
+    stopped_at = checkpoint.load(out / "checkpoint.pt")["epoch"]
     assert 1 <= stopped_at < 20
     resumed = torchrun("train", "--out", str(out), "--resume", "--no-progress")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     # the same final state as the run that was never interrupted, draw for draw
-    final = torch.load(out / "checkpoint.pt", weights_only=False)
-    reference = torch.load(two_process_run / "checkpoint.pt", weights_only=False)
+    final = checkpoint.load(out / "checkpoint.pt")
+    reference = checkpoint.load(two_process_run / "checkpoint.pt")
     for key, value in reference["model_state"].items():
         torch.testing.assert_close(final["model_state"][key], value, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(
@@ -366,7 +366,7 @@ def test_vq_moving_averages_count_every_ranks_points(tmp_path):
     vq = ["--model", "vqvae", "--vq-codes", str(codes), "--vq-ema", str(decay)]
     proc = torchrun("train", *args, *vq, "--hidden-dims", "16", "--epochs", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    state = torch.load(out / "checkpoint.pt", weights_only=False)["model_state"]
+    state = checkpoint.load(out / "checkpoint.pt")["model_state"]
     # the counts start at one per code and decay each step towards the step's number of
     # points summed over both ranks (one process would count its own share alone)
     expected = float(codes)

@@ -10,7 +10,10 @@ within a couple of minutes.
 """
 
 import argparse
+import contextlib
 import hashlib
+import io
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -60,18 +63,63 @@ FUZZ = settings(
 
 def flags(command: str) -> list[argparse.Action]:
     """The options of ``pyro-vae COMMAND`` (not ``--help``)."""
+    return [a for a in subparser(command)._actions if a.option_strings and a.dest != "help"]
+
+
+def subparser(command: str) -> argparse.ArgumentParser:
     parser = build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return [a for a in sub.choices[command]._actions if a.option_strings and a.dest != "help"]
+    return sub.choices[command]
 
 
-def values(action: argparse.Action, run: Path) -> st.SearchStrategy:
-    """Bad values for ``action``: the list above, any text, and for a path the run's
-    own files."""
-    if action.nargs == 0:  # a switch: present or not
-        return st.just(None)
-    own = [str(run / name) for name in ("checkpoint.pt", "config.json", "history.json")]
-    return st.sampled_from(BAD + tuple(own)) | st.text(max_size=8)
+#: what each command needs before the fuzzed option (the option comes last and wins)
+REQUIRED = {"train": [], "sample": ["--run", "r"], "evaluate": ["--run", "r"]}
+REQUIRED |= {"complete": ["--run", "r"], "reproduce": []}
+
+
+def pairs(command: str) -> list[tuple[str, str | None]]:
+    """Every (flag, bad value) of ``command``; a switch once, without a value."""
+    return [
+        (action.option_strings[-1], value)
+        for action in flags(command)
+        for value in ((None,) if action.nargs == 0 else BAD)
+    ]
+
+
+def parses(command: str, flag: str, value: str | None) -> bool:
+    """Whether the parser takes ``flag value``; a refusal must be one line and exit 2."""
+    argv = [command, *REQUIRED[command], flag, *([] if value is None else [value])]
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            PARSER.parse_args(argv)
+    except SystemExit as stop:
+        assert stop.code == 2, (argv, err.getvalue())
+        assert err.getvalue().count("\n") == 1, (argv, err.getvalue())
+        assert err.getvalue().startswith(f"pyro-vae {command}: error: "), err.getvalue()
+        return False
+    return True
+
+
+PARSER = build_parser()
+
+
+@pytest.mark.parametrize("command", sorted(REQUIRED))
+def test_the_parser_refuses_in_one_line_or_parses(command):
+    taken = [pair for pair in pairs(command) if parses(command, *pair)]
+    # what the parser takes is what the commands below are fuzzed with; numbers
+    # out of range never reach a command
+    for flag, value in taken:
+        assert value not in ("nan", "inf", "-inf", "1e308") or flag in FREE_TEXT, (flag, value)
+
+
+#: options whose value is any text: a path, a name, a device, a list of names
+FREE_TEXT = {"--out", "--data-dir", "--dataset", "--device", "--run-dir", "--only"}
+
+
+def accepted(command: str) -> list[tuple[str, str | None]]:
+    """The (flag, bad value) pairs of ``command`` that its parser takes."""
+    return [pair for pair in pairs(command) if parses(command, *pair)]
 
 
 def contents(folder: Path) -> dict[str, str]:
@@ -103,9 +151,17 @@ def check(argv, status: int, err: str) -> None:
 
 
 def _option(data, run: Path, command: str) -> tuple[str, list[str]]:
-    action = data.draw(st.sampled_from(flags(command)), label="flag")
-    value = data.draw(values(action, run), label="value")
-    return action.dest, [action.option_strings[-1], *([] if value is None else [value])]
+    """A (flag, value) the parser takes: a bad value from the list, any text where the
+    option takes text, or one of the run's own files where it names a path."""
+    flag, value = data.draw(st.sampled_from(ACCEPTED[command]), label="pair")
+    if flag in FREE_TEXT and data.draw(st.booleans(), label="other text"):
+        own = [str(run / name) for name in ("checkpoint.pt", "config.json", "history.json")]
+        value = data.draw(st.sampled_from(own) | st.text(min_size=1, max_size=8), label="text")
+    dest = next(a.dest for a in flags(command) if flag in a.option_strings)
+    return dest, [flag, *([] if value is None else [value])]
+
+
+ACCEPTED = {command: accepted(command) for command in ("train", "sample", "evaluate", "complete")}
 
 
 @pytest.mark.filterwarnings("ignore::pyro_vae.errors.RunWarning")
@@ -160,3 +216,71 @@ def test_commands_on_a_run(command, data, runs, capsys):
         check(argv, status, err)
         if status == 2:
             assert contents(run) == before
+
+
+# --- damaged run folders ----------------------------------------------------------------
+
+
+def _edit_config(change):
+    def damage(run: Path) -> None:
+        config = json.loads((run / "config.json").read_text())
+        (run / "config.json").write_text(json.dumps(change(config)))
+
+    return damage
+
+
+def _flip_weights(run: Path) -> None:
+    data = bytearray((run / "checkpoint.pt").read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 4000] = bytes(b ^ 0x5A for b in data[middle : middle + 4000])
+    (run / "checkpoint.pt").write_bytes(bytes(data))
+
+
+def _replace_model(**model):
+    return _edit_config(lambda c: {**c, "model": {**c["model"], **model}})
+
+
+#: faults a run folder meets: edited, truncated or flipped files
+FAULTS = {
+    "config is a list": lambda run: (run / "config.json").write_text("[]"),
+    "config is null": lambda run: (run / "config.json").write_text("null"),
+    "config is a string": lambda run: (run / "config.json").write_text('"run"'),
+    "config is cut short": lambda run: (run / "config.json").write_text('{"format": "pyro'),
+    "config is binary": lambda run: (run / "config.json").write_bytes(b"\xff\xfe\x00"),
+    "model is a list": _edit_config(lambda c: {**c, "model": []}),
+    "data is a string": _edit_config(lambda c: {**c, "data": "digits"}),
+    "train is null": _edit_config(lambda c: {**c, "train": None}),
+    "z_dim is text": _replace_model(z_dim="abc"),
+    "z_dim is negative": _replace_model(z_dim=-3),
+    "image shape does not fit": _replace_model(image_shape=[3, 5]),
+    "likelihood edited": _replace_model(likelihood={"name": "gaussian", "sigma": 0.1}),
+    "epochs is text": _edit_config(lambda c: {**c, "train": {**c["train"], "epochs": "two"}}),
+    "checkpoint cut short": lambda run: (run / "checkpoint.pt").write_bytes(
+        (run / "checkpoint.pt").read_bytes()[:5000]
+    ),
+    "checkpoint bytes flipped": _flip_weights,
+    "checkpoint empty": lambda run: (run / "checkpoint.pt").write_bytes(b""),
+}
+
+COMMANDS = {
+    "sample": ["sample", "-n", "4"],
+    "evaluate": ["evaluate", "--limit", "4", "--num-samples", "2", "--no-progress"],
+    "resume": ["train", "--resume", "--epochs", "3", "--no-progress"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_a_damaged_run_folder_is_one_line_and_stays_as_it_was(
+    fault, command, digits_run, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    FAULTS[fault](run)
+    before = contents(run)
+    argv = COMMANDS[command][:1] + (["--out"] if command == "resume" else ["--run"])
+    argv += [str(run), *COMMANDS[command][1:]]
+    status, err = status_and_err(argv, capsys)
+    assert status == 2, f"{fault}: pyro-vae {' '.join(argv)} exited {status}: {err}"
+    check(argv, status, err)
+    assert contents(run) == before

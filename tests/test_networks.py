@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from pyro_vae import checkpoint
 from pyro_vae.networks import (
     Architecture,
     ConvDecoder,
@@ -117,7 +118,7 @@ def test_conv_runs_train_sample_evaluate_and_resume(tmp_path, model, few_digits)
     assert resumed["epoch"] == uninterrupted["epoch"] == [1, 2]
     for key in ("train_objective", "test_elbo"):
         assert resumed[key] == pytest.approx(uninterrupted[key], rel=1e-6), key
-    states = [torch.load(r / "checkpoint.pt", weights_only=False) for r in (run, once)]
+    states = [checkpoint.load(r / "checkpoint.pt") for r in (run, once)]
     assert states[0]["epoch"] == 2
     for key, value in states[1]["model_state"].items():
         torch.testing.assert_close(states[0]["model_state"][key], value, rtol=1e-6, atol=1e-7)

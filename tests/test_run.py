@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pyro_vae import CVAE, VAE, Regressor, TrainConfig, staging
+from pyro_vae import CVAE, VAE, Regressor, TrainConfig, checkpoint, staging
 from pyro_vae.cli import main
 from pyro_vae.errors import UsageError
 from pyro_vae.run import DataConfig, RunConfig, RunFolder, open_run, resumable
@@ -63,7 +63,7 @@ def test_open_returns_the_trained_model_its_data_and_config(digits_run):
     assert data.name == "digits" and data.binarize == "dynamic"
     assert config.model == model.config() and config.train.epochs == 2
     assert folder.checkpoint == digits_run / "checkpoint.pt"
-    state = torch.load(folder.checkpoint, weights_only=False)
+    state = checkpoint.load(folder.checkpoint)
     for key, value in state["model_state"].items():
         assert torch.equal(model.state_dict()[key], value)
     # config.json and the checkpoint hold one configuration

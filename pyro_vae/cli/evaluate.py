@@ -37,7 +37,7 @@ from pyro_vae.cli.evaluate_options import (
     check_sizes,
     naive_samples,
 )
-from pyro_vae.cli.options import check_new, writing, wrote
+from pyro_vae.cli.options import add_force, check_new, writing, wrote
 from pyro_vae.errors import UsageError
 from pyro_vae.evaluate import evaluate_dataset, mean_elbo
 from pyro_vae.gaps import decompose_gap
@@ -49,6 +49,7 @@ def add_parser(sub) -> None:
     """Register ``evaluate`` on an ``argparse`` subparsers object."""
     e = sub.add_parser("evaluate", help="importance-sampled log P(X), IWAE bounds and ELBO gap")
     add_options(e)
+    add_force(e, "evaluation")
     e.set_defaults(func=cmd_evaluate, distributed=True)
 
 

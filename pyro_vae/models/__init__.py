@@ -7,8 +7,10 @@ command line, the run folder and the evaluator then work with it unchanged.
 
 from __future__ import annotations
 
+from pyro_vae import schema
 from pyro_vae.errors import UsageError
 from pyro_vae.models.base import CAPABILITIES, Completions, Model, ModelData, Notation, Option
+from pyro_vae.models.config import constructor_parameters
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.regressor import Regressor
@@ -71,6 +73,24 @@ def model_class(kind: str, source: str = "") -> type[Model]:
     return MODELS[kind]
 
 
+def check_config(config: dict, where: str) -> None:
+    """Check a model's stored configuration (:meth:`~pyro_vae.models.base.Model.config`
+    read from a file): its kind a name and, for a registered kind, each constructor
+    argument against the constructor's annotation, none that lacks a default missing.
+
+    :param str where: the file and block (``config.json: model``), for messages.
+    :raises UsageError: naming the field.
+    """
+    kind = config.get("kind", DEFAULT_KIND)
+    if not isinstance(kind, str):
+        raise UsageError(
+            f"{where}.kind must be the name of a model, got {schema.described(kind)}; "
+            + schema.REMEDY
+        )
+    if kind in MODELS:
+        schema.check_arguments(constructor_parameters(MODELS[kind]), config, where)
+
+
 __all__ = [
     "CAPABILITIES",
     "CVAE",
@@ -85,6 +105,7 @@ __all__ = [
     "Notation",
     "Option",
     "Regressor",
+    "check_config",
     "model_class",
     "register",
 ]

@@ -57,15 +57,24 @@ def record_arguments(cls: type, stop: type) -> None:
 def accepted_arguments(cls: type) -> set[str]:
     """Names a constructor takes, following ``**kwargs`` passed on to the parent class
     (up to, not including, the contract's own ``__init__``)."""
-    names: set[str] = set()
+    return set(constructor_parameters(cls))
+
+
+def constructor_parameters(cls: type) -> dict[str, inspect.Parameter]:
+    """The named parameters of a model's constructor, ``self`` excluded, following
+    ``**kwargs`` passed on to the parent class (the first class to declare a name wins):
+    their annotations and defaults say what a stored configuration may hold."""
+    found: dict[str, inspect.Parameter] = {}
     for klass in cls.__mro__:
         if "__init__" not in klass.__dict__ or klass.__module__ == "pyro_vae.models.base":
             continue
-        parameters = inspect.signature(klass.__init__).parameters.values()
-        names |= {p.name for p in parameters if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        for p in parameters:
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                found.setdefault(p.name, p)
         if not any(p.kind is p.VAR_KEYWORD for p in parameters):
             break
-    return names
+    return found
 
 
 def plain(value: Any, where: str) -> Any:
