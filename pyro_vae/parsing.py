@@ -10,6 +10,7 @@ bounds of the ranges, and why, are in :mod:`pyro_vae.limits`.
 from __future__ import annotations
 
 import argparse
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -125,10 +126,15 @@ def positive_set(text: str) -> tuple[int, ...]:
 
 
 def path(text: str) -> Path:
-    """A file or folder name; an empty one (which names the current folder) is refused."""
+    """A file or folder name; an empty one (which names the current folder) and one with
+    control characters (a pasted carriage return, say) are refused."""
     if not text.strip():
         raise argparse.ArgumentTypeError(
             f"expected a path, got {text!r}; name the folder, or . for the current one"
+        )
+    if any(unicodedata.category(c).startswith("C") for c in text):
+        raise argparse.ArgumentTypeError(
+            f"expected a path without control characters, got {text!r}"
         )
     return Path(text)
 

@@ -80,9 +80,9 @@ def test_ais_alone_and_bdmc_on_simulated_points(run_copy, capsys):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--ais-steps", "0"], "argument --ais-steps: expected an integer >= 1, got 0"),
-        (["--ais-chains", "0"], "argument --ais-chains: expected an integer >= 1, got 0"),
-        (["--leapfrog-steps", "0"], "argument --leapfrog-steps: expected an integer >= 1"),
+        (["--ais-steps", "0"], "argument --ais-steps: expected an integer in [1, "),
+        (["--ais-chains", "0"], "argument --ais-chains: expected an integer in [1, "),
+        (["--leapfrog-steps", "0"], "argument --leapfrog-steps: expected an integer in [1, "),
         (["--ais-step-size", "0"], "expected a number in (0, 1), got 0"),
         (["--ais-step-size", "1.5"], "expected a number in (0, 1), got 1.5"),
         (["--ais-step-size", "x"], "expected a number, got 'x'"),

@@ -185,10 +185,10 @@ def test_naive_samples_0_skips_the_prior_pass(run_copy, capsys, monkeypatch, tmp
     "extra,message",
     [
         (["--num-samples", "10", "--ks", "1,50"], "--ks 50 exceeds --num-samples 10"),
-        (["--gap-decomposition", "--gap-steps", "-1"], "expected an integer >= 0, got -1"),
+        (["--gap-decomposition", "--gap-steps", "-1"], "expected an integer in [0, "),
         (
             ["--naive-samples", "-1"],
-            "argument --naive-samples: expected an integer >= 0, got -1",
+            "argument --naive-samples: expected an integer in [0, ",
         ),
     ],
 )

@@ -49,7 +49,7 @@ def snapshot(folder) -> dict:
 def test_an_empty_path_is_no_path(run_copy, capsys, argv):
     before = snapshot(run_copy)
     err = refused([a.format(run=run_copy) for a in argv], capsys)
-    assert "expected a path, got '" in err and "write . for the current folder" in err
+    assert "expected a path, got '" in err and ". for the current one" in err
     assert snapshot(run_copy) == before
 
 
@@ -75,18 +75,15 @@ def no_work(monkeypatch):
     ("options", "words"),
     [
         (["--num-samples", HUGE], f"--num-samples: expected an integer in [1, {MAX_NUM_SAMPLES}]"),
-        (["--num-samples", str(MAX_NUM_SAMPLES + 1)], f"<= {MAX_NUM_SAMPLES}, got"),
+        (["--num-samples", str(MAX_NUM_SAMPLES + 1)], f", {MAX_NUM_SAMPLES}], got"),
         (["--num-samples", "1e20"], "--num-samples: expected an integer, got '1e20'"),
         (["--num-samples", "inf"], "--num-samples: expected an integer, got 'inf'"),
         (
             ["--naive-samples", HUGE],
             f"--naive-samples: expected an integer in [0, {MAX_NUM_SAMPLES}]",
         ),
-        (["--ks", HUGE], f"--ks {HUGE} exceeds --num-samples 5000"),
-        (
-            ["--method", "ais", "--ais-steps", HUGE],
-            f"an integer in [1, {MAX_AIS_STEPS}], got {HUGE}",
-        ),
+        (["--ks", HUGE], f"--ks: expected integers <= 1048576, got '{HUGE}'"),
+        (["--method", "ais", "--ais-steps", HUGE], f"in [1, {MAX_AIS_STEPS}], got {HUGE}"),
         (["--method", "ais", "--ais-chains", HUGE], f"an integer in [1, {MAX_AIS_CHAINS}], got"),
         (["--method", "ais", "--leapfrog-steps", HUGE], f"an integer in [1, {MAX_LEAPFROG_STEPS}]"),
         (["--method", "ais", "--ais-step-size", "nan"], "expected a number in (0, 1), got nan"),
@@ -214,7 +211,7 @@ def test_complete_draws_every_condition_of_a_small_split_by_default(regressor_co
     # the default --inputs 8 is a most: all 6 conditions here, and no refusal
     assert main(["complete", "--run", str(regressor_copy)]) == 0
     assert (regressor_copy / "completions_test.png").is_file()
-    assert main(["complete", "--run", str(regressor_copy), "--inputs", "6"]) == 0
+    assert main(["complete", "--run", str(regressor_copy), "--inputs", "6", "--force"]) == 0
 
 
 # --- reproduce ---------------------------------------------------------------------------

@@ -185,7 +185,7 @@ def test_a_buffer_gone_non_finite_stops_training_before_the_checkpoint(toy_binar
         (lambda c: c["data"].update(dataset="cifar"), "data.dataset 'cifar' is not a data set"),
         (lambda c: c["train"].update(epochs="3"), "train.epochs must be an integer, got '3'"),
         (lambda c: c["train"].update(lr=None), "train.lr must be a number, got null"),
-        (lambda c: c["train"].update(lr=-1), "train: lr must be a finite number > 0, got -1"),
+        (lambda c: c["train"].update(lr=-1), "train: lr must be a finite number in (0, 1], got -1"),
         (lambda c: c.update(train=None), "train must be an object of settings, not null"),
         (lambda c: c.update(pyro_vae_version=2), "pyro_vae_version must be a string, got 2"),
     ],
@@ -262,7 +262,7 @@ def _pop(key):
         ),
         (
             lambda s: s["config"]["train"].update(batch_size=0),
-            "config.train: batch_size must be at least 1, got 0",
+            "config.train: batch_size must be an integer of at least 1, got 0",
             "run",
         ),
     ],

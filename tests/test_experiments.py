@@ -74,7 +74,7 @@ def test_reproduce_collect_rebuilds_the_page_and_leaves_docs_alone(quick_results
     capsys.readouterr()
     empty = quick_results / "nothing-here"
     assert main(["reproduce", "--collect", "--only", "ring", "--out", str(empty)]) == 2
-    assert "--collect: no results of ring" in capsys.readouterr().err
+    assert f"--collect: {empty} is not a folder" in capsys.readouterr().err
 
 
 def test_reproduce_results_do_not_depend_on_the_jobs(quick_results, tmp_path):

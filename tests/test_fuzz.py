@@ -49,8 +49,8 @@ BAD = (
     "😀",
 )
 
-#: examples per subcommand: about a second each where the values are accepted
-EXAMPLES = 40
+#: examples per subcommand beyond the exhaustive pass: about a second each
+EXAMPLES = 15
 
 FUZZ = settings(
     max_examples=EXAMPLES,
@@ -150,31 +150,20 @@ def check(argv, status: int, err: str) -> None:
         assert "Traceback" not in err
 
 
-def _option(data, run: Path, command: str) -> tuple[str, list[str]]:
-    """A (flag, value) the parser takes: a bad value from the list, any text where the
-    option takes text, or one of the run's own files where it names a path."""
-    flag, value = data.draw(st.sampled_from(ACCEPTED[command]), label="pair")
-    if flag in FREE_TEXT and data.draw(st.booleans(), label="other text"):
-        own = [str(run / name) for name in ("checkpoint.pt", "config.json", "history.json")]
-        value = data.draw(st.sampled_from(own) | st.text(min_size=1, max_size=8), label="text")
-    dest = next(a.dest for a in flags(command) if flag in a.option_strings)
-    return dest, [flag, *([] if value is None else [value])]
-
-
 ACCEPTED = {command: accepted(command) for command in ("train", "sample", "evaluate", "complete")}
 
 
-@pytest.mark.filterwarnings("ignore::pyro_vae.errors.RunWarning")
-@FUZZ
-@given(data=st.data())
-def test_train(data, capsys, monkeypatch):
+def _kinds(flag: str) -> list[str]:
+    """The models that take ``flag`` (every option not of a model: the VAE)."""
+    dest = next(a.dest for a in flags("train") if flag in a.option_strings)
+    return model_options().get(dest, (None, ["vae"]))[1]
+
+
+def train(flag: str, value: str | None, kind: str, capsys, monkeypatch) -> None:
+    """``pyro-vae train`` of a tiny ``kind`` run with ``flag value`` last: exit 0 or 2,
+    and nothing written anywhere on a refusal."""
     with tempfile.TemporaryDirectory() as scratch:
         monkeypatch.chdir(scratch)  # a relative --out lands here
-        out = Path(scratch) / "run"
-        dest, option = _option(data, out, "train")
-        # a model that takes the option, and the options that model needs
-        kinds = model_options().get(dest, (None, ["vae"]))[1]
-        kind = data.draw(st.sampled_from(kinds), label="model")
         needed = [
             arg
             for o in MODELS[kind].options
@@ -182,11 +171,37 @@ def test_train(data, capsys, monkeypatch):
             for arg in (o.flag, o.choices[-1] if o.choices else "1")
         ]
         argv = ["train", *FAST, "--epochs", "1", "--no-progress", "--model", kind, *needed]
-        argv += ["--out", str(out), *option]
+        argv += ["--out", str(Path(scratch) / "run"), flag, *([] if value is None else [value])]
         status, err = status_and_err(argv, capsys)
         check(argv, status, err)
-        if status == 2:  # nothing written anywhere
+        if status == 2:
             assert not list(Path(scratch).iterdir())
+
+
+#: the commands that read a run, and what keeps them cheap
+ON_A_RUN = {
+    "sample": ["--out", "{scratch}/s.png", "-n", "4"],
+    "complete": ["--out", "{scratch}/c.png", "--inputs", "2", "-n", "2"],
+    "evaluate": ["--limit", "4", "--num-samples", "2", "--naive-samples", "0", "--no-progress"],
+}
+
+
+def on_a_run(command: str, flag: str, value, source: Path, capsys) -> None:
+    """``pyro-vae COMMAND`` on a copy of the run in ``source`` with ``flag value`` last:
+    exit 0 or 2, and the run folder as it was on a refusal. ``value`` may be a function
+    of the copy's folder."""
+    with tempfile.TemporaryDirectory() as scratch:
+        run = Path(scratch) / "run"
+        shutil.copytree(source, run)
+        value = value(run) if callable(value) else value
+        base = [a.format(scratch=scratch) for a in ON_A_RUN[command]]
+        argv = [command, "--run", str(run), *base, "--force"]
+        argv += [flag, *([] if value is None else [value])]
+        before = contents(run)
+        status, err = status_and_err(argv, capsys)
+        check(argv, status, err)
+        if status == 2:
+            assert contents(run) == before
 
 
 @pytest.fixture(scope="module")
@@ -194,28 +209,56 @@ def runs(digits_run, cvae_run):
     return {"sample": digits_run, "evaluate": digits_run, "complete": cvae_run}
 
 
+# every pair the parser takes reaches its command, once each
+
+
 @pytest.mark.filterwarnings("ignore::pyro_vae.errors.RunWarning")
-@pytest.mark.parametrize("command", ["sample", "complete", "evaluate"])
+@pytest.mark.parametrize(("flag", "value"), ACCEPTED["train"])
+def test_train_with_every_bad_value_its_parser_takes(flag, value, capsys, monkeypatch):
+    train(flag, value, _kinds(flag)[0], capsys, monkeypatch)
+
+
+@pytest.mark.filterwarnings("ignore::pyro_vae.errors.RunWarning")
+@pytest.mark.parametrize(
+    ("command", "flag", "value"), [(c, *pair) for c in ON_A_RUN for pair in ACCEPTED[c]]
+)
+def test_commands_on_a_run_with_every_bad_value_their_parsers_take(
+    command, flag, value, runs, capsys
+):
+    on_a_run(command, flag, value, runs[command], capsys)
+
+
+# and Hypothesis looks further: any text where an option takes text, a run's own
+# files, and every model that takes an option
+
+OWN = ("checkpoint.pt", "config.json", "history.json", "results.json")
+
+
+def _text(data, flag: str, value):
+    if flag not in FREE_TEXT or not data.draw(st.booleans(), label="other text"):
+        return value
+    own = st.sampled_from(OWN).map(lambda name: lambda run: str(run / name))
+    return data.draw(own | st.text(min_size=1, max_size=8), label="text")
+
+
+@pytest.mark.filterwarnings("ignore::pyro_vae.errors.RunWarning")
 @FUZZ
 @given(data=st.data())
-def test_commands_on_a_run(command, data, runs, capsys):
-    with tempfile.TemporaryDirectory() as scratch:
-        run = Path(scratch) / "run"
-        shutil.copytree(runs[command], run)
-        _, option = _option(data, run, command)
-        base = {
-            "sample": ["--out", str(Path(scratch) / "s.png"), "-n", "4"],
-            "complete": ["--out", str(Path(scratch) / "c.png"), "--inputs", "2", "-n", "2"],
-            "evaluate": ["--limit", "4", "--num-samples", "2", "--naive-samples", "0"],
-        }[command]
-        argv = [command, "--run", str(run), *base, "--force", *option]
-        if command == "evaluate":
-            argv.append("--no-progress")
-        before = contents(run)
-        status, err = status_and_err(argv, capsys)
-        check(argv, status, err)
-        if status == 2:
-            assert contents(run) == before
+def test_train_fuzzed(data, capsys, monkeypatch):
+    flag, value = data.draw(st.sampled_from(ACCEPTED["train"]), label="pair")
+    value = _text(data, flag, value)
+    value = value(Path("run")) if callable(value) else value
+    kind = data.draw(st.sampled_from(_kinds(flag)), label="model")
+    train(flag, value, kind, capsys, monkeypatch)
+
+
+@pytest.mark.filterwarnings("ignore::pyro_vae.errors.RunWarning")
+@pytest.mark.parametrize("command", sorted(ON_A_RUN))
+@FUZZ
+@given(data=st.data())
+def test_commands_on_a_run_fuzzed(command, data, runs, capsys):
+    flag, value = data.draw(st.sampled_from(ACCEPTED[command]), label="pair")
+    on_a_run(command, flag, _text(data, flag, value), runs[command], capsys)
 
 
 # --- damaged run folders ----------------------------------------------------------------

@@ -15,7 +15,7 @@ import warnings
 
 from pyro_vae import distributed
 from pyro_vae.cli import complete, evaluate, reproduce, sample, train
-from pyro_vae.cli.options import Parser
+from pyro_vae.cli.options import Parser, one_line
 from pyro_vae.distributed import SharedError
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError, Worded
 from pyro_vae.version import __version__
@@ -87,8 +87,9 @@ def flag_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
 
 
 def _said(err: BaseException, flags: dict[str, str]) -> str:
-    """An error's message, with the settings it names given as flags."""
-    return err.worded(flags) if isinstance(err, Worded) else str(err)
+    """An error's message, with the settings it names given as flags, on one line: a
+    control character it quotes from the input (a pasted carriage return) is escaped."""
+    return one_line(err.worded(flags) if isinstance(err, Worded) else str(err))
 
 
 #: seconds a rank other than 0 waits before exiting on a launch error

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import unicodedata
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -19,7 +20,13 @@ class Parser(argparse.ArgumentParser):
     """``argparse`` with one-line errors: ``pyro-vae train: error: ...`` and exit 2."""
 
     def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def one_line(text: str) -> str:
+    """``text`` with every control character escaped (``\\r`` for a carriage return): a
+    message that quotes what the user typed stays one line."""
+    return "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in text)
 
 
 def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> None:
