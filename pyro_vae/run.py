@@ -21,7 +21,7 @@ import torch
 
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
-from pyro_vae import schema
+from pyro_vae import plugins, schema
 from pyro_vae.devices import resolve_device
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_json
@@ -74,18 +74,23 @@ class RunConfig:
     :ivar model: the model's :meth:`~pyro_vae.models.base.Model.config` (its kind and
         constructor arguments).
     :ivar train: the optimization settings.
+    :ivar plugins: where a model or likelihood from outside the package came from
+        (:func:`pyro_vae.plugins.provenance`); imported again when the run is read.
     """
 
     data: DataConfig
     model: dict[str, Any]
     train: TrainConfig
     pyro_vae_version: str = __version__
+    plugins: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for ``config.json`` and the checkpoint."""
+        plugged = {"plugins": dict(self.plugins)} if self.plugins else {}
         return {
             "format": FORMAT,
             "pyro_vae_version": self.pyro_vae_version,
+            **plugged,
             "data": asdict(self.data),
             "model": dict(self.model),
             "train": asdict(self.train),
@@ -119,6 +124,7 @@ class RunConfig:
                 f"{source} records no data set or no model (a checkpoint of fit() called "
                 "from Python); load it with pyro_vae.checkpoint and evaluate it from Python"
             )
+        recorded = plugins.restore(d.get("plugins", {}), source, d["model"])  # registers them
         data = schema.mapping(d["data"], f"{source}: data")
         model = schema.mapping(d["model"], f"{source}: model")
         model.setdefault("kind", DEFAULT_KIND)  # the first runs recorded no kind
@@ -133,6 +139,7 @@ class RunConfig:
             model=model,
             train=TrainConfig.from_dict(d.get("train", {}), f"{source}: train"),
             pyro_vae_version=version,
+            plugins=recorded,
         )
         config.check(source)
         return config

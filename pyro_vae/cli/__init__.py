@@ -13,9 +13,9 @@ import sys
 import time
 import warnings
 
-from pyro_vae import distributed
+from pyro_vae import distributed, plugins
 from pyro_vae.cli import complete, evaluate, reproduce, sample, train
-from pyro_vae.cli.options import Parser, one_line
+from pyro_vae.cli.options import Parser, add_plugin, one_line, plugin_arguments
 from pyro_vae.distributed import SharedError
 from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError, Worded
 from pyro_vae.version import __version__
@@ -25,9 +25,12 @@ def build_parser() -> Parser:
     """The argument parser of every subcommand."""
     parser = Parser(prog="pyro-vae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pyro_vae {__version__}")
+    add_plugin(parser)
     sub = parser.add_subparsers(dest="command", required=True)
     for command in (train, sample, complete, evaluate, reproduce):
         command.add_parser(sub)
+    for command in sub.choices.values():
+        add_plugin(command, default=argparse.SUPPRESS)
     return parser
 
 
@@ -40,9 +43,19 @@ def main(argv: list[str] | None = None) -> int:
     launcher settings, the same on every rank, are printed by rank 0 only; other errors
     by every rank that meets them, tagged with the rank on ranks other than 0.
 
+    Models and likelihoods from outside the package (:mod:`pyro_vae.plugins`: entry
+    points, ``--plugin``, ``PYRO_VAE_PLUGINS``) are registered first, so that the
+    choices and ``--help`` name them.
+
     :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
     :returns: exit status (0 success, 1 training diverged or a failed check, 2 bad input).
     """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        plugins.discover(plugin_arguments(argv))
+    except UsageError as err:
+        print(f"pyro-vae: error: {one_line(str(err))}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     flags = flag_names(parser, args.command)

@@ -29,6 +29,33 @@ def one_line(text: str) -> str:
     return "".join(repr(c)[1:-1] if unicodedata.category(c).startswith("C") else c for c in text)
 
 
+def add_plugin(parser: argparse.ArgumentParser, default=None) -> None:
+    """``--plugin MODULE_OR_FILE`` (repeatable): models and likelihoods from outside the
+    package. :func:`pyro_vae.cli.main` reads it (:func:`plugin_arguments`) before it
+    builds the parser; here it is declared for ``--help`` and so that the parser takes it
+    before and after the subcommand."""
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=default,
+        metavar="MODULE_OR_FILE",
+        help="import a module (my_package.models) or a file (models.py) whose model and "
+        "likelihood classes join the choices; repeatable. Installed packages' entry points "
+        "(pyro_vae.models, pyro_vae.likelihoods) and PYRO_VAE_PLUGINS are read as well",
+    )
+
+
+def plugin_arguments(argv: list[str]) -> list[str]:
+    """The values of every ``--plugin`` in ``argv`` (``--plugin X`` or ``--plugin=X``)."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            found.append(arg.split("=", 1)[1])
+    return found
+
+
 def add_run(parser: argparse.ArgumentParser, what: str = "`pyro-vae train`") -> None:
     """``--run DIR`` (or ``--run-dir DIR``), the run folder a command reads.
 

@@ -19,7 +19,7 @@ import pyro
 
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
-from pyro_vae import distributed, plots, reports, staging
+from pyro_vae import distributed, plots, plugins, reports, staging
 from pyro_vae.cli.options import add_device, add_seed, writing
 from pyro_vae.engine import ENGINES
 from pyro_vae.errors import TrainingDiverged, UsageError
@@ -267,7 +267,7 @@ def _new_run(given: dict[str, Any]) -> tuple[RunConfig, Model, data_mod.Dataset]
     if "binarize" not in given and likelihood.binary:  # grey levels would be refused
         data.binarize = "dynamic"
         dataset = data_mod.binarize_dataset(dataset, data.binarize)
-    return RunConfig(data, model.config(), train), model, dataset
+    return RunConfig(data, model.config(), train, plugins=plugins.provenance(model)), model, dataset
 
 
 def _resumed_run(folder: RunFolder, given: dict[str, Any]):
@@ -301,7 +301,7 @@ def _resumed_run(folder: RunFolder, given: dict[str, Any]):
     train = replace(stored.train, **{k: given[k] for k in resumable(TrainConfig) if k in given})
     train.check()
     model = cls.from_config(stored.model)
-    return RunConfig(data, stored.model, train), model, data.load()
+    return RunConfig(data, stored.model, train, plugins=stored.plugins), model, data.load()
 
 
 def default_run_name(given: dict[str, Any]) -> str:

@@ -45,11 +45,33 @@ HIDDEN_DIMS = Option(
     default=[400],
     type=positive_list,
 )
+
+
+class RegistryNames(Sequence):
+    """The sorted names of a registry, read when asked: the choices of an option that
+    grow when a plugin registers more (:mod:`pyro_vae.plugins`)."""
+
+    def __init__(self, registry: dict[str, Any]) -> None:
+        self.registry = registry
+
+    def __getitem__(self, index):
+        return sorted(self.registry)[index]
+
+    def __len__(self) -> int:
+        return len(self.registry)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.registry
+
+    def __repr__(self) -> str:
+        return f"RegistryNames({sorted(self.registry)})"
+
+
 LIKELIHOOD = Option(
     "--likelihood",
     "P(x|z), or P(Y|z,X)",
     default="bernoulli",
-    choices=tuple(sorted(LIKELIHOODS)),
+    choices=RegistryNames(LIKELIHOODS),
     stored=lambda config: config["likelihood"]["name"],
 )
 SIGMA = Option(

@@ -1,0 +1,165 @@
+"""A model written outside the package reaches the installed ``pyro-vae``: by entry point
+(an installed package's metadata), by ``--plugin`` (a module or a file) and by
+``PYRO_VAE_PLUGINS``; a run folder remembers where its model came from, so the commands
+after ``train`` need no flag; a broken plugin is one line and exit 2.
+
+The model is the example package in ``examples/mixture_prior`` (the guide's example).
+Each route runs in a fresh process, as a user's would: the registry starts empty there.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import tomllib
+from conftest import FAST
+
+from pyro_vae.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mixture_prior"
+TRAIN = ["train", *FAST, "--epochs", "1", "--no-progress", "--model", "mogvae", "--modes", "3"]
+
+#: after training: the commands a user runs next, in a new process, without --plugin
+AFTERWARDS = textwrap.dedent(
+    """
+    import sys
+    from pyro_vae.cli import main
+    from pyro_vae import open_run
+
+    run = sys.argv[1]
+    statuses = [
+        main(["sample", "--run", run, "-n", "4"]),
+        main(["evaluate", "--run", run, "--limit", "10", "--num-samples", "5", "--no-progress"]),
+        main(["train", "--out", run, "--resume", "--epochs", "2", "--no-progress"]),
+        main(["complete", "--run", run]),
+    ]
+    model, data, config, folder = open_run(run)
+    print("STATUSES", statuses, type(model).__name__, model.modes, config.train.epochs)
+    """
+)
+
+
+def python(args, env_path=(), **env) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh process with ``env_path`` on ``PYTHONPATH``."""
+    environ = {**os.environ, **env}
+    environ["PYTHONPATH"] = os.pathsep.join([*map(str, env_path), *sys.path])
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=environ, timeout=300
+    )
+
+
+def check_afterwards(run: Path, env_path=()) -> None:
+    done = python(["-c", AFTERWARDS, str(run)], env_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # sample, evaluate and resume succeed; complete is refused (a VAE has no condition)
+    assert "STATUSES [0, 0, 0, 2] MoGVAE 3 2" in done.stdout, done.stdout[-2000:]
+    refusal = [line for line in done.stderr.splitlines() if line.startswith("pyro-vae: error")]
+    assert len(refusal) == 1 and "MoGVAE cannot complete" in refusal[0], done.stderr[-2000:]
+    assert (run / "prior_samples_4.png").is_file() and (run / "eval_n10.json").is_file()
+
+
+def test_a_plugin_file_trains_and_its_run_needs_no_flag_afterwards(tmp_path):
+    plugin = tmp_path / "mog.py"  # the one-file route: a copy of the example's model
+    plugin.write_text((EXAMPLE / "pyro_vae_mixture" / "model.py").read_text())
+    run = tmp_path / "run"
+    done = python(["-m", "pyro_vae", "--plugin", str(plugin), *TRAIN, "--out", str(run)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["plugins"] == {"model": str(plugin)}
+    check_afterwards(run)
+
+
+def _install_metadata(site: Path) -> None:
+    """What ``pip install examples/mixture_prior`` leaves for importlib.metadata: a
+    dist-info folder with the entry points of the example's pyproject.toml."""
+    project = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    info = site / f"pyro_vae_mixture-{project['version']}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {project['name']}\nVersion: {project['version']}\n"
+    )
+    groups = project["entry-points"]
+    (info / "entry_points.txt").write_text(
+        "".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items())
+            for group, points in groups.items()
+        )
+    )
+
+
+def test_an_installed_package_is_found_by_its_entry_point(tmp_path):
+    site = tmp_path / "site"
+    _install_metadata(site)
+    run = tmp_path / "run"
+    path = (site, EXAMPLE)
+    helped = python(["-m", "pyro_vae", "train", "--help"], path)
+    assert "--model {vae,cvae,regressor,hvae,vqvae,mogvae}" in helped.stdout
+    assert "--modes MODES" in helped.stdout
+    done = python(["-m", "pyro_vae", *TRAIN, "--out", str(run)], path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    recorded = json.loads((run / "config.json").read_text())["plugins"]
+    assert recorded == {"model": "pyro_vae_mixture.model"}
+    check_afterwards(run, path)
+
+
+def test_the_environment_names_plugins_too(tmp_path):
+    run = tmp_path / "run"
+    done = python(
+        ["-m", "pyro_vae", *TRAIN, "--out", str(run)],
+        (EXAMPLE,),
+        PYRO_VAE_PLUGINS="pyro_vae_mixture",
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((run / "config.json").read_text())["plugins"]["model"].startswith(
+        "pyro_vae_mixture"
+    )
+
+
+def one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("pyro-vae: error: "), err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("plugin", "words"),
+    [
+        ("{tmp}/missing.py", "the plugin file {tmp}/missing.py does not exist"),
+        ("{tmp}/raises.py", "raises.py cannot be imported: RuntimeError: broken on purpose"),
+        ("no_such_module_here", "'no_such_module_here' cannot be imported: ModuleNotFoundError"),
+    ],
+)
+def test_a_broken_plugin_is_one_line_and_exit_2(tmp_path, capsys, plugin, words):
+    (tmp_path / "raises.py").write_text('raise RuntimeError("broken on purpose")\n')
+    plugin, words = plugin.format(tmp=tmp_path), words.format(tmp=tmp_path)
+    assert main(["--plugin", plugin, "train", "--help"]) == 2
+    assert words in one_line(capsys)
+    assert main(["train", "--plugin", plugin, "--help"]) == 2  # after the command too
+    assert words in one_line(capsys)
+
+
+def test_a_broken_entry_point_is_one_line_naming_it(tmp_path):
+    info = tmp_path / "broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[pyro_vae.models]\nbad = not_a_module:Model\n")
+    done = python(["-m", "pyro_vae", "train", "--help"], (tmp_path,))
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "entry point bad = not_a_module:Model (pyro_vae.models) cannot be imported" in (
+        done.stderr
+    )
+
+
+def test_a_run_whose_plugin_is_gone_says_which_in_one_line(run_copy, capsys):
+    config = json.loads((run_copy / "config.json").read_text())
+    config["plugins"] = {"model": "/nowhere/mog.py"}
+    config["model"]["kind"] = "mogvae"  # a kind no one here registered
+    (run_copy / "config.json").write_text(json.dumps(config))
+    assert main(["sample", "--run", str(run_copy)]) == 2
+    err = one_line(capsys)
+    assert "the run's model comes from /nowhere/mog.py, which cannot be imported" in err
+    assert "pass --plugin with its module or file" in err
