@@ -36,6 +36,7 @@ from pyro_vae.evaluate import mean_elbo
 from pyro_vae.io import remove_leftovers
 from pyro_vae.memory import check_fits
 from pyro_vae.models.base import Model
+from pyro_vae.models.config import differences
 from pyro_vae.train_config import (
     BURDA_STAGES,
     LR_SCHEDULES,
@@ -146,7 +147,8 @@ def fit(
         ``config = {"model": model.config(), "train": ..., **run_config}``, the
         weights, the optimizer state, the history and the RNG states.
     :param bool resume: continue from ``checkpoint``; the settings other than
-        the :func:`resumable` fields of :class:`TrainConfig` must equal the checkpoint's.
+        the :func:`resumable` fields of :class:`TrainConfig`, and the model's
+        ``config()`` (its likelihood's included), must equal the checkpoint's.
     :param dict run_config: more plain data stored in the checkpoint's ``config``.
     :param bool progress: show a progress bar with the running objective.
 
@@ -375,7 +377,9 @@ def _load_for_resume(checkpoint, model, config: TrainConfig) -> dict[str, Any]:
         f"{k}={v!r} (checkpoint has {stored[k]!r})"
         for k, v in asdict(config).items()
         if k not in resumable(TrainConfig) and k in stored and stored[k] != v
-    ]
+    ]  # and the model's settings: its sizes, its likelihood's (a temperature, say)
+    mine, theirs = model.config(), state["config"].get("model", {})
+    changed += [f"{k}={a!r} (checkpoint has {b!r})" for k, a, b in differences(mine, theirs)]
     if changed:
         raise UsageError(
             f"cannot resume {checkpoint} with different settings: {', '.join(changed)}. "

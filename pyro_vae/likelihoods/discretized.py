@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -128,6 +128,8 @@ class DiscretizedLogistic(Likelihood):
     """
 
     name = "discretized-logistic"
+    #: values in [0, 1]; :meth:`check_data` also checks that they are grey levels
+    support = constraints.unit_interval
     discrete = True
     params_per_dim = 2
 
@@ -139,7 +141,7 @@ class DiscretizedLogistic(Likelihood):
         self.min_scale = float(min_scale)
 
     @property
-    def support(self) -> str:  # type: ignore[override]
+    def support_text(self) -> str:
         return f"grey levels k / {self.levels - 1} for integer k in [0, {self.levels - 1}]"
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
@@ -151,7 +153,7 @@ class DiscretizedLogistic(Likelihood):
         return _split(out, 2)[0].clamp(0, 1)
 
     def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        self._check_interval(x, what, 0.0, 1.0, "Scale pixels to [0, 1].")
+        super().check_data(x, what)
         off = (~_GreyLevels(self.levels).check(x)).sum().item()
         if off:
             self._reject(
@@ -161,6 +163,3 @@ class DiscretizedLogistic(Likelihood):
                 "Use the data set's own number of grey levels (levels=...), do not dequantize "
                 "data for a discrete likelihood, or pick a continuous likelihood.",
             )
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "levels": self.levels, "min_scale": self.min_scale}

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from torch import nn
 from torch.nn import functional as F
 
@@ -25,7 +26,7 @@ class _LocScale(Likelihood):
     """
 
     family: ClassVar[type]
-    support = "finite real values"
+    support = constraints.real
 
     def __init__(self, scale: float | str, min_scale: float, init_scale: float) -> None:
         super().__init__()

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pyro.distributions as dist
 import torch
+from pyro.distributions import constraints
 from torch.autograd.function import once_differentiable
 from torch.distributions.transforms import AffineTransform
 from torch.nn import functional as F
@@ -86,28 +85,13 @@ class Bernoulli(Likelihood):
     """
 
     name = "bernoulli"
-    support = "binary data (0 or 1)"
-    discrete = True
-    binary = True
+    support = constraints.boolean
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
         return BernoulliPixels(out)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(out)
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        super().check_data(x, what)
-        non_binary = ((x != 0) & (x != 1)).sum().item()
-        if non_binary:
-            self._reject(
-                x,
-                what,
-                f"{non_binary} values that are neither 0 nor 1",
-                "Binarize it (set {binarize} to static or dynamic), or pick a likelihood for "
-                "grey levels (set {likelihood} to gaussian, continuous-bernoulli, beta, ...).",
-                settings=("binarize", "likelihood"),
-            )
 
 
 class ContinuousBernoulli(Likelihood):
@@ -121,13 +105,10 @@ class ContinuousBernoulli(Likelihood):
     """
 
     name = "continuous-bernoulli"
-    support = "grey levels in [0, 1]"
+    support = constraints.unit_interval
 
     def forward(self, out: torch.Tensor) -> dist.TorchDistribution:
         return dist.ContinuousBernoulli(logits=out).to_event(1)
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        self._check_interval(x, what, 0.0, 1.0, "Scale pixels to [0, 1].")
 
 
 class Beta(Likelihood):
@@ -144,7 +125,8 @@ class Beta(Likelihood):
     """
 
     name = "beta"
-    support = "grey levels in [0, 1]"
+    #: the closed interval: 0 and 1 are squeezed into (eps, 1 - eps)
+    support = constraints.unit_interval
     params_per_dim = 2
 
     def __init__(self, eps: float = 1e-3, min_concentration: float = 1e-2) -> None:
@@ -168,9 +150,3 @@ class Beta(Likelihood):
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         a, b = self.concentrations(out)
         return (a / (a + b) - self.eps) / (1 - 2 * self.eps)
-
-    def check_data(self, x: torch.Tensor, what: str = "data") -> None:
-        self._check_interval(x, what, 0.0, 1.0, "Scale pixels to [0, 1].")
-
-    def config(self) -> dict[str, Any]:
-        return {"name": self.name, "eps": self.eps, "min_concentration": self.min_concentration}

@@ -100,3 +100,22 @@ def plain(value: Any, where: str) -> Any:
         "cannot store it; pass numbers, strings, lists or dicts, or declare it in "
         "Model.components with a factory"
     )
+
+
+def differences(mine: dict[str, Any], stored: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """The settings in which a model's :meth:`~pyro_vae.models.base.Model.config` differs
+    from a stored one: ``(key, mine, stored)``, nested settings (a likelihood's) named
+    ``likelihood.temperature``. A setting that either side lacks (one added to the
+    constructor since the file was written) or that the two hold in different forms is
+    left out: only values that can be compared are.
+    """
+    found = []
+    for key, value in mine.items():
+        if key not in stored:
+            continue
+        theirs = stored[key]
+        if isinstance(value, dict) and isinstance(theirs, dict):
+            found += [(f"{key}.{k}", a, b) for k, a, b in differences(value, theirs)]
+        elif isinstance(value, dict) == isinstance(theirs, dict) and value != theirs:
+            found.append((key, value, theirs))
+    return found
