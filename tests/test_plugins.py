@@ -22,6 +22,7 @@ from pyro_vae.cli import main
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "mixture_prior"
 TRAIN = ["train", *FAST, "--epochs", "1", "--no-progress", "--model", "mogvae", "--modes", "3"]
+TRAIN += ["--likelihood", "student-t"]
 
 #: after training: the commands a user runs next, in a new process, without --plugin
 AFTERWARDS = textwrap.dedent(
@@ -39,6 +40,7 @@ AFTERWARDS = textwrap.dedent(
     ]
     model, data, config, folder = open_run(run)
     print("STATUSES", statuses, type(model).__name__, model.modes, config.train.epochs)
+    print("LIKELIHOOD", model.likelihood.config())
     """
 )
 
@@ -57,18 +59,23 @@ def check_afterwards(run: Path, env_path=()) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     # sample, evaluate and resume succeed; complete is refused (a VAE has no condition)
     assert "STATUSES [0, 0, 0, 2] MoGVAE 3 2" in done.stdout, done.stdout[-2000:]
+    assert "LIKELIHOOD {'name': 'student-t', 'df': 3.0, 'scale': 0.1}" in done.stdout
     refusal = [line for line in done.stderr.splitlines() if line.startswith("pyro-vae: error")]
     assert len(refusal) == 1 and "MoGVAE cannot complete" in refusal[0], done.stderr[-2000:]
     assert (run / "prior_samples_4.png").is_file() and (run / "eval_n10.json").is_file()
 
 
 def test_a_plugin_file_trains_and_its_run_needs_no_flag_afterwards(tmp_path):
-    plugin = tmp_path / "mog.py"  # the one-file route: a copy of the example's model
-    plugin.write_text((EXAMPLE / "pyro_vae_mixture" / "model.py").read_text())
+    # the one-file route: copies of the example's model and likelihood, one file each
+    model, likelihood = tmp_path / "mog.py", tmp_path / "student.py"
+    model.write_text((EXAMPLE / "pyro_vae_mixture" / "model.py").read_text())
+    likelihood.write_text((EXAMPLE / "pyro_vae_mixture" / "likelihood.py").read_text())
     run = tmp_path / "run"
-    done = python(["-m", "pyro_vae", "--plugin", str(plugin), *TRAIN, "--out", str(run)])
+    plugins = ["--plugin", str(model), "--plugin", str(likelihood)]
+    done = python(["-m", "pyro_vae", *plugins, *TRAIN, "--out", str(run)])
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((run / "config.json").read_text())["plugins"] == {"model": str(plugin)}
+    recorded = json.loads((run / "config.json").read_text())["plugins"]
+    assert recorded == {"model": str(model), "likelihood": str(likelihood)}
     check_afterwards(run)
 
 
@@ -97,11 +104,15 @@ def test_an_installed_package_is_found_by_its_entry_point(tmp_path):
     path = (site, EXAMPLE)
     helped = python(["-m", "pyro_vae", "train", "--help"], path)
     assert "--model {vae,cvae,regressor,hvae,vqvae,mogvae}" in helped.stdout
+    assert "student-t" in helped.stdout
     assert "--modes MODES" in helped.stdout
     done = python(["-m", "pyro_vae", *TRAIN, "--out", str(run)], path)
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = json.loads((run / "config.json").read_text())["plugins"]
-    assert recorded == {"model": "pyro_vae_mixture.model"}
+    assert recorded == {
+        "model": "pyro_vae_mixture.model",
+        "likelihood": "pyro_vae_mixture.likelihood",
+    }
     check_afterwards(run, path)
 
 
