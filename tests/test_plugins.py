@@ -174,3 +174,10 @@ def test_a_run_whose_plugin_is_gone_says_which_in_one_line(run_copy, capsys):
     err = one_line(capsys)
     assert "the run's model comes from /nowhere/mog.py, which cannot be imported" in err
     assert "pass --plugin with its module or file" in err
+
+
+def test_the_guide_shows_the_example_packages_entry_points():
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide.md").read_text()
+    shown = guide.split("```toml\n", 1)[1].split("```", 1)[0]
+    declared = tomllib.loads((EXAMPLE / "pyproject.toml").read_text())["project"]
+    assert tomllib.loads(shown)["project"]["entry-points"] == declared["entry-points"]
