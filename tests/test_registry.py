@@ -1,0 +1,140 @@
+"""A user's own models and likelihoods: registering a class again replaces it (a re-run
+notebook cell), another class under a taken name is refused, an option that a run could
+not read back is refused at registration; and commands run from Python raise."""
+
+import pytest
+
+from pyro_vae import VAE, UsageError
+from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.models import MODELS, Option, register
+from pyro_vae.parsing import size
+
+
+@pytest.fixture(autouse=True)
+def registries():
+    """Every registration a test makes is undone after it."""
+    models, likelihoods = dict(MODELS), dict(LIKELIHOODS)
+    yield
+    MODELS.clear()
+    MODELS.update(models)
+    LIKELIHOODS.clear()
+    LIKELIHOODS.update(likelihoods)
+
+
+def run_cell(source: str) -> dict:
+    """Run ``source`` as a notebook runs a cell: in a module named ``__main__``."""
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, "<cell>", "exec"), namespace)
+    return namespace
+
+
+MODEL_CELL = """
+from pyro_vae.models import VAE, Option, register
+from pyro_vae.parsing import size
+
+@register
+class MoGVAE(VAE):
+    kind = "mogvae"
+    options = (*VAE.options, Option("--components", "mixture components", default=10, type=int))
+
+    def __init__(self, x_dim, components=10, **kwargs):
+        super().__init__(x_dim, **kwargs)
+        self.components = components
+"""
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def test_running_a_cell_again_replaces_its_model():
+    first = run_cell(MODEL_CELL)["MoGVAE"]
+    assert register(first) is first and MODELS["mogvae"] is first  # the same class again
+    second = run_cell(MODEL_CELL)["MoGVAE"]  # a new class object of the same name
+    assert second is not first
+    assert MODELS["mogvae"] is second
+    assert list(MODELS).count("mogvae") == 1
+    # the cell edited: its option parses otherwise, which no other kind's declaration
+    # contradicts (only the entry it replaces)
+    edited = run_cell(MODEL_CELL.replace("type=int", "type=size"))["MoGVAE"]
+    assert MODELS["mogvae"] is edited and edited.options[-1].type is size
+
+
+def test_another_class_under_a_taken_kind_is_refused_naming_both():
+    mine = run_cell(MODEL_CELL)["MoGVAE"]
+
+    class MoGVAE(VAE):  # the same name, defined elsewhere (here: this test module)
+        kind = "mogvae"
+
+    message = (
+        "kind 'mogvae' already belongs to MoGVAE (module __main__); cannot register "
+        "test_another_class_under_a_taken_kind_is_refused_naming_both.<locals>.MoGVAE "
+        "(module test_registry) under it: give it a kind of its own"
+    )
+    with pytest.raises(UsageError) as refused:
+        register(MoGVAE)
+    assert str(refused.value) == message
+    assert MODELS["mogvae"] is mine
+
+
+def test_a_builtin_kind_is_not_replaced_by_a_users_class():
+    builtin = MODELS["vae"]
+    cell = "from pyro_vae.models import Model\nclass VAE(Model):\n    kind = 'vae'\n"
+    with pytest.raises(UsageError, match=r"kind 'vae' already belongs to VAE \(module "):
+        register(run_cell(cell)["VAE"])
+
+    class Tuned(VAE):
+        kind = "vae"
+
+    with pytest.raises(UsageError, match=r"belongs to VAE \(module pyro_vae\.models\.vae\)"):
+        register(Tuned)
+    assert MODELS["vae"] is builtin
+
+
+def test_every_builtin_model_registers_again_as_itself():
+    before = dict(MODELS)
+    for cls in before.values():  # their options name constructor arguments, or say how
+        assert register(cls) is cls  # to read the value back
+    assert MODELS == before
+
+
+class Mixture(VAE):
+    """A model whose constructor argument ``num_components`` does not match its flag."""
+
+    kind = "mixture"
+
+    def __init__(self, x_dim, num_components=10, **kwargs):
+        super().__init__(x_dim, **kwargs)
+        self.num_components = num_components
+
+
+def test_an_option_that_a_run_could_not_read_back_is_refused_at_registration():
+    components = Option("--components", "mixture components", default=10, type=size)
+    Mixture.options = (*VAE.options, components)
+    try:
+        with pytest.raises(UsageError) as refused:
+            register(Mixture)
+        message = str(refused.value)
+        assert message.startswith(
+            "Mixture declares --components, but its name 'components' is no argument of "
+            "Mixture.__init__ (x_dim, num_components, z_dim, "
+        )
+        assert "name the flag after the constructor argument that takes the value" in message
+        assert 'pass argument="..." to Option' in message and "stored=" in message
+        assert "\n" not in message and "mixture" not in MODELS
+
+        wrong = Option("--components", "mixture components", type=size, argument="count")
+        Mixture.options = (wrong,)
+        with pytest.raises(UsageError, match=r"argument='count' is no argument of Mixture"):
+            register(Mixture)
+
+        # either way out works, and --resume then compares with the run's own value
+        stored = Mixture(4, num_components=5).config()
+        for fixed in (
+            Option("--components", "mixture components", type=size, argument="num_components"),
+            Option("--components", "components", stored=lambda c: c["num_components"]),
+        ):
+            Mixture.options = (*VAE.options, fixed)
+            assert register(Mixture) is Mixture
+            assert fixed.value_in(stored) == 5
+    finally:
+        del Mixture.options
