@@ -36,6 +36,7 @@ from pyro_vae.likelihoods import (
     Laplace,
     Likelihood,
     get_likelihood,
+    register_likelihood,
 )
 from pyro_vae.models import CVAE, MODELS, VAE, Model, ModelData, Regressor, register
 from pyro_vae.networks import MLP, GaussianEncoder
@@ -100,4 +101,5 @@ __all__ = [
     "mean_elbo",
     "open_run",
     "register",
+    "register_likelihood",
 ]

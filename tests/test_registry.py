@@ -4,8 +4,15 @@ not read back is refused at registration; and commands run from Python raise."""
 
 import pytest
 
+import pyro_vae
 from pyro_vae import VAE, UsageError
-from pyro_vae.likelihoods import LIKELIHOODS
+from pyro_vae.likelihoods import (
+    LIKELIHOODS,
+    Gaussian,
+    Likelihood,
+    get_likelihood,
+    register_likelihood,
+)
 from pyro_vae.models import MODELS, Option, register
 from pyro_vae.parsing import size
 
@@ -138,3 +145,66 @@ def test_an_option_that_a_run_could_not_read_back_is_refused_at_registration():
             assert fixed.value_in(stored) == 5
     finally:
         del Mixture.options
+
+
+# -- likelihoods --------------------------------------------------------------------------
+
+LIKELIHOOD_CELL = """
+import pyro.distributions as dist
+from pyro_vae.likelihoods import Likelihood, register_likelihood
+
+@register_likelihood
+class StudentT(Likelihood):
+    name = "student-t"
+    support = "finite real values"
+
+    def forward(self, out):
+        return dist.StudentT(3.0, out, 0.1).to_event(1)
+"""
+
+
+def test_the_likelihood_registry_replaces_a_class_defined_again_and_refuses_another():
+    assert pyro_vae.register_likelihood is register_likelihood
+    first = run_cell(LIKELIHOOD_CELL)["StudentT"]
+    assert register_likelihood(first) is first and LIKELIHOODS["student-t"] is first
+    second = run_cell(LIKELIHOOD_CELL)["StudentT"]
+    assert LIKELIHOODS["student-t"] is second and second is not first
+    assert type(get_likelihood("student-t")) is second
+    # a model with it stores its name, and its stored configuration finds it again
+    config = VAE(4, likelihood=second()).config()
+    assert config["likelihood"] == {"name": "student-t"}
+    assert type(VAE.from_config(config).likelihood) is second
+
+    class StudentT(Likelihood):
+        name = "student-t"
+        support = "anything"
+
+    with pytest.raises(UsageError) as refused:
+        register_likelihood(StudentT)
+    assert str(refused.value) == (
+        "likelihood name 'student-t' already belongs to StudentT (module __main__); cannot "
+        "register test_the_likelihood_registry_replaces_a_class_defined_again_and_refuses_"
+        "another.<locals>.StudentT (module test_registry) under it: give it a name of its own"
+    )
+    assert LIKELIHOODS["student-t"] is second
+
+
+def test_the_likelihood_registry_protects_the_builtin_names_and_wants_a_name():
+    class Narrow(Gaussian):
+        name = "gaussian"
+
+    with pytest.raises(
+        UsageError, match=r"'gaussian' already belongs to Gaussian \(module pyro_vae\.like"
+    ):
+        register_likelihood(Narrow)
+    assert LIKELIHOODS["gaussian"] is Gaussian
+
+    class Unnamed(Gaussian):
+        pass
+
+    with pytest.raises(UsageError, match=r"sets no name of its own \(it inherits 'gaussian'"):
+        register_likelihood(Unnamed)
+    with pytest.raises(UsageError, match=r"is not a subclass of pyro_vae\.likelihoods\.Likelihood"):
+        register_likelihood(VAE)
+    for cls in dict(LIKELIHOODS).values():
+        assert register_likelihood(cls) is cls
