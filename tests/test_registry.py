@@ -208,3 +208,13 @@ def test_the_likelihood_registry_protects_the_builtin_names_and_wants_a_name():
         register_likelihood(VAE)
     for cls in dict(LIKELIHOODS).values():
         assert register_likelihood(cls) is cls
+
+
+def test_what_a_model_needs_is_exported_from_the_models_package():
+    import pyro_vae.models as models
+    from pyro_vae.models import options
+
+    for name in ("architecture", "guide_family_from_options", "likelihood_from_options"):
+        assert name in models.__all__ and getattr(models, name) is getattr(options, name)
+        assert ":raises UsageError:" in getattr(models, name).__doc__
+    assert "Option" in models.__all__

@@ -2,7 +2,10 @@
 
 A new model is a subclass of :class:`~pyro_vae.models.base.Model` in its own file plus
 one entry in :data:`MODELS` (or a call to :func:`register` from your own code); the
-command line, the run folder and the evaluator then work with it unchanged.
+command line, the run folder and the evaluator then work with it unchanged. What such a
+subclass needs is exported here: :class:`Option` for its ``pyro-vae train`` options, and
+:func:`likelihood_from_options`, :func:`guide_family_from_options` and
+:func:`architecture` for building its parts in ``from_options`` as the built-in models do.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pyro_vae.models.base import CAPABILITIES, Completions, Model, ModelData, No
 from pyro_vae.models.config import constructor_parameters
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.hvae import HVAE
+from pyro_vae.models.options import architecture, guide_family_from_options, likelihood_from_options
 from pyro_vae.models.regressor import Regressor
 from pyro_vae.models.vae import VAE
 from pyro_vae.models.vqvae import VQVAE
@@ -150,7 +154,10 @@ __all__ = [
     "Notation",
     "Option",
     "Regressor",
+    "architecture",
     "check_config",
+    "guide_family_from_options",
+    "likelihood_from_options",
     "model_class",
     "register",
 ]
