@@ -13,9 +13,10 @@ from pyro_vae.ais import (
     bdmc,
     bdmc_dataset,
 )
+from pyro_vae.cli import run_command
 from pyro_vae.data import Dataset, binarize_batch, dequantize, load
 from pyro_vae.engine import Engine, make_engine
-from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.errors import CommandFailed, TrainingDiverged, UsageError
 from pyro_vae.evaluate import (
     DatasetEvaluation,
     IWAEBounds,
@@ -58,6 +59,7 @@ __all__ = [
     "BDMCResult",
     "Bernoulli",
     "Beta",
+    "CommandFailed",
     "ContinuousBernoulli",
     "DataConfig",
     "Dataset",
@@ -102,4 +104,5 @@ __all__ = [
     "open_run",
     "register",
     "register_likelihood",
+    "run_command",
 ]

@@ -3,9 +3,12 @@ notebook cell), another class under a taken name is refused, an option that a ru
 not read back is refused at registration; and commands run from Python raise."""
 
 import pytest
+from conftest import FAST
 
 import pyro_vae
-from pyro_vae import VAE, UsageError
+from pyro_vae import VAE, CommandFailed, TrainingDiverged, UsageError, run_command
+from pyro_vae.cli import main
+from pyro_vae.cli import sample as sample_command
 from pyro_vae.likelihoods import (
     LIKELIHOODS,
     Gaussian,
@@ -208,6 +211,76 @@ def test_the_likelihood_registry_protects_the_builtin_names_and_wants_a_name():
         register_likelihood(VAE)
     for cls in dict(LIKELIHOODS).values():
         assert register_likelihood(cls) is cls
+
+
+# -- commands from Python -----------------------------------------------------------------
+
+
+def test_a_command_run_from_python_returns_on_success(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", *FAST, "--epochs", "1", "--no-progress", "--out", str(out)]
+    assert run_command(argv) is None
+    assert (out / "checkpoint.pt").exists()
+    assert f"pyro-vae: wrote {out}" in capsys.readouterr().out
+    picture = tmp_path / "s.png"
+    assert run_command(f"sample --run {out} -n 4 --out {picture}") is None  # a string
+    assert picture.exists() and capsys.readouterr().out == f"pyro-vae: wrote {picture}\n"
+    assert run_command(["--version"]) is None  # --help and --version print and return
+    assert capsys.readouterr().out.startswith("pyro_vae ")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--epochs", "0"],  # refused by the parser
+        ["train", "--dataset", "digits", "--nope"],
+        ["train", "--dataset", "digits", "--sigma", "0.5"],  # refused by the library
+        ["sample", "--run", "no-such-run"],
+    ],
+)
+def test_a_command_run_from_python_raises_the_line_the_command_line_prints(
+    argv, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError) as refused:
+        run_command(argv)
+    message = str(refused.value)
+    assert capsys.readouterr() == ("", "")  # it prints nothing, no traceback, no line
+    assert "\n" not in message and not message.startswith("pyro-vae")
+    assert refused.value.__suppress_context__ or refused.value.__context__ is None
+    try:  # the command line prints the same message, and exits with status 2
+        status = main(argv)
+    except SystemExit as exit_info:
+        status = exit_info.code
+    assert status == 2
+    assert capsys.readouterr().err.rstrip("\n").endswith(f"error: {message}")
+
+
+def test_an_error_names_the_flags_and_the_help(tmp_path):
+    with pytest.raises(UsageError) as refused:
+        run_command(["train", "--epochs", "0"])
+    assert str(refused.value) == (
+        "argument --epochs: expected an integer in [1, 1000000], got 0 (see pyro-vae train --help)"
+    )
+    with pytest.raises(UsageError, match=r"^--sigma sets the scale .* choose --likelihood"):
+        run_command(["train", "--dataset", "digits", "--sigma", "0.5", "--out", str(tmp_path)])
+
+
+def test_a_nonzero_status_without_an_error_and_a_divergence_are_raised(monkeypatch, capsys):
+    monkeypatch.setattr(sample_command, "cmd_sample", lambda args: 1)
+    with pytest.raises(CommandFailed, match="pyro-vae sample ended with exit status 1") as failed:
+        run_command(["sample", "--run", "r"])
+    assert failed.value.status == 1
+    assert main(["sample", "--run", "r"]) == 1
+
+    def diverge(args):
+        raise TrainingDiverged("the loss of {run} became NaN", settings=("run",))
+
+    monkeypatch.setattr(sample_command, "cmd_sample", diverge)
+    with pytest.raises(TrainingDiverged, match=r"^the loss of --run became NaN$"):
+        run_command(["sample", "--run", "r"])
+    assert main(["sample", "--run", "r"]) == 1
+    assert capsys.readouterr().err == "pyro-vae: the loss of --run became NaN\n"
 
 
 def test_what_a_model_needs_is_exported_from_the_models_package():
