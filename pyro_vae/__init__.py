@@ -13,9 +13,10 @@ from pyro_vae.ais import (
     bdmc,
     bdmc_dataset,
 )
+from pyro_vae.cli import run_command
 from pyro_vae.data import Dataset, binarize_batch, dequantize, load
 from pyro_vae.engine import Engine, make_engine
-from pyro_vae.errors import TrainingDiverged, UsageError
+from pyro_vae.errors import CommandFailed, TrainingDiverged, UsageError
 from pyro_vae.evaluate import (
     DatasetEvaluation,
     IWAEBounds,
@@ -36,6 +37,7 @@ from pyro_vae.likelihoods import (
     Laplace,
     Likelihood,
     get_likelihood,
+    register_likelihood,
 )
 from pyro_vae.models import CVAE, MODELS, VAE, Model, ModelData, Regressor, register
 from pyro_vae.networks import MLP, GaussianEncoder
@@ -57,6 +59,7 @@ __all__ = [
     "BDMCResult",
     "Bernoulli",
     "Beta",
+    "CommandFailed",
     "ContinuousBernoulli",
     "DataConfig",
     "Dataset",
@@ -100,4 +103,6 @@ __all__ = [
     "mean_elbo",
     "open_run",
     "register",
+    "register_likelihood",
+    "run_command",
 ]

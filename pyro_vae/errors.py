@@ -50,6 +50,19 @@ class TrainingDiverged(Worded, RuntimeError):
     """
 
 
+class CommandFailed(RuntimeError):
+    """A command run from Python (:func:`pyro_vae.cli.run_command`) ended with a nonzero
+    exit status without raising: a failed consistency check of ``pyro-vae evaluate`` or
+    a failed experiment of ``pyro-vae reproduce``, whose errors the command printed.
+
+    :ivar status: the exit status the command line would have exited with.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class WriteFailed(Worded, OSError):
     """A file could not be written (a full disk, a quota, a lost mount); the file it was
     to replace is left as it was. The command line prints it as one line, exit status 2;

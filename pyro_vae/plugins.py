@@ -36,7 +36,7 @@ from types import ModuleType
 
 from pyro_vae import schema
 from pyro_vae.errors import UsageError
-from pyro_vae.likelihoods import LIKELIHOODS, Likelihood
+from pyro_vae.likelihoods import LIKELIHOODS, Likelihood, register_likelihood
 from pyro_vae.models import MODELS, Model, register
 
 #: entry-point groups: models, likelihoods
@@ -111,26 +111,6 @@ def _register_class(cls: type, spec: str) -> None:
             register_likelihood(cls)
     except UsageError as err:
         raise PluginError(f"the plugin {spec}: {err}") from err
-
-
-def register_likelihood(cls: type[Likelihood]) -> type[Likelihood]:
-    """Add a likelihood class to :data:`~pyro_vae.likelihoods.LIKELIHOODS` under its
-    ``name`` (the same class again replaces its entry).
-
-    :raises UsageError: if the name belongs to another class.
-    """
-    taken = LIKELIHOODS.get(cls.name)
-    if taken is not None and _identity(taken) != _identity(cls):
-        raise UsageError(
-            f"likelihood name {cls.name!r} already belongs to {taken.__module__}."
-            f"{taken.__qualname__}; give {cls.__qualname__} another name"
-        )
-    LIKELIHOODS[cls.name] = cls
-    return cls
-
-
-def _identity(cls: type) -> tuple[str, str]:
-    return cls.__module__, cls.__qualname__
 
 
 def discover(plugins: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> None:
@@ -242,6 +222,5 @@ __all__ = [
     "load",
     "origin",
     "provenance",
-    "register_likelihood",
     "restore",
 ]

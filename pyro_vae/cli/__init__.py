@@ -3,27 +3,33 @@
 One module per subcommand, each holding its parser and its command. Bad input (unknown
 names, out-of-range numbers, unusable data, a mismatched run folder) prints one
 ``pyro-vae: error: ...`` line on standard error and exits with status 2; a diverged
-run or a failed consistency check exits 1.
+run or a failed consistency check exits 1. From Python, :func:`run_command` runs the
+same commands and raises those errors instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 
 from pyro_vae import distributed, plugins
 from pyro_vae.cli import complete, evaluate, reproduce, sample, train
 from pyro_vae.cli.options import Parser, add_plugin, one_line, plugin_arguments
 from pyro_vae.distributed import SharedError
-from pyro_vae.errors import RunWarning, TrainingDiverged, UsageError, Worded
+from pyro_vae.errors import CommandFailed, RunWarning, TrainingDiverged, UsageError, Worded
 from pyro_vae.version import __version__
 
 
-def build_parser() -> Parser:
-    """The argument parser of every subcommand."""
-    parser = Parser(prog="pyro-vae", description=__doc__.splitlines()[0])
+def build_parser(parser_class: type[Parser] = Parser) -> Parser:
+    """The argument parser of every subcommand.
+
+    :param parser_class: the class of the parser and of its subcommands' parsers.
+    """
+    parser = parser_class(prog="pyro-vae", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"pyro_vae {__version__}")
     add_plugin(parser)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     points, ``--plugin``, ``PYRO_VAE_PLUGINS``) are registered first, so that the
     choices and ``--help`` name them.
 
+    From Python, :func:`run_command` runs the same commands and raises their errors.
+
     :param argv: arguments without the program name; ``sys.argv[1:]`` by default.
     :returns: exit status (0 success, 1 training diverged or a failed check, 2 bad input).
     """
@@ -58,7 +66,50 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
-    flags = flag_names(parser, args.command)
+    return _command(args, flag_names(parser, args.command), raising=False)
+
+
+def run_command(argv: str | Sequence[str]) -> None:
+    """Run a ``pyro-vae`` command from Python: what :func:`main` does, but an error is
+    raised where the command line prints it and exits with a status::
+
+        run_command(["train", "--dataset", "digits", "--epochs", "1", "--out", "runs/d"])
+        run_command("sample --run runs/d -n 16")
+
+    The command prints what it prints on the command line (progress, ``pyro-vae:
+    wrote ...``, a warning about the run as one line); ``--help`` and ``--version``
+    print and return.
+
+    :param argv: the arguments without the program name, as a list, or as one string
+        split like a shell would (``"sample --run runs/d -n 16"``).
+    :raises UsageError: bad input, as the command line's one-line message without its
+        ``pyro-vae: error:`` (the settings it names given as flags), an argument the
+        parser refuses included (``--epochs 0``).
+    :raises TrainingDiverged: the training loss or the parameters became non-finite.
+    :raises OSError: a file could not be read or written.
+    :raises CommandFailed: the command ended with a nonzero status without raising (a
+        failed consistency check of ``evaluate``, a failed experiment of ``reproduce``);
+        its :attr:`~pyro_vae.errors.CommandFailed.status` is the exit status.
+    """
+    arguments = shlex.split(argv) if isinstance(argv, str) else [str(a) for a in argv]
+    plugins.discover(plugin_arguments(arguments))
+    parser = build_parser(_RaisingParser)
+    try:
+        args = parser.parse_args(arguments)
+    except _Finished:  # --help, --version
+        return
+    status = _command(args, flag_names(parser, args.command), raising=True)
+    if status:
+        raise CommandFailed(
+            f"pyro-vae {args.command} ended with exit status {status}; its errors are "
+            "printed above",
+            status,
+        )
+
+
+def _command(args: argparse.Namespace, flags: dict[str, str], raising: bool) -> int:
+    """Run the parsed command: its exit status, or, with ``raising``, its errors raised
+    in the command line's words (``flags``)."""
     rank = distributed.launch_rank()
     with warnings.catch_warnings():
         warnings.showwarning = _one_line(warnings.showwarning)
@@ -70,20 +121,55 @@ def main(argv: list[str] | None = None) -> int:
                     "evaluate run under torchrun"
                 )
             return args.func(args)  # train and evaluate join the process group themselves
-        except SharedError as err:  # the same on every rank: rank 0 says it
-            if rank == 0:
-                print(f"pyro-vae: error: {_said(err, flags)}", file=sys.stderr)
-            else:  # let rank 0 print before torchrun stops it for this rank's exit
-                time.sleep(LAUNCH_ERROR_GRACE_S)
-            return 2
-        except (UsageError, OSError) as err:  # OSError: an output path under a file ...
-            print(f"pyro-vae: error{_tag(rank)}: {_said(err, flags)}", file=sys.stderr)
-            return 2
-        except TrainingDiverged as err:
-            print(f"pyro-vae{_tag(rank)}: {_said(err, flags)}", file=sys.stderr)
-            return 1
+        except (UsageError, OSError, TrainingDiverged) as err:
+            if raising:
+                _reword(err, flags)
+                raise
+            return _report(err, flags, rank)
         finally:
             distributed.teardown()
+
+
+def _report(err: Exception, flags: dict[str, str], rank: int) -> int:
+    """Print a command's error as one line; its exit status."""
+    if isinstance(err, SharedError):  # the same on every rank: rank 0 says it
+        if rank == 0:
+            print(f"pyro-vae: error: {_said(err, flags)}", file=sys.stderr)
+        else:  # let rank 0 print before torchrun stops it for this rank's exit
+            time.sleep(LAUNCH_ERROR_GRACE_S)
+        return 2
+    if isinstance(err, TrainingDiverged):
+        print(f"pyro-vae{_tag(rank)}: {_said(err, flags)}", file=sys.stderr)
+        return 1
+    # UsageError, or OSError: an output path under a file ...
+    print(f"pyro-vae: error{_tag(rank)}: {_said(err, flags)}", file=sys.stderr)
+    return 2
+
+
+def _reword(err: Exception, flags: dict[str, str]) -> None:
+    """Make ``str(err)`` the command line's message: the settings it names given as
+    flags, on one line."""
+    if isinstance(err, Worded):
+        err.args = (_said(err, flags),)
+
+
+class _Finished(Exception):
+    """``--help`` or ``--version`` has printed what it prints."""
+
+
+class _RaisingParser(Parser):
+    """The parser of :func:`run_command`: an error raises :class:`UsageError` with the
+    message the command line prints, and ``--help`` and ``--version`` return."""
+
+    def error(self, message: str):
+        raise UsageError(f"{one_line(message)} (see {self.prog} --help)") from None
+
+    def exit(self, status: int = 0, message: str | None = None):
+        if status:
+            raise UsageError(one_line(message or f"{self.prog} exited with status {status}"))
+        if message:
+            print(message, end="", file=sys.stderr)
+        raise _Finished
 
 
 def flag_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
@@ -129,4 +215,4 @@ def _one_line(show):
     return showwarning
 
 
-__all__ = ["build_parser", "flag_names", "main"]
+__all__ = ["build_parser", "flag_names", "main", "run_command"]

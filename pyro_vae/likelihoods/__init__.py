@@ -44,6 +44,39 @@ LIKELIHOODS: dict[str, type[Likelihood]] = {
 }
 
 
+def register_likelihood(cls: type[Likelihood]) -> type[Likelihood]:
+    """Add a likelihood class to :data:`LIKELIHOODS` under its :attr:`~Likelihood.name`
+    (usable as a class decorator), so that :func:`get_likelihood` and a run's stored
+    configuration find it.
+
+    Registering a class again replaces its entry: the same class object, or a new one
+    of the same module and qualified name (a re-run notebook cell, a reloaded module).
+
+    :raises UsageError: if the class is no :class:`Likelihood`, sets no ``name`` of its
+        own, or its name belongs to another class (a built-in one included).
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Likelihood)):
+        raise UsageError(f"{cls!r} is not a subclass of pyro_vae.likelihoods.Likelihood")
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name:
+        inherited = getattr(cls, "name", None)
+        also = f" (it inherits {inherited!r}, which names its base class)" if inherited else ""
+        raise UsageError(
+            f"{cls.__name__} sets no name of its own{also}; give it a class attribute "
+            'name = "..." naming it for get_likelihood and config()'
+        )
+    taken = LIKELIHOODS.get(name, cls)
+    same = (taken.__module__, taken.__qualname__) == (cls.__module__, cls.__qualname__)
+    if not same:
+        raise UsageError(
+            f"likelihood name {name!r} already belongs to {taken.__qualname__} (module "
+            f"{taken.__module__}); cannot register {cls.__qualname__} (module "
+            f"{cls.__module__}) under it: give it a name of its own"
+        )
+    LIKELIHOODS[name] = cls
+    return cls
+
+
 def get_likelihood(name: str, **kwargs: Any) -> Likelihood:
     """Build a likelihood by registry name.
 
@@ -70,4 +103,5 @@ __all__ = [
     "Laplace",
     "Likelihood",
     "get_likelihood",
+    "register_likelihood",
 ]

@@ -2,7 +2,10 @@
 
 A new model is a subclass of :class:`~pyro_vae.models.base.Model` in its own file plus
 one entry in :data:`MODELS` (or a call to :func:`register` from your own code); the
-command line, the run folder and the evaluator then work with it unchanged.
+command line, the run folder and the evaluator then work with it unchanged. What such a
+subclass needs is exported here: :class:`Option` for its ``pyro-vae train`` options, and
+:func:`likelihood_from_options`, :func:`guide_family_from_options` and
+:func:`architecture` for building its parts in ``from_options`` as the built-in models do.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pyro_vae.models.base import CAPABILITIES, Completions, Model, ModelData, No
 from pyro_vae.models.config import constructor_parameters
 from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.hvae import HVAE
+from pyro_vae.models.options import architecture, guide_family_from_options, likelihood_from_options
 from pyro_vae.models.regressor import Regressor
 from pyro_vae.models.vae import VAE
 from pyro_vae.models.vqvae import VQVAE
@@ -27,9 +31,15 @@ DEFAULT_KIND = VAE.kind
 def register(cls: type[Model]) -> type[Model]:
     """Add a model class to :data:`MODELS` (usable as a class decorator).
 
+    Registering a class again replaces its entry: the same class object, or a new one
+    of the same module and qualified name (a re-run notebook cell, a reloaded module).
+    Another class under a kind already taken, a built-in kind included, is refused.
+
     :raises UsageError: if the class is no :class:`Model`, sets no ``kind`` of its own,
-        its kind belongs to another class, or it declares an option flag that another
-        registered model parses differently (another type or other choices).
+        its kind belongs to another class, one of its options names no constructor
+        argument and has no ``stored`` (``--resume`` could not read the option's value
+        back), or it declares an option flag that another registered model parses
+        differently (another type or other choices).
     """
     if not (isinstance(cls, type) and issubclass(cls, Model)):
         raise UsageError(f"{cls!r} is not a subclass of pyro_vae.models.Model")
@@ -42,10 +52,16 @@ def register(cls: type[Model]) -> type[Model]:
             'kind = "..." naming it for {model} and config()',
             settings=("model",),
         )
-    if MODELS.get(kind, cls) is not cls:
-        raise UsageError(f"kind {kind!r} already belongs to {MODELS[kind].__name__}")
+    if kind in MODELS and not _same_class(MODELS[kind], cls):
+        raise UsageError(
+            f"kind {kind!r} already belongs to {_named(MODELS[kind])}; cannot register "
+            f"{_named(cls)} under it: give it a kind of its own"
+        )
+    _check_options(cls)
     for option in cls.options:
         for other_kind, other in MODELS.items():
+            if other_kind == kind:  # the entry this class replaces
+                continue
             for theirs in other.options:
                 if theirs.flag == option.flag and not theirs.same_flag(option):
                     raise UsageError(
@@ -56,6 +72,39 @@ def register(cls: type[Model]) -> type[Model]:
                     )
     MODELS[kind] = cls
     return cls
+
+
+def _same_class(registered: type, cls: type) -> bool:
+    """Whether ``cls`` is ``registered`` or a new definition of it (the same module and
+    qualified name: a re-run notebook cell, a reloaded module)."""
+    return cls is registered or (cls.__module__, cls.__qualname__) == (
+        registered.__module__,
+        registered.__qualname__,
+    )
+
+
+def _named(cls: type) -> str:
+    """``VAE (module pyro_vae.models.vae)``: a class and where it was defined."""
+    return f"{cls.__qualname__} (module {cls.__module__})"
+
+
+def _check_options(cls: type[Model]) -> None:
+    """:raises UsageError: for an option whose value goes to no constructor argument of
+    ``cls`` and that has no ``stored``: ``--resume`` would compare the value given with
+    the option's default instead of the run's."""
+    parameters = constructor_parameters(cls)
+    for option in cls.options:
+        name = option.argument or option.dest
+        if option.stored is not None or name in parameters:
+            continue
+        names = f"argument={name!r}" if option.argument else f"its name {name!r}"
+        raise UsageError(
+            f"{cls.__name__} declares {option.flag}, but {names} is no argument of "
+            f"{cls.__name__}.__init__ ({', '.join(parameters) or 'none'}), so a run could not "
+            f"say which value it was built with; name the flag after the constructor argument "
+            f'that takes the value, pass argument="..." to Option naming that argument, or '
+            "give Option a stored= function that reads the value from the model's config()"
+        )
 
 
 def model_class(kind: str, source: str = "") -> type[Model]:
@@ -105,7 +154,10 @@ __all__ = [
     "Notation",
     "Option",
     "Regressor",
+    "architecture",
     "check_config",
+    "guide_family_from_options",
+    "likelihood_from_options",
     "model_class",
     "register",
 ]

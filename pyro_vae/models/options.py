@@ -99,8 +99,16 @@ def architecture(
     image_shape: Sequence[int] | None,
     activation: type[nn.Module] = nn.ReLU,
 ) -> Architecture:
-    """The :class:`~pyro_vae.networks.Architecture` that ``--network`` asks for.
+    """The :class:`~pyro_vae.networks.Architecture` that ``--network`` asks for: the
+    encoder and decoder networks of a model that lists :data:`NETWORK` (the built-in
+    models call it in their constructors, with the ``network`` and ``hidden_dims``
+    arguments they store, so that ``config()`` rebuilds the same networks).
 
+    :param str network: ``"mlp"`` or ``"conv"``.
+    :param hidden_dims: the hidden widths (``--hidden-dims``).
+    :param image_shape: ``(height, width)`` of the data's images; ``None`` for data that
+        are not images.
+    :param activation: the nonlinearity between layers.
     :raises UsageError: an unknown name, or ``conv`` for data that are not images.
     """
     if network == "mlp":
@@ -144,8 +152,11 @@ GUIDE_OPTIONS = (GUIDE, FLOW_STEPS)
 
 
 def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:
-    """The guide family that ``--guide`` and ``--flow-steps`` ask for.
+    """The guide family that ``--guide`` and ``--flow-steps`` ask for, for a
+    ``from_options`` whose model lists :data:`GUIDE_OPTIONS` (a diagonal Gaussian where
+    it lists neither).
 
+    :param dict options: the options ``from_options`` is given.
     :raises UsageError: ``--flow-steps`` with a family that has no flow.
     """
     name, steps = options.get("guide", "diagonal"), options.get("flow_steps")
@@ -163,10 +174,14 @@ def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:
 def likelihood_from_options(
     options: dict[str, Any], dataset: Dataset, default_sigma: float = DEFAULT_SIGMA
 ) -> Likelihood:
-    """The likelihood that ``--likelihood`` and ``--sigma`` ask for, fitted to ``dataset``.
+    """The likelihood that ``--likelihood`` and ``--sigma`` ask for, fitted to ``dataset``,
+    for a ``from_options`` whose model lists :data:`LIKELIHOOD` and :data:`SIGMA` (both in
+    :data:`NETWORK_OPTIONS`).
 
+    :param dict options: the options ``from_options`` is given.
+    :param dataset: the data set the model is built for (a discretized logistic reads
+        its number of grey levels).
     :param float default_sigma: the scale when ``--sigma`` is not given.
-
     :raises UsageError: ``--sigma`` for a likelihood without a scale, or a discretized
         logistic on data whose grey levels are unknown.
     """
