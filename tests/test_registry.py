@@ -4,6 +4,7 @@ not read back is refused at registration; and commands run from Python raise."""
 
 import pytest
 from conftest import FAST
+from pyro.distributions import constraints
 
 import pyro_vae
 from pyro_vae import VAE, CommandFailed, TrainingDiverged, UsageError, run_command
@@ -154,12 +155,13 @@ def test_an_option_that_a_run_could_not_read_back_is_refused_at_registration():
 
 LIKELIHOOD_CELL = """
 import pyro.distributions as dist
+from pyro.distributions import constraints
 from pyro_vae.likelihoods import Likelihood, register_likelihood
 
 @register_likelihood
 class StudentT(Likelihood):
     name = "student-t"
-    support = "finite real values"
+    support = constraints.real
 
     def forward(self, out):
         return dist.StudentT(3.0, out, 0.1).to_event(1)
@@ -180,7 +182,7 @@ def test_the_likelihood_registry_replaces_a_class_defined_again_and_refuses_anot
 
     class StudentT(Likelihood):
         name = "student-t"
-        support = "anything"
+        support = constraints.real
 
     with pytest.raises(UsageError) as refused:
         register_likelihood(StudentT)

@@ -116,8 +116,9 @@ def model_class(kind: str, source: str = "") -> type[Model]:
     if kind not in MODELS:
         where = f"{source} holds a model of kind {kind!r}, which" if source else f"{kind!r}"
         raise UsageError(
-            f"{where} is not a registered model ({', '.join(MODELS)}); register its class "
-            "with pyro_vae.models.register, or upgrade pyro_vae"
+            f"{where} is not a registered model ({', '.join(MODELS)}); name the module or "
+            "file that defines it with --plugin (pyro_vae.models.register from Python), or "
+            "install the package that provides it"
         )
     return MODELS[kind]
 
