@@ -46,11 +46,11 @@ from pyro_vae.parsing import size
 @register
 class MoGVAE(VAE):
     kind = "mogvae"
-    options = (*VAE.options, Option("--components", "mixture components", default=10, type=int))
+    options = (*VAE.options, Option("--modes", "mixture components", default=10, type=int))
 
-    def __init__(self, x_dim, components=10, **kwargs):
+    def __init__(self, x_dim, modes=10, **kwargs):
         super().__init__(x_dim, **kwargs)
-        self.components = components
+        self.modes = modes
 """
 
 
@@ -293,3 +293,20 @@ def test_what_a_model_needs_is_exported_from_the_models_package():
         assert name in models.__all__ and getattr(models, name) is getattr(options, name)
         assert ":raises UsageError:" in getattr(models, name).__doc__
     assert "Option" in models.__all__
+
+
+def test_a_constructor_argument_named_like_the_contract_is_refused_at_registration():
+    class Mixture(VAE):
+        kind = "mixture-clash"
+
+        def __init__(self, x_dim, components=3, **rest):
+            super().__init__(x_dim, **rest)
+            self.components = components  # would replace Model.components, the factories
+
+    with pytest.raises(UsageError) as refused:
+        register(Mixture)
+    assert str(refused.value) == (
+        "Mixture's constructor takes components, the name of an attribute of the model "
+        "contract (pyro_vae.models.Model); rename the argument (and its option)"
+    )
+    assert "mixture-clash" not in MODELS

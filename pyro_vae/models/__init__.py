@@ -58,6 +58,7 @@ def register(cls: type[Model]) -> type[Model]:
             f"{_named(cls)} under it: give it a kind of its own"
         )
     _check_options(cls)
+    _check_arguments(cls)
     for option in cls.options:
         for other_kind, other in MODELS.items():
             if other_kind == kind:  # the entry this class replaces
@@ -86,6 +87,25 @@ def _same_class(registered: type, cls: type) -> bool:
 def _named(cls: type) -> str:
     """``VAE (module pyro_vae.models.vae)``: a class and where it was defined."""
     return f"{cls.__qualname__} (module {cls.__module__})"
+
+
+#: the class attributes of the contract (:class:`Model`) that an instance must not shadow
+CONTRACT_ATTRIBUTES = frozenset(
+    name for name, kind in Model.__annotations__.items() if "ClassVar" in str(kind)
+)
+
+
+def _check_arguments(cls: type[Model]) -> None:
+    """:raises UsageError: for a constructor argument named like an attribute of the
+    contract (``components``, ``options``, ...): kept as an attribute of its name, as
+    :meth:`~Model.config` needs, it would replace the contract's value on the instance."""
+    clash = sorted(set(constructor_parameters(cls)) & CONTRACT_ATTRIBUTES)
+    if clash:
+        raise UsageError(
+            f"{cls.__name__}'s constructor takes {', '.join(clash)}, the name of an "
+            "attribute of the model contract (pyro_vae.models.Model); rename the argument "
+            "(and its option)"
+        )
 
 
 def _check_options(cls: type[Model]) -> None:
