@@ -45,13 +45,16 @@ AFTERWARDS = textwrap.dedent(
 )
 
 
-def python(args, env_path=(), **env) -> subprocess.CompletedProcess:
-    """``python ARGS`` in a fresh process with ``env_path`` on ``PYTHONPATH``."""
+def run_installed(command, env_path=(), **env) -> subprocess.CompletedProcess:
+    """``command`` in a fresh process with ``env_path`` on ``PYTHONPATH``."""
     environ = {**os.environ, **env}
     environ["PYTHONPATH"] = os.pathsep.join([*map(str, env_path), *sys.path])
-    return subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=environ, timeout=300
-    )
+    return subprocess.run(command, capture_output=True, text=True, env=environ, timeout=300)
+
+
+def python(args, env_path=(), **env) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh process with ``env_path`` on ``PYTHONPATH``."""
+    return run_installed([sys.executable, *args], env_path, **env)
 
 
 def check_afterwards(run: Path, env_path=()) -> None:
@@ -106,7 +109,10 @@ def test_an_installed_package_is_found_by_its_entry_point(tmp_path):
     assert "--model {vae,cvae,regressor,hvae,vqvae,mogvae}" in helped.stdout
     assert "student-t" in helped.stdout
     assert "--modes MODES" in helped.stdout
-    done = python(["-m", "pyro_vae", *TRAIN, "--out", str(run)], path)
+    # the installed console script, as a user types it
+    script = Path(sys.executable).with_name("pyro-vae")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "pyro_vae"]
+    done = run_installed([*command, *TRAIN, "--out", str(run)], path)
     assert done.returncode == 0, done.stderr[-3000:]
     recorded = json.loads((run / "config.json").read_text())["plugins"]
     assert recorded == {
