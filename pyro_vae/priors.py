@@ -63,16 +63,17 @@ class PriorFamily(nn.Module):
 
 
 class StandardNormal(PriorFamily):
-    """``N(0, I)``: the tutorial's prior, with no parameters (its location and scale are
-    buffers, named as the models kept them before priors were values)."""
+    """``N(0, I)``: the tutorial's prior, with no parameters and nothing in a checkpoint
+    (its location and scale are buffers that are not saved, so the checkpoints of runs
+    made before priors were values load as they are)."""
 
     name = "standard"
     analytic_kl = True
 
     def setup(self, z_dim: int, x_dim: int) -> None:
         super().setup(z_dim, x_dim)
-        self.register_buffer("loc", torch.zeros(self.z_dim))
-        self.register_buffer("scale", torch.ones(self.z_dim))
+        self.register_buffer("loc", torch.zeros(self.z_dim), persistent=False)
+        self.register_buffer("scale", torch.ones(self.z_dim), persistent=False)
 
     def distribution(self, encode=None) -> dist.TorchDistribution:
         return dist.Normal(self.loc, self.scale).to_event(1)
@@ -186,8 +187,8 @@ class FlowPrior(PriorFamily):
                 "a flow prior couples two halves of z, so it needs {z_dim} of at least 2",
                 settings=("z_dim",),
             )
-        self.register_buffer("loc", torch.zeros(self.z_dim))
-        self.register_buffer("scale", torch.ones(self.z_dim))
+        self.register_buffer("loc", torch.zeros(self.z_dim), persistent=False)
+        self.register_buffer("scale", torch.ones(self.z_dim), persistent=False)
         self.couplings = nn.ModuleList(
             T.affine_coupling(self.z_dim, hidden_dims=[self.hidden]) for _ in range(self.steps)
         )

@@ -139,7 +139,7 @@ def test_resume_a_cvae_run_and_refuse_another_task(cvae_run, tmp_path, capsys):
     "args,message",
     [
         (["--task", "label"], "--task applies to --model cvae or regressor, not to --model vae"),
-        (["--prior", "learned"], "--prior applies to --model cvae, not to --model vae"),
+        (["--prior", "learned"], "--prior learned is the conditional prior network P(z|X)"),
         (["--model", "cvae"], "--model cvae needs --task, one of center-column, quadrants-1"),
         (["--model", "regressor", "--task", "label", "--prior", "fixed"], "drop --prior"),
         (["--model", "regressor", "--task", "label", "--z-dim", "3"], "drop --z-dim"),

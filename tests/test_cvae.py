@@ -89,7 +89,7 @@ def test_bad_condition_shapes_and_settings():
         cvae.model(torch.rand(3, 5))
     with pytest.raises(UsageError, match=r"the target y has shape \(3, 11\); expected \(3, 12\)"):
         cvae.guide(torch.rand(3, 4), torch.rand(3, 11))
-    with pytest.raises(UsageError, match="unknown prior 'flow'"):
+    with pytest.raises(UsageError, match="prior flow is a prior of the unconditional models"):
         CVAE(4, 12, prior="flow")
     with pytest.raises(UsageError, match="the target y of the training split"):
         fit(

@@ -128,3 +128,120 @@ def test_a_prior_rebuilds_from_its_config(name):
     prior = get_prior(name)
     again = get_prior(**prior.config())
     assert type(again) is type(prior) and again.config() == prior.config()
+
+
+def test_the_evaluator_finds_the_closed_form_marginal_of_a_mixture_prior():
+    """z ~ sum_k pi_k N(mu_k, S_k), x | z ~ N(W z + b, s^2 I): log p(x) is the mixture
+    of N(W mu_k + b, W S_k W^T + s^2 I), and the posterior the mixture of the
+    components' Gaussian posteriors, weighted by pi_k times those marginals. With that
+    posterior as the proposal every importance weight equals p(x): the evaluator must
+    return the closed form to float64 rounding (1e-8), whatever K."""
+    import pyro
+    import pyro.distributions as dist
+
+    from pyro_vae.evaluate import log_likelihood
+
+    prior = _built(MixturePrior(components=3), z_dim=2).double()
+    g = torch.Generator().manual_seed(3)
+    W = torch.randn(4, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    s = 0.5
+
+    def model(x):
+        p = prior.distribution()
+        with pyro.plate("data", x.shape[0], dim=-1):
+            z = pyro.sample("z", p)
+            pyro.sample("x", dist.Normal(z @ W.T + b, s).to_event(1), obs=x)
+
+    with torch.no_grad():
+        pi = torch.softmax(prior.logits, -1)
+        S = torch.diag_embed(prior.log_scales.exp() ** 2)  # (K, 2, 2)
+        marginal = dist.MultivariateNormal(prior.locs @ W.T + b, W @ S @ W.T + s**2 * torch.eye(4))
+
+        def posterior(x):  # batch (N,), a mixture over K of Gaussians in z
+            precision = torch.linalg.inv(S) + W.T @ W / s**2  # (K, 2, 2)
+            cov = torch.linalg.inv(precision)
+            rhs = (torch.linalg.inv(S) @ prior.locs[..., None])[None] + ((x - b) @ W / s**2)[
+                :, None, :, None
+            ]
+            mean = (cov[None] @ rhs)[..., 0]  # (N, K, 2)
+            logits = pi.log() + marginal.log_prob(x[:, None])
+            parts = dist.MultivariateNormal(mean, cov[None].expand(len(x), -1, -1, -1))
+            return dist.MixtureSameFamily(dist.Categorical(logits=logits), parts)
+
+        def proposal(x):
+            with pyro.plate("data", x.shape[0], dim=-1):
+                pyro.sample("z", posterior(x))
+
+        torch.manual_seed(4)
+        x = prior.distribution().sample((6,)) @ W.T + b + s * torch.randn(6, 4, dtype=torch.float64)
+        exact = torch.logsumexp(pi.log() + marginal.log_prob(x[:, None]), dim=-1)
+        estimate = log_likelihood(model, proposal, x, num_samples=50).log_px
+    np.testing.assert_allclose(estimate, exact, atol=1e-8)
+
+
+# --- the VAE and the command line -------------------------------------------------------
+
+PRIOR_RUNS = {
+    "mixture": ["--prior", "mixture", "--prior-components", "3"],
+    "vamp": ["--prior", "vamp", "--prior-components", "5", "--prior-init", "data"],
+    "flow": ["--prior", "flow", "--prior-flow-steps", "2"],
+}
+
+
+@pytest.mark.filterwarnings("ignore::pyro_vae.errors.UnreliableWeights")  # K = 20
+@pytest.mark.parametrize("name", sorted(PRIOR_RUNS))
+def test_each_prior_trains_resumes_samples_and_evaluates(name, tmp_path):
+    import json
+
+    from conftest import FAST
+
+    from pyro_vae.cli import main
+    from pyro_vae.run import open_run
+
+    run = tmp_path / name
+    given = ["--epochs", "1", "--no-progress", *PRIOR_RUNS[name]]
+    assert main(["train", *FAST, *given, "--out", str(run)]) == 0
+    stored = json.loads((run / "config.json").read_text())["model"]["prior_family"]
+    assert stored["name"] == name
+    # the command that started the run resumes it
+    assert main(["train", "--out", str(run), "--resume", *given[2:], "--epochs", "2"]) == 0
+    assert main(["sample", "--run", str(run), "-n", "9"]) == 0
+    evaluate = ["evaluate", "--run", str(run), "--limit", "8", "--num-samples", "20"]
+    assert main([*evaluate, "--no-progress"]) == 0
+    model = open_run(run).model
+    assert model.prior_family.config() == stored
+    learned = dict(model.prior_family.named_parameters())
+    assert learned and all(p.requires_grad for p in learned.values())
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        (["--prior-components", "3"], "--prior-components sets --prior mixture or vamp, not"),
+        (["--prior", "flow", "--prior-components", "3"], "not flow; drop --prior-components"),
+        (["--prior-flow-steps", "2"], "--prior-flow-steps sets --prior flow, not standard"),
+        (["--prior", "mixture", "--prior-init", "data"], "--prior-init sets --prior vamp"),
+        (["--prior", "mixture", "--prior-components", "0"], "expected an integer in [1, "),
+        (["--prior", "learned"], "--prior learned is the conditional prior network P(z|X)"),
+        (["--model", "cvae", "--task", "label", "--prior", "mixture"], "the CVAE's prior is"),
+        (["--model", "regressor", "--task", "label", "--prior", "flow"], "--prior applies to"),
+        (["--prior", "flow", "--z-dim", "1"], "a flow prior couples two halves of z"),
+        (["--prior", "vamp", "--guide", "iaf"], "choose --guide diagonal or full-covariance"),
+    ],
+)
+def test_bad_prior_options_are_one_line_before_anything_is_written(
+    options, words, tmp_path, capsys
+):
+    from conftest import FAST
+
+    from pyro_vae.cli import main
+
+    base = ["--dataset", "digits"] if "regressor" in options else FAST  # no --z-dim there
+    try:
+        status = main(["train", *base, "--epochs", "1", *options, "--out", str(tmp_path / "r")])
+    except SystemExit as stop:
+        status = stop.code
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and words in err, err
+    assert not (tmp_path / "r").exists()

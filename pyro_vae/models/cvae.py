@@ -28,18 +28,22 @@ from pyro_vae.models.options import (
     GUIDE_OPTIONS,
     NETWORK,
     NETWORK_OPTIONS,
+    PRIOR_CHOICES,
     Z_DIM,
     architecture,
     check_sizes,
 )
 from pyro_vae.networks import Architecture, GaussianEncoder, PartialImages
 
+#: the CVAE's priors P(z|X): N(0, I) (Doersch; ``--prior standard`` says the same) or a
+#: network of X (Sohn et al.); the unconditional families of :mod:`pyro_vae.priors` are
+#: refused
 PRIORS = ("fixed", "learned")
 PRIOR = Option(
     "--prior",
     "the CVAE's P(z|X): fixed N(0, I) (Doersch) or learned (Sohn et al.)",
     default="fixed",
-    choices=PRIORS,
+    choices=PRIOR_CHOICES,
 )
 
 
@@ -87,8 +91,14 @@ class CVAE(ConditionalModel):
         name: str | None = None,
     ) -> None:
         super().__init__(name)
+        prior = "fixed" if prior == "standard" else prior
         if prior not in PRIORS:
-            raise UsageError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
+            raise UsageError(
+                f"the CVAE's prior is P(z|X), fixed at N(0, I) or learned as a network of X; "
+                f"{{prior}} {prior} is a prior of the unconditional models (valid here: "
+                f"{', '.join(PRIORS)}, standard)",
+                settings=("prior",),
+            )
         check_sizes("CVAE", x_dim=x_dim, y_dim=y_dim, z_dim=z_dim, hidden_dims=hidden_dims)
         self.x_dim, self.y_dim, self.z_dim = int(x_dim), int(y_dim), int(z_dim)
         self.hidden_dims = tuple(int(h) for h in hidden_dims)

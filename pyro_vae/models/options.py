@@ -19,6 +19,7 @@ from pyro_vae.limits import MAX_FLOW_STEPS, MAX_SIGMA, MAX_WIDTH, MIN_SIGMA
 from pyro_vae.models.base import Option
 from pyro_vae.networks import NETWORKS, Architecture, Convolutional
 from pyro_vae.parsing import at_least, between, number_or, positive_list, size
+from pyro_vae.priors import PRIORS, FlowPrior, MixturePrior, PriorFamily, VampPrior, get_prior
 
 if TYPE_CHECKING:
     from pyro_vae.data import Dataset
@@ -149,6 +150,84 @@ FLOW_STEPS = Option(
 )
 #: the options of a model whose guide family is a choice
 GUIDE_OPTIONS = (GUIDE, FLOW_STEPS)
+
+#: ``--prior``: the prior families (:mod:`pyro_vae.priors`), and the conditional VAE's
+#: two (``fixed``, its name for N(0, I), and ``learned``, a network P(z|X)); one flag
+#: parses alike for every model, and each model refuses the names it does not take
+PRIOR_CHOICES = (*PRIORS, "fixed", "learned")
+
+
+def _stored_prior(config: dict[str, Any]) -> dict[str, Any]:
+    stored = config.get("prior_family", "standard")
+    return {"name": stored} if isinstance(stored, str) else stored
+
+
+PRIOR = Option(
+    "--prior",
+    "P(z): standard N(0, I); mixture, a learned mixture of Gaussians; vamp, the "
+    "VampPrior (the guide at learned pseudo-inputs); flow, N(0, I) through learned "
+    "affine couplings. The cvae takes fixed (N(0, I)) or learned (a network P(z|X))",
+    default="standard",
+    choices=PRIOR_CHOICES,
+    stored=lambda config: _stored_prior(config)["name"],
+)
+PRIOR_COMPONENTS = Option(
+    "--prior-components",
+    "Gaussians of --prior mixture, pseudo-inputs of --prior vamp (default "
+    f"{MixturePrior().components} and {VampPrior().components})",
+    type=at_least(1, MAX_WIDTH),
+    stored=lambda config: _stored_prior(config).get("components"),
+)
+PRIOR_FLOW_STEPS = Option(
+    "--prior-flow-steps",
+    f"affine coupling layers of --prior flow (default {FlowPrior().steps})",
+    type=at_least(1, MAX_FLOW_STEPS),
+    stored=lambda config: _stored_prior(config).get("steps"),
+)
+PRIOR_INIT = Option(
+    "--prior-init",
+    "pseudo-inputs of --prior vamp: random (uniform in [0, 1], the paper's default) or "
+    "data (training points)",
+    choices=VampPrior.INITS,
+    stored=lambda config: _stored_prior(config).get("init"),
+)
+#: the options of a model whose prior family is a choice
+PRIOR_OPTIONS = (PRIOR, PRIOR_COMPONENTS, PRIOR_FLOW_STEPS, PRIOR_INIT)
+
+
+def prior_family_from_options(options: dict[str, Any]) -> PriorFamily:
+    """The prior family that ``--prior`` and its settings ask for.
+
+    :raises UsageError: a setting of another family (``--prior-components`` without
+        ``mixture`` or ``vamp``, ``--prior-flow-steps`` without ``flow``,
+        ``--prior-init`` without ``vamp``), or the conditional VAE's ``learned``.
+    """
+    name = options.get("prior") or "standard"
+    name = "standard" if name == "fixed" else name
+    if name == "learned":
+        raise UsageError(
+            "{prior} learned is the conditional prior network P(z|X) of {model} cvae; "
+            "learned priors of this model are mixture, vamp and flow",
+            settings=("prior", "model"),
+        )
+    takes = {
+        "prior_components": ("mixture", "vamp"),
+        "prior_flow_steps": ("flow",),
+        "prior_init": ("vamp",),
+    }
+    for setting, families in takes.items():
+        if options.get(setting) is not None and name not in families:
+            raise UsageError(
+                f"{{{setting}}} sets {{prior}} {' or '.join(families)}, not {name}; drop "
+                f"{{{setting}}} or choose {{prior}} {families[0]}",
+                settings=(setting, "prior"),
+            )
+    settings = {
+        "components": options.get("prior_components"),
+        "steps": options.get("prior_flow_steps"),
+        "init": options.get("prior_init"),
+    }
+    return get_prior(name, **{k: v for k, v in settings.items() if v is not None})
 
 
 def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:

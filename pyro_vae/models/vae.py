@@ -16,6 +16,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from pyro_vae.errors import UsageError
 from pyro_vae.guides import GuideFamily, get_guide_family
 from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
 from pyro_vae.models.base import Model
@@ -23,12 +24,15 @@ from pyro_vae.models.options import (
     GUIDE_OPTIONS,
     NETWORK,
     NETWORK_OPTIONS,
+    PRIOR_OPTIONS,
     Z_DIM,
     architecture,
     check_sizes,
     guide_family_from_options,
     likelihood_from_options,
+    prior_family_from_options,
 )
+from pyro_vae.priors import PriorFamily, StandardNormal, get_prior
 
 
 class VAE(Model):
@@ -48,6 +52,10 @@ class VAE(Model):
         in the decoder (:class:`~pyro_vae.networks.Convolutional`); needs
         ``image_shape``.
     :param str name: prefix in Pyro's param store; unique per instance by default.
+    :param prior_family: a :class:`~pyro_vae.priors.PriorFamily` (or its name) for
+        ``P(z)``: ``N(0, I)`` by default; a mixture, the VampPrior or a flow are learned
+        with the networks. (After ``name``, so that subclasses that pass the arguments
+        by position keep working.)
 
     Example::
 
@@ -58,10 +66,11 @@ class VAE(Model):
 
     kind = "vae"
     summary = "P(z)P(X|z) with the guide Q(z|X) (Doersch section 2)"
-    options = (Z_DIM, *NETWORK_OPTIONS, NETWORK, *GUIDE_OPTIONS)
+    options = (Z_DIM, *NETWORK_OPTIONS, NETWORK, *GUIDE_OPTIONS, *PRIOR_OPTIONS)
     components: ClassVar[dict[str, Any]] = {
         "likelihood": lambda config: get_likelihood(**config),
         "guide_family": lambda config: get_guide_family(**config),
+        "prior_family": lambda config: get_prior(**config),
     }
     hints: ClassVar[dict[str, str]] = {
         "completions": "it has no condition; draw from it with `pyro-vae sample`"
@@ -77,6 +86,7 @@ class VAE(Model):
         guide_family: GuideFamily | str = "diagonal",
         network: str = "mlp",
         name: str | None = None,
+        prior_family: PriorFamily | str = "standard",
     ) -> None:
         super().__init__(name)
         check_sizes("VAE", x_dim=x_dim, z_dim=z_dim, hidden_dims=hidden_dims)
@@ -91,14 +101,24 @@ class VAE(Model):
         networks = architecture(network, self.hidden_dims, self._image_shape)
         self.encoder = self.guide_family.build(self.x_dim, networks, self.z_dim)
         self.decoder = networks.decoder(self.z_dim, self.x_dim * self.likelihood.params_per_dim)
-        # prior parameters as buffers: they follow .to(device) and are not trained
+        # N(0, I) as buffers: they follow .to(device), are not trained, and keep the
+        # checkpoint keys of the runs made before priors were values
         self.register_buffer("prior_loc", torch.zeros(self.z_dim))
         self.register_buffer("prior_scale", torch.ones(self.z_dim))
+        self.prior_family = get_prior(prior_family)
+        if self.prior_family.name == "vamp" and self.guide_family.name == "iaf":
+            raise UsageError(
+                "the VampPrior is the density of Q(z|u) at any z, and the inverse "
+                "autoregressive flow of {guide} iaf gives its density only at its own "
+                "samples; choose {guide} diagonal or full-covariance with {prior} vamp",
+                settings=("guide", "prior"),
+            )
+        self.prior_family.setup(self.z_dim, self.x_dim)
 
     @classmethod
     def from_options(cls, options: dict[str, Any], dataset) -> VAE:
         """The VAE of ``pyro-vae train`` for ``dataset``."""
-        return cls(
+        model = cls(
             dataset.x_dim,
             z_dim=options["z_dim"],
             hidden_dims=options["hidden_dims"],
@@ -106,7 +126,11 @@ class VAE(Model):
             image_shape=dataset.image_shape,
             guide_family=guide_family_from_options(options),
             network=options.get("network", "mlp"),
+            prior_family=prior_family_from_options(options),
         )
+        if getattr(model.prior_family, "init", None) == "data":  # VampPrior from the data
+            model.prior_family.initialize(dataset.x_train.cpu())
+        return model
 
     @property
     def data_dims(self) -> tuple[int]:
@@ -125,10 +149,24 @@ class VAE(Model):
         """
         self.pyro_module("decoder", self.decoder)
         self.pyro_likelihood()
+        prior = self.prior()
         with pyro.plate("data", x.shape[0], dim=-1):
-            prior = dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
             z = pyro.sample("z", prior)  # (batch, z_dim), or (particles, batch, z_dim)
             pyro.sample("x", self.likelihood(self.decoder(z)), obs=x)
+
+    def prior(self) -> dist.TorchDistribution:
+        """``P(z)``, event shape ``(z_dim,)``; a learned prior's parameters (and, for the
+        VampPrior, the encoder) are registered with Pyro where it is called."""
+        if isinstance(self.prior_family, StandardNormal):
+            return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)
+        self.pyro_module("prior", self.prior_family)
+        if self.prior_family.name == "vamp":
+            self.pyro_module("encoder", self.encoder)
+        return self.prior_family.distribution(self._encode)
+
+    def _encode(self, u: torch.Tensor) -> dist.TorchDistribution:
+        """``Q(z|u)`` for a batch of inputs: the VampPrior's components."""
+        return self.guide_family.distribution(self.encoder, self.encoder(u))
 
     def guide(self, x: torch.Tensor) -> None:
         """Recognition model ``Q(z|x)``, a member of the guide family.
@@ -162,6 +200,14 @@ class VAE(Model):
         :param generator: optional :class:`torch.Generator` for reproducible draws.
         :returns: tensor of shape ``(num_samples, x_dim)``.
         """
+        if not isinstance(self.prior_family, StandardNormal):  # draws from its own stream
+            where = generator.device if generator is not None else None
+            seed = int(torch.randint(2**62, (1,), generator=generator, device=where))
+            devices = [self.prior_loc.device.index or 0] if self.prior_loc.is_cuda else []
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                z = self.prior().sample((num_samples,))
+            return self.likelihood.mean(self.decoder(z))
         eps = torch.randn(
             num_samples,
             self.z_dim,

@@ -33,7 +33,8 @@ class MoGVAE(VAE):
 
     kind = "mogvae"
     summary = "a VAE whose prior P(z) is a learned mixture of Gaussians"
-    options = (*VAE.options, MODES)
+    # the VAE's options, less those of its prior: this model's prior is its own
+    options = (*(o for o in VAE.options if not o.flag.startswith("--prior")), MODES)
 
     def __init__(
         self,
