@@ -90,7 +90,9 @@ RUN_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--objective",
         {
             "choices": OBJECTIVES,
-            "help": "elbo: Trace_ELBO; mean-field: TraceMeanField_ELBO (analytic KL); "
+            "help": "elbo: Trace_ELBO; mean-field: TraceMeanField_ELBO (the analytic KL "
+            "for the standard prior; a learned --prior has no closed form, and its KL term "
+            "is then the Monte Carlo estimate of elbo); "
             "iwae: RenyiELBO(alpha=0) (default elbo)",
         },
     ),
