@@ -41,9 +41,6 @@ class PriorFamily(nn.Module):
 
     #: registry name (``--prior``)
     name: ClassVar[str]
-    #: whether ``KL(Q || P)`` has a closed form for a Gaussian ``Q`` (the analytic KL of
-    #: ``TraceMeanField_ELBO``)
-    analytic_kl: ClassVar[bool] = False
 
     def setup(self, z_dim: int, x_dim: int) -> None:
         """Create the parameters for latents of ``z_dim`` (and data of ``x_dim``)."""
@@ -68,7 +65,6 @@ class StandardNormal(PriorFamily):
     made before priors were values load as they are)."""
 
     name = "standard"
-    analytic_kl = True
 
     def setup(self, z_dim: int, x_dim: int) -> None:
         super().setup(z_dim, x_dim)
