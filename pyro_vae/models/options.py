@@ -129,9 +129,15 @@ def architecture(
     return Convolutional(hidden_dims, image_shape, activation)
 
 
-def _stored_guide(config: dict[str, Any]) -> dict[str, Any]:
-    stored = config.get("guide_family", "diagonal")
+def _stored_family(config: dict[str, Any], key: str, default: str) -> dict[str, Any]:
+    """A family's stored configuration (``guide_family``, ``prior_family``) as a dict:
+    runs stored the default by its name alone, or nothing at all."""
+    stored = config.get(key, default)
     return {"name": stored} if isinstance(stored, str) else stored
+
+
+def _stored_guide(config: dict[str, Any]) -> dict[str, Any]:
+    return _stored_family(config, "guide_family", "diagonal")
 
 
 GUIDE = Option(
@@ -158,8 +164,7 @@ PRIOR_CHOICES = (*PRIORS, "fixed", "learned")
 
 
 def _stored_prior(config: dict[str, Any]) -> dict[str, Any]:
-    stored = config.get("prior_family", "standard")
-    return {"name": stored} if isinstance(stored, str) else stored
+    return _stored_family(config, "prior_family", "standard")
 
 
 PRIOR = Option(
