@@ -28,6 +28,7 @@ import pyro.distributions.transforms as T
 import torch
 from torch import nn
 
+from pyro_vae.diagnostics import mixture_usage, perplexity
 from pyro_vae.errors import UsageError
 
 
@@ -57,6 +58,11 @@ class PriorFamily(nn.Module):
     def config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this prior via :func:`get_prior`."""
         return {"name": self.name}
+
+    def describe(self) -> str:
+        """How reports name it: ``"mixture prior (components=10)"``."""
+        settings = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
+        return f"{self.name} prior" + (f" ({settings})" if settings else "")
 
 
 class StandardNormal(PriorFamily):
@@ -204,6 +210,45 @@ class FlowPrior(PriorFamily):
         return {"name": self.name, "steps": self.steps, "hidden": self.hidden}
 
 
+def draw(
+    prior: dist.TorchDistribution,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor:
+    """``num_samples`` draws from ``prior`` that depend only on ``generator``: Pyro's
+    distributions draw from the global stream, so the draw runs on a stream of its own
+    seeded from ``generator``, and the caller's global stream is left as it was.
+
+    :returns: ``(num_samples, z_dim)``.
+    """
+    where = generator.device if generator is not None else None
+    seed = int(torch.randint(2**62, (1,), generator=generator, device=where))
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return prior.sample((num_samples,))
+
+
+@torch.no_grad()
+def learned(prior: dist.TorchDistribution, z: torch.Tensor) -> dict[str, Any]:
+    """What a mixture prior learned, for a run's results: the mixture weights, the share
+    of the aggregate posterior each component explains at ``z`` (draws from the guide at
+    the test data, :func:`~pyro_vae.diagnostics.mixture_usage`) and the components in
+    use, the perplexity of that share (K when all explain alike, 1 when one explains
+    everything). Empty for a prior without components.
+    """
+    usage = mixture_usage(prior, z)
+    if usage is None:
+        return {}
+    return {
+        "prior_components_in_use": perplexity(usage),
+        "prior_weights": prior.mixture_distribution.probs.tolist(),
+        "prior_usage": usage.tolist(),
+    }
+
+
 PRIORS: dict[str, type[PriorFamily]] = {
     cls.name: cls for cls in (StandardNormal, MixturePrior, VampPrior, FlowPrior)
 }
@@ -230,5 +275,7 @@ __all__ = [
     "PriorFamily",
     "StandardNormal",
     "VampPrior",
+    "draw",
     "get_prior",
+    "learned",
 ]

@@ -248,6 +248,9 @@ NON_DEFAULT = {
     "laplace --sigma per-pixel --network conv --guide iaf --flow-steps 1",
     "regressor": "--task quadrants-2 --hidden-dims 16,8 --likelihood gaussian --sigma shared",
     "hvae": "--z-dims 4,2 --hidden-dims 16,8 --likelihood laplace --sigma 0.3 --network conv",
+    "hvae-vamp": "--z-dims 3,2 --hidden-dims 8,8 --prior vamp --prior-components 2 "
+    "--prior-init data",
+    "hvae-flow": "--z-dims 3,2 --hidden-dims 8,8 --prior flow --prior-flow-steps 2",
     "vqvae": "--vq-codes 5 --vq-slots 2 --vq-dim 3 --vq-select distance --vq-commitment 0.6 "
     "--vq-ema 0.99 --hidden-dims 16 --likelihood laplace --sigma predicted --network conv",
 }

@@ -235,6 +235,13 @@ def prior_family_from_options(options: dict[str, Any]) -> PriorFamily:
     return get_prior(name, **{k: v for k, v in settings.items() if v is not None})
 
 
+def initialize_prior(prior: PriorFamily, dataset: Dataset) -> None:
+    """Set what a prior family takes from the training data before training: the
+    pseudo-inputs of ``--prior vamp --prior-init data``; nothing for the others."""
+    if isinstance(prior, VampPrior) and prior.init == "data":
+        prior.initialize(dataset.x_train.cpu())
+
+
 def guide_family_from_options(options: dict[str, Any]) -> GuideFamily:
     """The guide family that ``--guide`` and ``--flow-steps`` ask for, for a
     ``from_options`` whose model lists :data:`GUIDE_OPTIONS` (a diagonal Gaussian where

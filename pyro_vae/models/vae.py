@@ -16,6 +16,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
+from pyro_vae.diagnostics import active_units, kl_term
 from pyro_vae.errors import UsageError
 from pyro_vae.guides import GuideFamily, get_guide_family
 from pyro_vae.likelihoods import Bernoulli, Likelihood, get_likelihood
@@ -29,10 +30,11 @@ from pyro_vae.models.options import (
     architecture,
     check_sizes,
     guide_family_from_options,
+    initialize_prior,
     likelihood_from_options,
     prior_family_from_options,
 )
-from pyro_vae.priors import PriorFamily, StandardNormal, get_prior
+from pyro_vae.priors import PriorFamily, StandardNormal, draw, get_prior, learned
 
 
 class VAE(Model):
@@ -128,9 +130,14 @@ class VAE(Model):
             network=options.get("network", "mlp"),
             prior_family=prior_family_from_options(options),
         )
-        if getattr(model.prior_family, "init", None) == "data":  # VampPrior from the data
-            model.prior_family.initialize(dataset.x_train.cpu())
+        initialize_prior(model.prior_family, dataset)
         return model
+
+    def describe(self) -> str:
+        """``"VAE"``, or ``"VAE, mixture prior (components=10)"`` with a learned prior."""
+        if isinstance(self.prior_family, StandardNormal):
+            return type(self).__name__
+        return f"{type(self).__name__}, {self.prior_family.describe()}"
 
     @property
     def data_dims(self) -> tuple[int]:
@@ -183,6 +190,17 @@ class VAE(Model):
         return self.guide_family, self.encoder
 
     @torch.no_grad()
+    def diagnostics(self, x: torch.Tensor) -> dict[str, Any]:
+        """On ``x``: the KL term ``E_Q[log Q(z|X) - log P(z)]`` (nats per point, 10 draws
+        of the guide each), the active units of the guide's centre (Burda et al.), and
+        for a mixture or VampPrior what its components explain
+        (:func:`~pyro_vae.priors.learned`)."""
+        kl, draws = kl_term(self.model, self.guide, x, ("z",))
+        center = self.guide_family.center(self.encoder, self.encoder(x))
+        units = active_units(center).count if len(x) > 1 else None
+        return {"kl_term": kl, "active_units": units, **learned(self.prior(), draws["z"])}
+
+    @torch.no_grad()
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """Mean of ``P(x|z)`` at the guide's centre (the mean of a Gaussian guide).
 
@@ -201,12 +219,7 @@ class VAE(Model):
         :returns: tensor of shape ``(num_samples, x_dim)``.
         """
         if not isinstance(self.prior_family, StandardNormal):  # draws from its own stream
-            where = generator.device if generator is not None else None
-            seed = int(torch.randint(2**62, (1,), generator=generator, device=where))
-            devices = [self.prior_loc.device.index or 0] if self.prior_loc.is_cuda else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(seed)
-                z = self.prior().sample((num_samples,))
+            z = draw(self.prior(), num_samples, generator, self.prior_loc.device)
             return self.likelihood.mean(self.decoder(z))
         eps = torch.randn(
             num_samples,
