@@ -158,7 +158,7 @@ class Annealer:
         self.shape = (settings.num_chains, self.layout.num_points)
         self.latent = [s["name"] for s in latent]
         # the target's supports: the chains move in their unconstrained spaces
-        self.supports = {s["name"]: s["fn"].support for s in latent}
+        self.supports = {s["name"]: _unmixed(s["fn"].support) for s in latent}
         self.guide_sites: dict[str, dict] | None = None  # the guide's one site, kept
 
     def seeds(self, seeds) -> list[int]:
@@ -406,6 +406,13 @@ class Annealer:
         return log_w.detach(), acceptance, steps
 
 
+def _unmixed(support):
+    """A mixture's support is its components' (a mixture prior over R^d covers R^d)."""
+    while isinstance(support, torch.distributions.constraints.MixtureSameFamilyConstraint):
+        support = support.base_constraint
+    return support
+
+
 def _check_latent(site: dict, guide_trace) -> None:
     """Refuse a latent site HMC cannot move, or whose guide covers another support."""
     name, fn = site["name"], site["fn"]
@@ -422,7 +429,7 @@ def _check_latent(site: dict, guide_trace) -> None:
         )
     if guide_trace is not None and name in guide_trace.nodes:
         guide_fn = guide_trace.nodes[name]["fn"]
-        if repr(guide_fn.support) != repr(fn.support):
+        if repr(_unmixed(guide_fn.support)) != repr(_unmixed(fn.support)):
             raise ValueError(
                 f"the guide's site {name!r} has support {guide_fn.support} but the model's "
                 f"{fn.support}; AIS moves the chains over the model's, so the guide must "

@@ -135,10 +135,12 @@ def test_the_evaluator_finds_the_closed_form_marginal_of_a_mixture_prior():
     of N(W mu_k + b, W S_k W^T + s^2 I), and the posterior the mixture of the
     components' Gaussian posteriors, weighted by pi_k times those marginals. With that
     posterior as the proposal every importance weight equals p(x): the evaluator must
-    return the closed form to float64 rounding (1e-8), whatever K."""
+    return the closed form to float64 rounding (1e-8), whatever K, and so must AIS
+    started at that posterior."""
     import pyro
     import pyro.distributions as dist
 
+    from pyro_vae.ais_datasets import ais_dataset
     from pyro_vae.evaluate import log_likelihood
 
     prior = _built(MixturePrior(components=3), z_dim=2).double()
@@ -178,6 +180,12 @@ def test_the_evaluator_finds_the_closed_form_marginal_of_a_mixture_prior():
         exact = torch.logsumexp(pi.log() + marginal.log_prob(x[:, None]), dim=-1)
         estimate = log_likelihood(model, proposal, x, num_samples=50).log_px
     np.testing.assert_allclose(estimate, exact, atol=1e-8)
+    # AIS started at that posterior: every intermediate target q^(1-b) p(x, z)^b is
+    # p(x)^b q, so each weight increment is (b_t - b_t-1) log p(x) wherever HMC moves
+    # the chains over the mixture's support, R^2: the closed form again, to rounding
+    annealed = ais_dataset(model, proposal, x, seed=0, init="guide", num_steps=20, num_chains=4)
+    np.testing.assert_allclose(annealed.log_px, exact, atol=1e-8)
+    assert float(annealed.acceptance.min()) > 0  # the chains did move
 
 
 # --- the VAE and the command line -------------------------------------------------------
