@@ -133,8 +133,9 @@ def test_discover_finds_the_experiments_in_page_order():
         "vqvae",
         "networks",
         "estimators",
+        "priors",
     ]
-    ring, cvae = experiments[0], experiments[-5]
+    ring, cvae = experiments[0], experiments[-6]
     assert ring.title == "Figure 2: a ring from N(0, I), and a VAE that learns it"
     assert (ring.page, ring.minutes) == ("ring.md", 1)
     assert (cvae.page, cvae.minutes) == ("cvae.md", 25)
@@ -767,6 +768,65 @@ def test_guide_families_averages_over_seeds_before_pairing_images():
     assert out["test_elbo_curve"] == pytest.approx([-3.0, 0.5])  # epoch by epoch, over seeds
 
 
+def test_priors_experiment(tmp_path, run):
+    results = run("priors", tmp_path)
+    rows = {r["name"]: r for r in results["rows"]}
+    assert list(rows) == ["standard", "mixture", "vamp", "vamp-data", "flow"]
+    # the parameters of P(z) alone at the quick z_dim 4, counted by hand: the mixture's
+    # 10 logits, means and log-scales; the VampPrior's 50 pseudo-images; each of the
+    # flow's 4 couplings maps the first 2 coordinates through 64 hidden units to a shift
+    # and a log-scale of the other 2
+    assert rows["standard"]["prior_parameters"] == 0
+    assert rows["mixture"]["prior_parameters"] == 10 + 2 * 10 * 4
+    assert rows["vamp"]["prior_parameters"] == rows["vamp-data"]["prior_parameters"] == 50 * 784
+    assert rows["flow"]["prior_parameters"] == 4 * ((2 * 64 + 64) + (64 * 4 + 4))
+    assert rows["vamp-data"]["prior"] == {"name": "vamp", "components": 50, "init": "data"}
+    for name, r in rows.items():
+        seed_means = r["log_px"]["seed_means"]
+        assert len(seed_means) == 2 and seed_means[0] != seed_means[1]  # two seeds, two models
+        components = r["prior"].get("components")
+        if components is None:
+            assert r["components_in_use"] is None, name
+        else:
+            assert 1.0 <= r["components_in_use"] <= components, name
+        assert r["kl_term"] > 0 and 0 <= r["active_units"] <= 4
+        assert len(r["test_elbo_curve"]) == results["budget"]["epochs"]
+    assert rows["standard"]["log_px_vs_reference"]["mean"] == 0.0
+    assert (tmp_path / "results.md").read_text().count("\n| flow, T = 4 |") == 2
+    redrawn(tmp_path / "priors.png", experiment_module("priors").figure(results), tmp_path)
+    sample_rows(tmp_path / "samples.png", len(rows), 12, tmp_path)
+
+
+def test_priors_averages_over_seeds_before_pairing_images():
+    study = experiment_module("priors")
+
+    def run_of(log_px, elbo, kl):
+        return dict(
+            log_px=torch.tensor(log_px),
+            elbo=torch.tensor(elbo),
+            kl_term=kl,
+            active_units=3,
+            components_in_use=None,
+            parameters=0,
+            prior={"name": "standard"},
+            epoch_seconds=1.0,
+            test_elbo_curve=[-3.0, -1.0],
+        )
+
+    runs = [run_of([1.0, 2.0, 3.0], [0.0] * 3, 4.0), run_of([3.0, 4.0, 5.0], [1.0] * 3, 6.0)]
+    reference = [run_of([0.0] * 3, [0.0] * 3, 1.0), run_of([2.0] * 3, [2.0] * 3, 1.0)]
+    out = study.summarize(study.ROWS[0], runs, reference)
+    # seed-averaged per image: log P(X) = (2, 3, 4), the reference (1, 1, 1)
+    assert out["log_px"]["mean"] == pytest.approx(3.0)
+    assert out["log_px"]["stderr"] == pytest.approx(1 / math.sqrt(3))
+    assert out["log_px_vs_reference"]["mean"] == pytest.approx(2.0)
+    assert out["log_px_vs_reference"]["stderr"] == pytest.approx(1 / math.sqrt(3))
+    assert out["elbo_vs_reference"]["mean"] == pytest.approx(-0.5)
+    assert out["kl_term"] == pytest.approx(5.0)  # over seeds
+    assert out["reconstruction"] == pytest.approx(0.5 + 5.0)  # E_Q[log P(X|z)] = ELBO + KL
+    assert out["gap"]["mean"] == pytest.approx(2.5)
+
+
 def test_vqvae_experiment(tmp_path, run):
     results = run("vqvae", tmp_path)
     rows = {r["label"]: r for r in results["rows"]}
@@ -829,7 +889,7 @@ def test_networks_experiment(tmp_path, run):
 #: estimator moves them by Monte Carlo error, 1e-2 and more
 REFERENCE_ATOL, REFERENCE_RTOL = 5e-4, 5e-5
 #: experiments added after the reference was recorded
-NEWER_THAN_THE_REFERENCE = {"estimators"}
+NEWER_THAN_THE_REFERENCE = {"estimators", "priors"}
 #: the first draws of torch's CPU generators from seed 0 (:func:`rng_fingerprint`) under
 #: torch 2.14.1, which recorded the reference
 RNG_FINGERPRINT = {
