@@ -6,6 +6,11 @@ plate, sum each site's ``log_prob`` over every dimension but the particle and
 ``"data"`` dimensions, and fold the resulting ``(chunk, N)`` tensors into running
 per-point statistics, the Pareto k-hat of the weights' tail among them.
 
+A discrete latent site of the model that the guide does not propose (a class label,
+say) is summed out exactly: the model runs under Pyro's parallel enumeration, and the
+log joint is a log-sum-exp over the enumerated values, so the weight of a particle is
+``sum_y p(x, y, z) / q(z|x)``.
+
 References:
 
 - A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto Smoothed Importance
@@ -25,6 +30,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.infer import config_enumerate
 from pyro.ops.stats import fit_generalized_pareto
 
 #: particle-data pairs per chunk when ``chunk_size`` is not given. Memory is a few
@@ -55,6 +61,8 @@ class Layout(NamedTuple):
     num_points: int
     data_dim: int
     max_plate_nesting: int
+    #: discrete latent sites of the model that the guide leaves out, summed out exactly
+    enumerated: tuple[str, ...] = ()
 
 
 def log_weight_chunks(
@@ -82,6 +90,11 @@ def log_weight_chunks(
 
 
 def _chunk(model, guide, args, kwargs, size, proposal, layout, max_plate_nesting) -> torch.Tensor:
+    if layout.enumerated:  # sum the discrete sites the guide leaves out
+        model = poutine.enum(
+            config_enumerate(model, default="parallel", expand=False),
+            first_available_dim=-(max_plate_nesting + 2),
+        )
     with pyro.plate(PARTICLE_PLATE, size, dim=-(max_plate_nesting + 1)):
         if proposal == "guide":
             guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -93,13 +106,37 @@ def _chunk(model, guide, args, kwargs, size, proposal, layout, max_plate_nesting
             model_trace = poutine.trace(model).get_trace(*args, **kwargs)
     shape = (size, layout.num_points)
     log_w = torch.zeros(shape, device=_device(model_trace))
-    for site in sample_sites(model_trace):
-        if proposal == "guide" or site["is_observed"]:
-            log_w = log_w + site_log_prob(site, layout, max_plate_nesting, shape)
+    if layout.enumerated:
+        log_w = log_w + _summed_out(model_trace, layout, max_plate_nesting, shape)
+    else:
+        for site in sample_sites(model_trace):
+            if proposal == "guide" or site["is_observed"]:
+                log_w = log_w + site_log_prob(site, layout, max_plate_nesting, shape)
     if guide_trace is not None:
         for site in sample_sites(guide_trace):
             log_w = log_w - site_log_prob(site, layout, max_plate_nesting, shape)
     return log_w
+
+
+def _summed_out(model_trace, layout: Layout, max_plate_nesting: int, shape) -> torch.Tensor:
+    """``log sum_y p(x, y, z)`` per particle and point: every site's log density (with
+    the enumerated values of the discrete sites in dims left of the particle plate),
+    summed per point over the other plates, added up, then log-sum-exp'd over the
+    enumerated dims. Exact where each enumerated site sits in the ``"data"`` plate
+    alone, as :func:`inspect_layout` checks: one value per data point, shared by the
+    point's sites in nested plates."""
+    plates = max_plate_nesting + 1
+    terms = []
+    for site in sample_sites(model_trace):
+        log_p = scale_and_mask(site["fn"].log_prob(site["value"]), mask=site["mask"])
+        enum_dims = max(0, log_p.dim() - plates)
+        lead, rest = log_p.shape[:enum_dims], log_p.shape[enum_dims:]
+        values = log_p.reshape(-1, *rest) if enum_dims else log_p.unsqueeze(0)
+        summed = [per_point_sum(v, site["name"], layout, max_plate_nesting, shape) for v in values]
+        terms.append(torch.stack(summed).reshape(*lead, *shape) if enum_dims else summed[0])
+    joint = sum(terms[1:], terms[0])
+    enum_dims = joint.dim() - 2
+    return joint.logsumexp(tuple(range(enum_dims))) if enum_dims else joint
 
 
 def site_log_prob(site, layout: Layout, max_plate_nesting: int, shape) -> torch.Tensor:
@@ -177,16 +214,19 @@ def inspect_layout(model, guide, args, kwargs) -> Layout:
                     f"{role} site {site['name']!r} is outside the 'data' plate; a per-point "
                     "log-likelihood needs every sample site inside it"
                 )
+    enumerated: tuple[str, ...] = ()
     if guide_trace is not None:
-        model_latent = {s["name"] for s in sample_sites(model_trace) if not s["is_observed"]}
+        latent = [s for s in sample_sites(model_trace) if not s["is_observed"]]
         guide_latent = {s["name"] for s in sample_sites(guide_trace)}
-        missing = sorted(model_latent - guide_latent)
+        left_out = [s for s in latent if s["name"] not in guide_latent]
+        missing = sorted(s["name"] for s in left_out if not _summable(s))
         if missing:
             raise ValueError(
                 f"the guide has no site for the model's latent site(s) {', '.join(missing)}; "
-                "importance weights need q to propose every latent variable (enumerated "
-                "discrete sites are not supported: sample them in the guide)"
+                "importance weights need q to propose every continuous latent variable "
+                "(a discrete one in the 'data' plate alone is summed out)"
             )
+        enumerated = tuple(s["name"] for s in left_out)
         extra = sorted(guide_latent - {s["name"] for s in sample_sites(model_trace)})
         if extra:
             raise ValueError(f"the guide samples site(s) {', '.join(extra)} that the model lacks")
@@ -199,7 +239,14 @@ def inspect_layout(model, guide, args, kwargs) -> Layout:
             stacklevel=6,
         )
     max_plate_nesting = max([-f.dim for f in frames if f.dim is not None] + [1])
-    return Layout(int(num_points), int(data_dim), max_plate_nesting)
+    return Layout(int(num_points), int(data_dim), max_plate_nesting, enumerated)
+
+
+def _summable(site) -> bool:
+    """A latent site the evaluator can sum out: discrete with a finite support, in the
+    ``"data"`` plate and no other."""
+    plates = [f.name for f in site["cond_indep_stack"]]
+    return site["fn"].has_enumerate_support and plates == ["data"]
 
 
 def sample_sites(trace) -> list[dict]:

@@ -216,7 +216,10 @@ def test_each_prior_trains_resumes_samples_and_evaluates(name, tmp_path):
     assert main(["train", "--out", str(run), "--resume", *given[2:], "--epochs", "2"]) == 0
     assert main(["sample", "--run", str(run), "-n", "9"]) == 0
     evaluate = ["evaluate", "--run", str(run), "--limit", "8", "--num-samples", "20"]
-    assert main([*evaluate, "--no-progress"]) == 0
+    gap = ["--gap-decomposition", "--gap-points", "2", "--gap-steps", "3"]
+    assert main([*evaluate, *gap, "--no-progress"]) == 0
+    gaps = json.loads((run / "eval_n8.json").read_text())["gap_decomposition"]
+    assert gaps["num_points"] == 2 and math.isfinite(gaps["approximation_gap"]["mean"])
     model = open_run(run).model
     assert model.prior_family.config() == stored
     learned = dict(model.prior_family.named_parameters())
