@@ -177,7 +177,8 @@ def make_engine(
             f"unknown {{engine}} {engine!r}; valid names: {', '.join(ENGINES)}",
             settings=("engine",),
         )
-    loss_fn = make_objective(objective, num_particles, model.max_plate_nesting)
+    enumerate = bool(getattr(model, "enumerated_sites", ()))
+    loss_fn = make_objective(objective, num_particles, model.max_plate_nesting, enumerate)
     # the fast engine's torch optimizer holds the parameters: no param-store lookups
     objective_module: nn.Module = Objective(model, loss_fn, register=engine != "fast")
     ranks = distributed.world_size()

@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import torch
-from pyro.infer import Trace_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from pyro_vae import distributed
 from pyro_vae.errors import UnreliableWeights
@@ -256,6 +256,7 @@ def mean_elbo(
     batch_size: int = 1000,
     max_plate_nesting: int = 1,
     seed: int | None = None,
+    enumerate: bool = False,
 ) -> float:
     """ELBO per data point, averaged over ``data`` (no KL weight), in nats.
 
@@ -273,12 +274,14 @@ def mean_elbo(
         index) and torch's global random state is left as it was, so the result does
         not depend on the number of processes; by default the batches draw from torch's
         global generator.
+    :param bool enumerate: the guide marks discrete sites for enumeration: sum over
+        their values exactly (``TraceEnum_ELBO``).
 
     Inside a process group every rank scores a contiguous share of the batches and all
     ranks return the same mean.
     """
     data = tuple(data) if isinstance(data, (tuple, list)) else (data,)
-    objective = Trace_ELBO(
+    objective = (TraceEnum_ELBO if enumerate else Trace_ELBO)(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
@@ -292,7 +295,10 @@ def mean_elbo(
             if seed is not None:
                 torch.manual_seed(distributed.stream_seed(seed, "elbo", start))
             batch = tuple(t[start : start + batch_size] for t in data)
-            total += objective.differentiable_loss(model, guide, *batch)
+            if enumerate:  # TraceEnum_ELBO differentiates only where gradients are on
+                total += objective.loss(model, guide, *batch)
+            else:
+                total += objective.differentiable_loss(model, guide, *batch)
     return -distributed.all_sum(total).item() / n
 
 

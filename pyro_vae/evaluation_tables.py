@@ -98,7 +98,8 @@ def evaluation_table(r: dict[str, Any]) -> str:
     if r.get("negative_elbo_10_particles") is not None:
         lines.append(
             f"\nNegative ELBO from {TUTORIAL_ELBO_PARTICLES} fresh particles through "
-            f"Trace_ELBO (the metric of Pyro's CVAE tutorial; for any model an upper bound "
+            f"Trace_ELBO (TraceEnum_ELBO where the guide enumerates a discrete site; the "
+            f"metric of Pyro's CVAE tutorial; for any model an upper bound "
             f"on -log {p}): {r['negative_elbo_10_particles']:.2f} nats per data point "
             "(compare with minus the ELBO above).\n"
         )

@@ -51,6 +51,10 @@ MIN_SIGMA, MAX_SIGMA = 1e-4, 1e4
 #: van den Oord et al. (2017) use 0.25 and find 0.1 to 2 alike; beyond 1,000 the
 #: encoder outputs are pinned to their codes and the reconstruction no longer trains them
 MAX_COMMITMENT = 1e3
+#: the weight of the ssvae's classification term per labelled image: Kingma et al.'s
+#: 0.1 N over 100 labels of MNIST is 50, Pyro's example uses 46; beyond 10,000 one
+#: labelled image outweighs the likelihood of the whole data set it sits in
+MAX_ALPHA = 1e4
 
 
 def in_range(value: float, low: float, high: float, *, open_low: bool = False) -> bool:

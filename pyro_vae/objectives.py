@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable
 
 import torch
-from pyro.infer import RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
+from pyro.infer import RenyiELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 from pyro.infer.util import get_dependent_plate_dims, is_identically_zero, torch_sum
 from pyro.poutine.scale_messenger import ScaleMessenger
 
@@ -55,21 +55,34 @@ def scale_latents(fn: Callable, scale: float) -> Callable:
     return LatentScaleMessenger(scale)(fn)
 
 
-def make_objective(name: str, num_particles: int = 1, max_plate_nesting: int = 1):
+def make_objective(
+    name: str, num_particles: int = 1, max_plate_nesting: int = 1, enumerate: bool = False
+):
     """Build a Pyro objective by name.
 
     :param str name: ``"elbo"`` (``Trace_ELBO``), ``"mean-field"``
         (``TraceMeanField_ELBO``, analytic KL) or ``"iwae"`` (``RenyiELBO(alpha=0)``).
     :param int num_particles: samples per data point, vectorized when > 1.
     :param int max_plate_nesting: plates the model nests (needed to vectorize particles).
+    :param bool enumerate: the guide marks discrete sites for parallel enumeration
+        (:attr:`~pyro_vae.models.base.Model.enumerated_sites`): ``"elbo"`` is then
+        ``TraceEnum_ELBO``, which sums over their values exactly; the others are refused.
     :returns: a :class:`pyro.infer.ELBO` instance.
-    :raises UsageError: for an unknown name.
+    :raises UsageError: for an unknown name, or one that cannot enumerate.
     """
     kwargs = dict(
         num_particles=num_particles,
         vectorize_particles=num_particles > 1,
         max_plate_nesting=max_plate_nesting,
     )
+    if enumerate and name in OBJECTIVES:
+        if name != "elbo":
+            raise UsageError(
+                f"{{objective}} {name} cannot sum this model's discrete latent sites out; "
+                "use {objective} elbo (TraceEnum_ELBO, which sums them exactly)",
+                settings=("objective",),
+            )
+        return TraceEnum_ELBO(**kwargs)
     if name == "elbo":
         return Trace_ELBO(**kwargs)
     if name == "mean-field":

@@ -255,10 +255,13 @@ def training_figures(model, dataset, history, seed: int) -> dict[str, object]:
     shape = model.image_shape
     if shape is not None and model.supports("sample"):
         generator = torch.Generator(device=dataset.x_test.device).manual_seed(seed)
+        columns = model.sample_columns
+        n = RUN_SAMPLES if columns is None else -(-RUN_SAMPLES // columns) * columns
         figures["samples.png"] = grid_figure(
-            model.sample(RUN_SAMPLES, generator=generator),
+            model.sample(n, generator=generator),
             shape,
-            f"{RUN_SAMPLES} samples: the prior's z, mean of P(x|z)",
+            f"{n} samples: the prior's z, mean of P(x|z)",
+            ncols=columns,
         )
     if shape is not None and model.supports("reconstruct"):
         x = dataset.x_test

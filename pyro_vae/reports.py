@@ -69,6 +69,7 @@ def training_results(model, dataset, train_config, history, data) -> dict[str, A
                 batch_size=train_config.eval_batch_size,
                 max_plate_nesting=model.max_plate_nesting,
                 seed=seed,
+                enumerate=bool(model.enumerated_sites),
             )
             for split, tensors in data.items()
         }

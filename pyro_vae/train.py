@@ -37,6 +37,7 @@ from pyro_vae.io import remove_leftovers
 from pyro_vae.memory import check_fits
 from pyro_vae.models.base import Model
 from pyro_vae.models.config import differences
+from pyro_vae.objectives import make_objective
 from pyro_vae.train_config import (
     BURDA_STAGES,
     LR_SCHEDULES,
@@ -76,6 +77,8 @@ def check_fit_inputs(
             "(docs/guide.md, 'Adding a model'), or call pyro.infer.SVI on your functions"
         )
     config.check()
+    # an objective that cannot sum the model's enumerated sites out is refused here
+    make_objective(config.objective, 1, model.max_plate_nesting, bool(model.enumerated_sites))
     train = _as_tuple(train)
     n_train = train[0].shape[0]
     if n_train == 0:
@@ -200,6 +203,7 @@ def fit(
                         _as_tuple(test),
                         batch_size=config.eval_batch_size,
                         max_plate_nesting=model.max_plate_nesting,
+                        enumerate=bool(model.enumerated_sites),
                     )
                 run.history.append(
                     epoch=epoch + 1,

@@ -333,6 +333,10 @@ def test_resuming_with_another_number_of_processes_says_what_changes(
         ["--engine", "svi"],
         ["--objective", "iwae", "--num-particles", "3"],
         ["--model", "cvae", "--task", "quadrants-2", "--kl-warmup", "1", "--beta", "0.5"],
+        # the VampPrior runs the encoder in the model as well as in the guide
+        ["--prior", "vamp", "--prior-components", "4", "--prior-init", "data"],
+        # TraceEnum_ELBO through DDP: the classes of the hidden labels enumerated
+        ["--model", "ssvae", "--labels", "20"],
     ],
 )
 def test_engines_and_objectives_train_under_torchrun(tmp_path, variant):

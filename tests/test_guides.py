@@ -215,7 +215,7 @@ def test_the_cvae_takes_a_guide_family_and_the_regressor_refuses_one(tmp_path, c
     capsys.readouterr()
     args = ["train", "--dataset", "digits", "--model", "regressor", "--task", "label"]
     assert main([*args, "--guide", "iaf", "--out", str(tmp_path / "r")]) == 2
-    assert "--guide applies to --model vae or cvae, not to --model regressor" in (
+    assert "--guide applies to --model vae or cvae or ssvae, not to --model regressor" in (
         capsys.readouterr().err
     )
 

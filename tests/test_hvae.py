@@ -151,7 +151,8 @@ def test_hvae_trains_samples_evaluates_and_resumes_with_iwae(tmp_path, capsys):
         main(["train", "--model", "hvae", *SMALL, "--z-dim", "3", "--out", str(tmp_path / "x")])
         == 2
     )
-    assert "--z-dim applies to --model vae or cvae, not to --model hvae" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--z-dim applies to --model vae or cvae or ssvae, not to --model hvae" in err
     assert (
         main(
             [

@@ -341,7 +341,7 @@ def test_models_may_share_a_flag_with_their_own_default(capsys):
         assert "latent dimension (default 20; 100 for big)" in text
         assert (
             "P(x|z), or P(Y|z,X) (default bernoulli; gaussian for vqvae) "
-            "[vae, cvae, regressor, hvae, vqvae]" in text
+            "[vae, cvae, regressor, hvae, vqvae, ssvae]" in text
         )
         assert "hidden widths of every network (default 400; 200,100 for hvae)" in text
     finally:

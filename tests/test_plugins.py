@@ -106,7 +106,7 @@ def test_an_installed_package_is_found_by_its_entry_point(tmp_path):
     run = tmp_path / "run"
     path = (site, EXAMPLE)
     helped = python(["-m", "pyro_vae", "train", "--help"], path)
-    assert "--model {vae,cvae,regressor,hvae,vqvae,mogvae}" in helped.stdout
+    assert "--model {vae,cvae,regressor,hvae,vqvae,ssvae,mogvae}" in helped.stdout
     assert "student-t" in helped.stdout
     assert "--modes MODES" in helped.stdout
     # the installed console script, as a user types it

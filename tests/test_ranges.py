@@ -253,6 +253,8 @@ NON_DEFAULT = {
     "hvae-flow": "--z-dims 3,2 --hidden-dims 8,8 --prior flow --prior-flow-steps 2",
     "vqvae": "--vq-codes 5 --vq-slots 2 --vq-dim 3 --vq-select distance --vq-commitment 0.6 "
     "--vq-ema 0.99 --hidden-dims 16 --likelihood laplace --sigma predicted --network conv",
+    "ssvae": "--labels 20 --alpha 5 --label-seed 3 --z-dim 3 --hidden-dims 16 --likelihood "
+    "gaussian --sigma 0.3 --network conv --guide full-covariance",
 }
 
 
@@ -283,7 +285,12 @@ def test_the_command_that_trained_a_run_resumes_it(few_digits, tmp_path, capsys,
     assert main([*argv, "--resume", "--epochs", "2"]) == 0, capsys.readouterr().err
     assert json.loads((out / "history.json").read_text())["epoch"] == [1, 2]
     capsys.readouterr()
-    changed = {"vae": "--z-dim 4", "cvae": "--prior fixed", "regressor": "--sigma per-pixel"}
+    changed = {
+        "vae": "--z-dim 4",
+        "cvae": "--prior fixed",
+        "regressor": "--sigma per-pixel",
+        "ssvae": "--labels 30",
+    }
     other = changed.get(kind, "--vq-ema 0.9" if kind == "vqvae" else "--z-dims 5,2").split()
     err = refused([*argv, *other, "--resume"], capsys)
     assert f"cannot resume {out} with different settings: {other[0]} {other[1]} (run has " in err
@@ -291,9 +298,11 @@ def test_the_command_that_trained_a_run_resumes_it(few_digits, tmp_path, capsys,
 
 @pytest.fixture(scope="module")
 def few_digits(tmp_path_factory) -> list[str]:
-    """Options of a one-epoch run on 128 training and 32 test digits (an npz file)."""
+    """Options of a one-epoch run on 128 training and 32 test digits, with their classes
+    (an npz file)."""
     digits = data_mod.load("digits")
     path = tmp_path_factory.mktemp("few") / "digits.npz"
     x_train, x_test = (t.reshape(-1, 8, 8).numpy() for t in (digits.x_train, digits.x_test))
-    np.savez(path, x_train=x_train[:128], x_test=x_test[:32])
+    y_train, y_test = digits.y_train.numpy()[:128], digits.y_test.numpy()[:32]
+    np.savez(path, x_train=x_train[:128], x_test=x_test[:32], y_train=y_train, y_test=y_test)
     return ["--dataset", f"npz:{path}", "--epochs", "1", "--no-progress"]

@@ -157,6 +157,7 @@ def _evaluate(args, model, dataset, data, ks, settings, paths, simulated_from) -
         batch_size=args.batch_size,
         max_plate_nesting=model.max_plate_nesting,
         seed=args.seed,  # one stream per batch: the same with any number of processes
+        enumerate=bool(model.enumerated_sites),
     )
     exact = None
     if main and model.supports("exact_log_likelihood"):  # a latent model with a summable log P

@@ -51,6 +51,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         gen = torch.Generator(device=resolve_device(args.device)).manual_seed(args.seed)
         samples = model.sample(args.num_samples, generator=gen)
         title = f"{args.num_samples} samples from the prior (seed {args.seed})"
-        plots.save_figure(plots.grid_figure(samples, model.image_shape, title), out)
+        grid = plots.grid_figure(samples, model.image_shape, title, model.sample_columns)
+        plots.save_figure(grid, out)
     wrote(out)
     return 0

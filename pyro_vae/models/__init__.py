@@ -18,11 +18,14 @@ from pyro_vae.models.cvae import CVAE
 from pyro_vae.models.hvae import HVAE
 from pyro_vae.models.options import architecture, guide_family_from_options, likelihood_from_options
 from pyro_vae.models.regressor import Regressor
+from pyro_vae.models.ssvae import SSVAE
 from pyro_vae.models.vae import VAE
 from pyro_vae.models.vqvae import VQVAE
 
 #: model classes by :attr:`~pyro_vae.models.base.Model.kind`, in the order ``--help`` lists them
-MODELS: dict[str, type[Model]] = {cls.kind: cls for cls in (VAE, CVAE, Regressor, HVAE, VQVAE)}
+MODELS: dict[str, type[Model]] = {
+    cls.kind: cls for cls in (VAE, CVAE, Regressor, HVAE, VQVAE, SSVAE)
+}
 #: the kind ``pyro-vae train`` builds without ``--model``, and that of the first runs,
 #: whose configurations named no kind
 DEFAULT_KIND = VAE.kind
@@ -167,6 +170,7 @@ __all__ = [
     "DEFAULT_KIND",
     "HVAE",
     "MODELS",
+    "SSVAE",
     "VAE",
     "VQVAE",
     "Completions",

@@ -26,6 +26,8 @@ Models return tensors; they draw no pictures.
 ``target``                  the observed site that evaluation scores (``"x"``)
 ``latent_sites``            its latent sample sites; ``()`` for a model without any
 ``max_plate_nesting``       plates the model nests (for vectorized particles)
+``enumerated_sites``        guide sites summed out by enumeration (``TraceEnum_ELBO``)
+``sample_columns``          width of a grid of samples (``None``: square)
 ``components``              constructor arguments stored by their own ``config()``
 ``hints``                   what to use instead, per capability it lacks
 ``proposal_note``           what reports say about ``proposal`` where it is not the guide
@@ -67,7 +69,7 @@ import contextlib
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pyro
 import torch
@@ -77,11 +79,11 @@ from pyro_vae.errors import UsageError
 from pyro_vae.likelihoods import Likelihood, get_likelihood
 from pyro_vae.models.config import accepted_arguments, plain, record_arguments
 from pyro_vae.models.params import claim_name, name_taken, release
+from pyro_vae.models.records import Completions, ModelData, Notation
 
 if TYPE_CHECKING:
     from pyro_vae.data import Dataset
     from pyro_vae.guides import GuideFamily
-    from pyro_vae.tasks import Task
 
 #: what :meth:`Model.supports` answers, with the method that implements each (``latent``:
 #: a non-empty :attr:`Model.latent_sites`)
@@ -93,46 +95,6 @@ CAPABILITIES: dict[str, str | None] = {
     "gap_decomposition": "guide_parts",
     "latent": None,
 }
-
-
-class Notation(NamedTuple):
-    """How reports name a model's quantities, in Doersch's notation."""
-
-    data: str = "P(X)"  # what the evaluator estimates
-    guide: str = "Q(z|X)"
-    prior: str = "P(z)"
-    posterior: str = "P(z|X)"
-
-
-class ModelData(NamedTuple):
-    """The tensors a model trains on, as :meth:`Model.training_data` makes them.
-
-    :ivar train: training tensors, sharing dimension 0, before the per-batch transforms.
-    :ivar test: test tensors, fixed (one binarization or dequantization, if any).
-    :ivar transforms: one callable (or ``None``) per tensor, applied to every training
-        batch: pass as ``fit(..., batch_transform=transforms)``.
-    """
-
-    train: tuple[torch.Tensor, ...]
-    test: tuple[torch.Tensor, ...]
-    transforms: tuple[Callable | None, ...]
-
-
-class Completions(NamedTuple):
-    """Targets drawn for conditions, as :meth:`Model.completions` returns them.
-
-    :ivar task: how a condition X and a target Y make one image (:mod:`pyro_vae.tasks`).
-    :ivar x: the conditions, ``(n, x_dim)``.
-    :ivar rows: ``[(label, y)]``, ``y`` of shape ``(n, y_dim)``: the ground truth first,
-        then the draws.
-    :ivar num_samples: how many random completions each condition has; ``None`` for a
-        model whose completion is one deterministic mean.
-    """
-
-    task: Task
-    x: torch.Tensor
-    rows: list[tuple[str, torch.Tensor]]
-    num_samples: int | None
 
 
 @dataclass(frozen=True)
@@ -192,6 +154,12 @@ class Model(nn.Module, metaclass=abc.ABCMeta):
     target: ClassVar[str] = "x"
     latent_sites: ClassVar[tuple[str, ...]] = ("z",)
     max_plate_nesting: ClassVar[int] = 1
+    #: discrete guide sites marked for parallel enumeration: with any, ``--objective elbo``
+    #: is ``TraceEnum_ELBO`` (the sum over their values is exact) and the others refuse
+    enumerated_sites: ClassVar[tuple[str, ...]] = ()
+    #: how many samples a row of a sample grid shows (a model that draws each class in
+    #: one style sets its number of classes); ``None`` for a square grid
+    sample_columns: int | None = None
     #: constructor arguments rebuilt from their config by a factory (a likelihood is
     #: stored as ``likelihood.config()``); each is kept as an attribute of that name
     components: ClassVar[dict[str, Callable[..., Any]]] = {
