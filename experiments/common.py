@@ -172,6 +172,25 @@ def finish(out: Path, results: dict, markdown: str, figures: dict | None = None)
     return results
 
 
+def test_elbo_curves(ax, rows: list[dict]) -> None:
+    """Each row's test ELBO over training on ``ax`` (``rows`` hold ``label`` and
+    ``test_elbo_curve``, the mean over seeds after every epoch); markers where a quick
+    run has a point or two, and the first epochs' plunge out of view in a long run."""
+    for r in rows:
+        curve = r["test_elbo_curve"]
+        marker = "o" if len(curve) < 6 else None
+        ax.plot(range(1, len(curve) + 1), curve, marker=marker, label=r["label"])
+    if len(rows[0]["test_elbo_curve"]) > 5:
+        low = min(r["test_elbo_curve"][4] for r in rows)
+        high = max(max(r["test_elbo_curve"]) for r in rows)
+        ax.set_ylim(low, high + 0.05 * (high - low))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test ELBO, nats per image")
+    ax.set_title("test ELBO over training (mean over seeds)", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
 def bits(vae, dataset, value):
     """Bits per dimension of a nats-per-image value, or None where not comparable."""
     return comparable_bits_per_dim(vae, dataset, value)

@@ -338,19 +338,7 @@ def gap_figure(results: dict):
     positions = range(len(rows))
     fig = Figure(figsize=(16, 4.4))
     left, right, curves = fig.subplots(1, 3)
-    for r in rows:
-        curve = r["test_elbo_curve"]
-        marker = "o" if len(curve) < 6 else None  # a quick run has a point or two
-        curves.plot(range(1, len(curve) + 1), curve, marker=marker, label=r["label"])
-    curves.set_xlabel("epoch")
-    curves.set_ylabel("test ELBO, nats per image")
-    curves.set_title("test ELBO over training (mean over seeds)", fontsize=9)
-    if len(rows[0]["test_elbo_curve"]) > 5:  # leave the first epochs' plunge out of view
-        low = min(r["test_elbo_curve"][4] for r in rows)
-        high = max(max(r["test_elbo_curve"]) for r in rows)
-        curves.set_ylim(low, high + 0.05 * (high - low))
-    curves.grid(alpha=0.3)
-    curves.legend(fontsize=8)
+    common.test_elbo_curves(curves, rows)
     for offset, (key, label) in zip(
         (-0.2, 0.0, 0.2),
         (("elbo", "ELBO"), ("bound", f"L_{results['bound_k']}"), ("log_px", "log P(X)")),

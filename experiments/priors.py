@@ -308,19 +308,7 @@ def figure(results: dict):
         "KL term E_Q[log Q(z|X) - log P(z)]: active units, components in use", fontsize=9
     )
     middle.grid(alpha=0.3, axis="y")
-    for r in rows:
-        curve = r["test_elbo_curve"]
-        marker = "o" if len(curve) < 6 else None  # a quick run has a point or two
-        curves.plot(range(1, len(curve) + 1), curve, marker=marker, label=r["label"])
-    if len(rows[0]["test_elbo_curve"]) > 5:  # leave the first epochs' plunge out of view
-        low = min(r["test_elbo_curve"][4] for r in rows)
-        high = max(max(r["test_elbo_curve"]) for r in rows)
-        curves.set_ylim(low, high + 0.05 * (high - low))
-    curves.set_xlabel("epoch")
-    curves.set_ylabel("test ELBO, nats per image")
-    curves.set_title("test ELBO over training (mean over seeds)", fontsize=9)
-    curves.grid(alpha=0.3)
-    curves.legend(fontsize=8)
+    common.test_elbo_curves(curves, rows)
     fig.tight_layout()
     return fig
 

@@ -134,8 +134,9 @@ def test_discover_finds_the_experiments_in_page_order():
         "networks",
         "estimators",
         "priors",
+        "semi_supervised",
     ]
-    ring, cvae = experiments[0], experiments[-6]
+    ring, cvae = experiments[0], experiments[-7]
     assert ring.title == "Figure 2: a ring from N(0, I), and a VAE that learns it"
     assert (ring.page, ring.minutes) == ("ring.md", 1)
     assert (cvae.page, cvae.minutes) == ("cvae.md", 25)
@@ -827,6 +828,55 @@ def test_priors_averages_over_seeds_before_pairing_images():
     assert out["gap"]["mean"] == pytest.approx(2.5)
 
 
+def test_semi_supervised_experiment(tmp_path, run):
+    results = run("semi_supervised", tmp_path)
+    rows = results["rows"]
+    assert [r["labels"] for r in rows] == [10, 20]
+    for r in rows:
+        for key in ("m2_error", "classifier_error"):
+            seeds = r[key]["seeds"]
+            assert len(seeds) == 2 and all(0 <= e <= 1 for e in seeds)
+            # 1,000 test images: every error is a whole number of them
+            assert all(abs(e * 1000 - round(e * 1000)) < 1e-6 for e in seeds)
+        assert r["epoch_seconds"] > 0 and math.isfinite(r["test_elbo"]["mean"])
+    shown = (tmp_path / "results.md").read_text()
+    first = rows[0]
+    cell = f"{100 * first['m2_error']['mean']:.2f} ± {100 * first['m2_error']['stderr']:.2f}"
+    assert f"| 10 | {cell} |" in shown
+    probes = {p["name"]: p for p in results["probes"]}
+    assert [(p["alpha"], p["epochs"], p["labels"]) for p in probes.values()] == [
+        (500.0, 1, 10),
+        (50.0, 6, 10),
+    ]
+    assert all(0 <= p[k] <= 1 for p in probes.values() for k in ("m2_error", "classifier_error"))
+    sample_rows(tmp_path / "styles.png", 6, 10, tmp_path)
+    sample_rows(tmp_path / "analogies.png", 6, 11, tmp_path)
+
+
+def test_the_classifier_alone_reads_the_labelled_images_only():
+    """The baseline is trained on M2's labelled images and nothing else: blanking every
+    other training image leaves its weights exactly as they were."""
+    from dataclasses import replace
+
+    from pyro_vae import data as data_mod
+    from pyro_vae.models import SSVAE
+
+    study = experiment_module("semi_supervised")
+    digits = data_mod.load("digits")
+    m2 = SSVAE(digits.x_dim, num_classes=10, z_dim=2, hidden_dims=(16,), labels=30)
+    budget = study.common.Budget.quick()
+    chosen = m2.labelled_indices(digits.y_train)
+    blank = torch.zeros_like(digits.x_train)
+    blank[chosen] = digits.x_train[chosen]
+    trained = [
+        study.train_classifier(m2, d, budget, seed=0).state_dict()
+        for d in (digits, replace(digits, x_train=blank))
+    ]
+    assert all(torch.equal(trained[0][k], trained[1][k]) for k in trained[0])
+    other = study.train_classifier(m2, digits, budget, seed=1).state_dict()
+    assert not all(torch.equal(trained[0][k], other[k]) for k in other)
+
+
 def test_vqvae_experiment(tmp_path, run):
     results = run("vqvae", tmp_path)
     rows = {r["label"]: r for r in results["rows"]}
@@ -889,7 +939,7 @@ def test_networks_experiment(tmp_path, run):
 #: estimator moves them by Monte Carlo error, 1e-2 and more
 REFERENCE_ATOL, REFERENCE_RTOL = 5e-4, 5e-5
 #: experiments added after the reference was recorded
-NEWER_THAN_THE_REFERENCE = {"estimators", "priors"}
+NEWER_THAN_THE_REFERENCE = {"estimators", "priors", "semi_supervised"}
 #: the first draws of torch's CPU generators from seed 0 (:func:`rng_fingerprint`) under
 #: torch 2.14.1, which recorded the reference
 RNG_FINGERPRINT = {

@@ -71,3 +71,48 @@ def test_the_priors_page_and_the_readme_quote_its_results(priors):
     missing = [claim for claim in quoted if claim not in page]
     assert not missing, missing
     assert f"gains {rows['vamp-data']['log_px_vs_reference']['mean']:.1f} nats" in readme
+
+
+@pytest.fixture(scope="module")
+def semi_supervised():
+    results, markdown = _published("semi_supervised")
+    return results, markdown
+
+
+def test_the_semi_supervised_page_shows_the_tables_of_its_results(semi_supervised):
+    _, markdown = semi_supervised
+    page = (ROOT / "docs" / "semi_supervised.md").read_text().splitlines()
+    missing = [line for line in _table_lines(markdown) if line not in page]
+    assert not missing, missing
+
+
+def test_the_semi_supervised_page_and_the_readme_quote_its_results(semi_supervised):
+    results, _ = semi_supervised
+    page = " ".join((ROOT / "docs" / "semi_supervised.md").read_text().split())
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    rows = {r["labels"]: r for r in results["rows"]}
+
+    def error(labels: int, key: str) -> str:
+        return f"{100 * rows[labels][key]['mean']:.2f}%"
+
+    def accuracy(labels: int) -> str:
+        return f"{1 - rows[labels]['classifier_error']['mean']:.4f}"
+
+    alpha, longer = results["probes"]
+    quoted = [
+        f"M2 errs on {error(100, 'm2_error')} of the test images, against "
+        f"{error(100, 'classifier_error')} for the same network",
+        f"({error(600, 'm2_error')} against {error(600, 'classifier_error')}, "
+        f"{error(1000, 'm2_error')} against {error(1000, 'classifier_error')})",
+        f"has {accuracy(100)}, {accuracy(600)} and {accuracy(1000)}",
+        f"with alpha {alpha['alpha']:g} M2 errs on {100 * alpha['m2_error']:.2f}% (the "
+        f"classifier alone {100 * alpha['classifier_error']:.2f}%)",
+        f"trained {longer['epochs']} epochs on {100 * longer['m2_error']:.2f}% (the "
+        f"classifier alone, as long, {100 * longer['classifier_error']:.2f}%)",
+    ]
+    missing = [claim for claim in quoted if claim not in page]
+    assert not missing, missing
+    assert (
+        f"errs on {error(100, 'm2_error')} of the test images against "
+        f"{error(100, 'classifier_error')}" in readme
+    )
