@@ -133,6 +133,7 @@ def fit(
     resume: bool = False,
     run_config: dict[str, Any] | None = None,
     progress: bool = True,
+    on_epoch: Callable[[History], None] | None = None,
 ) -> History:
     """Train ``model`` by SVI and return its :class:`History`.
 
@@ -154,6 +155,7 @@ def fit(
         ``config()`` (its likelihood's included), must equal the checkpoint's.
     :param dict run_config: more plain data stored in the checkpoint's ``config``.
     :param bool progress: show a progress bar with the running objective.
+    :param on_epoch: called with the :class:`History` after each epoch (and checkpoint).
 
     ``config.seed`` seeds the training randomness (batches, samples of z); seed
     before building ``model`` as well if its initial weights should be reproducible.
@@ -219,6 +221,8 @@ def fit(
                 )
                 if checkpoint is not None:
                     _save(checkpoint, model, run, epoch)
+                if on_epoch is not None:  # e.g. pyro_vae.tensorboard.TensorBoard.epoch
+                    on_epoch(run.history)
     finally:
         bar.close()
     return run.history

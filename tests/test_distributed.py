@@ -333,8 +333,9 @@ def test_resuming_with_another_number_of_processes_says_what_changes(
         ["--engine", "svi"],
         ["--objective", "iwae", "--num-particles", "3"],
         ["--model", "cvae", "--task", "quadrants-2", "--kl-warmup", "1", "--beta", "0.5"],
-        # the VampPrior runs the encoder in the model as well as in the guide
-        ["--prior", "vamp", "--prior-components", "4", "--prior-init", "data"],
+        # the VampPrior runs the encoder in the model as well as in the guide; rank 0
+        # alone writes the TensorBoard events
+        ["--prior", "vamp", "--prior-components", "4", "--prior-init", "data", "--tensorboard"],
         # TraceEnum_ELBO through DDP: the classes of the hidden labels enumerated
         ["--model", "ssvae", "--labels", "20"],
     ],
@@ -345,6 +346,8 @@ def test_engines_and_objectives_train_under_torchrun(tmp_path, variant):
     assert proc.returncode == 0, proc.stderr[-3000:]
     elbo = _history(out)["test_elbo"]
     assert all(math.isfinite(v) for v in elbo) and elbo[1] > elbo[0]
+    if "--tensorboard" in variant:  # one writer: one event file
+        assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 1
 
 
 def test_a_rank_with_an_empty_share_of_the_last_batch_still_steps(tmp_path):

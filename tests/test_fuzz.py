@@ -86,9 +86,17 @@ def pairs(command: str) -> list[tuple[str, str | None]]:
     ]
 
 
+def typed(flag: str, value: str | None) -> list[str]:
+    """``flag value`` as typed: a switch alone, and ``flag=value`` for a flag whose value
+    is optional (``--tensorboard [DIR]``: argparse leaves ``-1`` after it unparsed)."""
+    if value is None:
+        return [flag]
+    return [f"{flag}={value}"] if flag in OPTIONAL_VALUE else [flag, value]
+
+
 def parses(command: str, flag: str, value: str | None) -> bool:
     """Whether the parser takes ``flag value``; a refusal must be one line and exit 2."""
-    argv = [command, *REQUIRED[command], flag, *([] if value is None else [value])]
+    argv = [command, *REQUIRED[command], *typed(flag, value)]
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -102,6 +110,8 @@ def parses(command: str, flag: str, value: str | None) -> bool:
 
 
 PARSER = build_parser()
+#: the flags whose value may be left out
+OPTIONAL_VALUE = {f for c in REQUIRED for a in flags(c) if a.nargs == "?" for f in a.option_strings}
 
 
 @pytest.mark.parametrize("command", sorted(REQUIRED))
@@ -116,8 +126,10 @@ def test_the_parser_refuses_in_one_line_or_parses(command):
 #: options whose value is any text: a path, a name, a device, a list of names
 FREE_TEXT = {"--out", "--data-dir", "--dataset", "--device", "--run-dir", "--only"}
 #: and ``--plugin``, a module to import: fuzzed with the bad values only, since any text
-#: may name a module of the standard library that does something when imported
-TEXT = FREE_TEXT | {"--plugin"}
+#: may name a module of the standard library that does something when imported; and
+#: ``--tensorboard``, a folder to write, with the bad values only (relative paths that
+#: land in the scratch folder)
+TEXT = FREE_TEXT | {"--plugin", "--tensorboard"}
 
 
 def accepted(command: str) -> list[tuple[str, str | None]]:
@@ -174,7 +186,7 @@ def train(flag: str, value: str | None, kind: str, capsys, monkeypatch) -> None:
             for arg in (o.flag, o.choices[-1] if o.choices else "1")
         ]
         argv = ["train", *FAST, "--epochs", "1", "--no-progress", "--model", kind, *needed]
-        argv += ["--out", str(Path(scratch) / "run"), flag, *([] if value is None else [value])]
+        argv += ["--out", str(Path(scratch) / "run"), *typed(flag, value)]
         status, err = status_and_err(argv, capsys)
         check(argv, status, err)
         if status == 2:
@@ -199,7 +211,7 @@ def on_a_run(command: str, flag: str, value, source: Path, capsys) -> None:
         value = value(run) if callable(value) else value
         base = [a.format(scratch=scratch) for a in ON_A_RUN[command]]
         argv = [command, "--run", str(run), *base, "--force"]
-        argv += [flag, *([] if value is None else [value])]
+        argv += typed(flag, value)
         before = contents(run)
         status, err = status_and_err(argv, capsys)
         check(argv, status, err)

@@ -19,7 +19,7 @@ import pyro
 
 from pyro_vae import checkpoint as ckpt_io
 from pyro_vae import data as data_mod
-from pyro_vae import distributed, plots, plugins, reports, staging
+from pyro_vae import distributed, plots, plugins, reports, staging, tensorboard
 from pyro_vae.cli.options import add_device, add_seed, writing
 from pyro_vae.engine import ENGINES
 from pyro_vae.errors import TrainingDiverged, UsageError
@@ -216,6 +216,9 @@ def add_parser(sub) -> None:
         "it fails, the old run stays whole)",
     )
     t.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    t.add_argument(
+        "--tensorboard", nargs="?", const=True, type=path, metavar="DIR", help=tensorboard.HELP
+    )
     t.set_defaults(func=cmd_train, distributed=True)
 
 
@@ -361,6 +364,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         given["data_dir"] = str(Path(given["data_dir"]).resolve())
     if "batch_size" in given:  # before joining the group: no rank waits for a refusal
         distributed.check_batch(given["batch_size"])
+    if args.tensorboard is not None:
+        tensorboard.summary_writer()  # refused before anything is written
     device = distributed.setup(args.device)
     folder = _out_folder(args, given)
     folder = RunFolder(distributed.broadcast(folder.folder))  # one default name for all ranks
@@ -408,6 +413,7 @@ def _train(
             f"({len(dataset.x_train)} train, {len(dataset.x_test)} test, "
             f"binarize={dataset.binarize}{on}) -> {final.folder}"
         )
+    board = tensorboard.for_run(args.tensorboard, final.folder, model, dataset, config.train)
     history = fit(
         model,
         data.train,
@@ -418,7 +424,10 @@ def _train(
         resume=args.resume,
         run_config=config.to_dict(),
         progress=not args.no_progress,
+        on_epoch=board.epoch if board else None,
     )
+    if board:
+        board.close()
     scored = {"train": model.evaluation_data(dataset, "train"), "test": data.test}
     results = reports.training_results(model, dataset, config.train, history, scored)
     if not main:
