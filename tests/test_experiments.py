@@ -118,6 +118,7 @@ def test_discover_finds_the_experiments_in_page_order():
 
     experiments = discover(ROOT)
     assert [e.name for e in experiments] == [
+        "default_run",
         "ring",
         "pixel_distance",
         "naive_vs_importance",
@@ -136,11 +137,11 @@ def test_discover_finds_the_experiments_in_page_order():
         "priors",
         "semi_supervised",
     ]
-    ring, cvae = experiments[0], experiments[-7]
+    ring, cvae = experiments[1], experiments[-7]
     assert ring.title == "Figure 2: a ring from N(0, I), and a VAE that learns it"
     assert (ring.page, ring.minutes) == ("ring.md", 1)
     assert (cvae.page, cvae.minutes) == ("cvae.md", 25)
-    assert experiments[1].minutes == 0.2
+    assert experiments[2].minutes == 0.2
 
 
 GOOD_SCRIPT = """\"\"\"An experiment.\"\"\"
@@ -190,6 +191,26 @@ def test_discover_names_the_script_and_the_constant_it_lacks(tmp_path):
     (folder / "bad.py").write_text(GOOD_SCRIPT.replace("ORDER = 2", 'ORDER = "2"'))
     with pytest.raises(UsageError, match=r"bad\.py, line 8: ORDER must be an integer, not '2'"):
         discover(tmp_path)
+
+
+def test_default_run_experiment(tmp_path, run):
+    # the README's commands, each in a process of its own: the quick ones train the
+    # 64-32-4 VAE on the 8x8 digits for one epoch and evaluate 40 test images at K = 20
+    results = run("default_run", tmp_path)
+    mlp, conv = results["runs"]["mlp"], results["runs"]["conv"]
+    assert (mlp["dataset"], mlp["epochs"], mlp["model_config"]["network"]) == ("digits", 1, "mlp")
+    assert conv["model_config"]["network"] == "conv"
+    # 64-32-4 encoder (mean and log-scale heads) and 4-32-64 decoder, counted by hand
+    assert mlp["parameters"] == (64 * 32 + 32) + 2 * (32 * 4 + 4) + (4 * 32 + 32) + (32 * 64 + 64)
+    evaluation = results["evaluation"]
+    assert (evaluation["num_points"], evaluation["num_samples"]) == (40, 20)
+    assert (
+        evaluation["num_samples_prior"] == 20
+        and evaluation["gap_decomposition"]["num_points"] == 10
+    )
+    assert evaluation["run"] == "runs/mlp"  # no path of the machine that ran it
+    page = (tmp_path / "results.md").read_text()
+    assert f"| test | {mlp['test_elbo']:.2f} | {conv['test_elbo']:.2f} |" in page
 
 
 def test_likelihoods_experiment(tmp_path, run):
@@ -939,7 +960,7 @@ def test_networks_experiment(tmp_path, run):
 #: estimator moves them by Monte Carlo error, 1e-2 and more
 REFERENCE_ATOL, REFERENCE_RTOL = 5e-4, 5e-5
 #: experiments added after the reference was recorded
-NEWER_THAN_THE_REFERENCE = {"estimators", "priors", "semi_supervised"}
+NEWER_THAN_THE_REFERENCE = {"default_run", "estimators", "priors", "semi_supervised"}
 #: the first draws of torch's CPU generators from seed 0 (:func:`rng_fingerprint`) under
 #: torch 2.14.1, which recorded the reference
 RNG_FINGERPRINT = {

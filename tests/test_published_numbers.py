@@ -3,6 +3,7 @@ committed results (``docs/results/NAME/``, written by ``experiments/NAME.py``): 
 that changes them, or an edit of the prose, fails here until both agree again."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -16,6 +17,12 @@ from common import mean_se  # noqa: E402
 def _published(name: str) -> tuple[dict, str]:
     folder = ROOT / "docs" / "results" / name
     return json.loads((folder / "results.json").read_text()), (folder / "results.md").read_text()
+
+
+def _prose(file: Path) -> str:
+    """The text of a page with its comments (the result markers) removed and its
+    whitespace collapsed, as a reader sees it."""
+    return " ".join(re.sub(r"<!--.*?-->", "", file.read_text()).split())
 
 
 def _table_lines(markdown: str) -> list[str]:
@@ -37,8 +44,8 @@ def test_the_priors_page_shows_the_tables_of_its_results(priors):
 
 def test_the_priors_page_and_the_readme_quote_its_results(priors):
     rows, _ = priors
-    page = " ".join((ROOT / "docs" / "priors.md").read_text().split())
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    page = _prose(ROOT / "docs" / "priors.md")
+    readme = _prose(ROOT / "README.md")
     learned = [r for name, r in rows.items() if name != "standard"]
 
     def gain(name: str) -> str:
@@ -88,8 +95,8 @@ def test_the_semi_supervised_page_shows_the_tables_of_its_results(semi_supervise
 
 def test_the_semi_supervised_page_and_the_readme_quote_its_results(semi_supervised):
     results, _ = semi_supervised
-    page = " ".join((ROOT / "docs" / "semi_supervised.md").read_text().split())
-    readme = " ".join((ROOT / "README.md").read_text().split())
+    page = _prose(ROOT / "docs" / "semi_supervised.md")
+    readme = _prose(ROOT / "README.md")
     rows = {r["labels"]: r for r in results["rows"]}
 
     def error(labels: int, key: str) -> str:

@@ -100,6 +100,14 @@ def publish(out: Path, docs: Path, experiments, seconds: dict[str, float]) -> No
             shutil.copyfile(file, folder / file.name)
     page = results_page(experiments, out, seconds, quick=False, figures="results")
     write_text(docs / "results.md", page)
+    walls = {e.name: _wall_seconds(out / e.name, seconds, e) for e in experiments}
+    summary = {
+        "written": _today(),
+        "versions": _versions(),
+        "wall_seconds": walls,  # each experiment's, as the page gives them
+        "total_wall_seconds": None if None in walls.values() else sum(walls.values()),
+    }
+    write_text(target / "summary.json", json.dumps(summary, indent=2) + "\n")
 
 
 def recorded_budget(folder: Path) -> dict:
@@ -112,11 +120,19 @@ def recorded_budget(folder: Path) -> dict:
     return {"is_quick": epochs <= 1, "overrides": [], **budget}
 
 
-def _wall_minutes(folder: Path, measured: dict[str, float], e: Experiment) -> str:
+def _wall_seconds(folder: Path, measured: dict[str, float], e: Experiment) -> float | None:
+    """What the experiment took: as measured in this run, else as its results record."""
     if e.name in measured:
-        return f"{measured[e.name] / 60:.1f} minutes"
+        return measured[e.name]
     seconds = read_results(folder).get("wall_seconds")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    return float(seconds)
+
+
+def _wall_minutes(folder: Path, measured: dict[str, float], e: Experiment) -> str:
+    seconds = _wall_seconds(folder, measured, e)
+    if seconds is None:
         return f"about {e.minutes:g} minutes (expected; this run did not record it)"
     return f"{seconds / 60:.1f} minutes"
 
