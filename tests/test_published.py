@@ -74,6 +74,17 @@ def test_a_stale_number_is_named_and_rewritten_as_it_was_written(repo):
     assert refresh(file, repo) == []
 
 
+def test_markers_in_fenced_code_are_examples_left_alone(repo):
+    example = (
+        "```markdown\n1.0<!-- result nothing: x -->\n"
+        "<!-- results-table nothing 1 -->\n|a|\n<!-- /results-table -->\n```\n"
+    )
+    assert (
+        refresh(page(repo, example + "12,000<!-- result priors: count -->\n"), repo)[0].written
+        == "12,000"
+    )
+
+
 def test_a_table_between_its_markers_is_that_of_the_results_page(repo):
     good = f"Intro.\n\n<!-- results-table priors 1 -->\n{TABLE}<!-- /results-table -->\n"
     assert refresh(page(repo, good), repo) == []

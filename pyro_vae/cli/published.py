@@ -15,10 +15,12 @@ copied from. Neither comment shows on GitHub or on the docs site::
 ``pyro-vae reproduce``) or a path from the repository root to a JSON file. The
 expression is Python over that file's top-level keys (also ``r``, the whole object);
 objects read as attributes too (``row.log_px.mean``), and ``pick(rows, key=value)`` is
-the first row whose keys have those values; ``results("OTHER")`` reads another
+the first row whose keys have those values (``abs``, ``min``, ``max``, ``len``, ``sum``,
+``zip`` and ``sorted`` are there too); ``results("OTHER")`` reads another
 experiment's results (a difference between two studies). The number is written as it was: the same
 decimals, thousands separator and explicit plus sign. ``results-table NAME I`` is the
-I-th table (from 1) of ``docs/results/NAME/results.md``.
+I-th table (from 1) of ``docs/results/NAME/results.md``. Markers inside fenced code
+blocks are examples and are left alone.
 
 :func:`refresh` rewrites the numbers and tables of a file from the results (``pyro-vae
 reproduce`` does it for every page after publishing), or lists those that differ;
@@ -44,6 +46,8 @@ TABLE = re.compile(
     r"(?P<table>.*?)(?P<close><!-- /results-table -->)",
     re.DOTALL,
 )
+
+FENCED = re.compile(r"^```.*?^```", re.DOTALL | re.MULTILINE)
 
 
 class Stale(NamedTuple):
@@ -91,7 +95,14 @@ def refresh(file: Path, root: Path, write: bool = False) -> list[Stale]:
     def where(pos: int) -> str:
         return f"{file.relative_to(root)}:{text.count(chr(10), 0, pos) + 1}"
 
+    fenced = [m.span() for m in FENCED.finditer(text)]  # examples of the syntax: left alone
+
+    def in_code(m: re.Match) -> bool:
+        return any(start <= m.start() < end for start, end in fenced)
+
     def number(m: re.Match) -> str:
+        if in_code(m):
+            return m[0]
         value = _evaluate(m["source"], m["expr"], root, cache, where(m.start()))
         new = _formatted(value, m["number"], where(m.start()))
         if new != m["number"]:
@@ -99,6 +110,8 @@ def refresh(file: Path, root: Path, write: bool = False) -> list[Stale]:
         return new + m["unit"] + m[0][len(m["number"]) + len(m["unit"]) :]
 
     def table(m: re.Match) -> str:
+        if in_code(m):
+            return m[0]
         new = _table(root, m["source"], int(m["index"]), where(m.start()))
         if new != m["table"]:
             stale.append(Stale(where(m.start()), "a table", f"table {m['index']} of {m['source']}"))
@@ -121,6 +134,7 @@ def _evaluate(source: str, expr: str, root: Path, cache: dict, where: str, whole
     results = cache[source]
     names = {**results, "r": results} if isinstance(results, dict) else {"r": results}
     helpers = {"pick": pick, "abs": abs, "min": min, "max": max, "len": len, "sum": sum}
+    helpers |= {"zip": zip, "sorted": sorted}
     helpers["results"] = lambda other: _evaluate(other, "r", root, cache, where, whole=True)
     try:
         value = eval(expr, {"__builtins__": {}, **helpers, **names})

@@ -32,7 +32,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from pyro_vae.cli.published import pages, refresh
 from pyro_vae.cli.results_page import Experiment, figures_of, publish, recorded_budget, results_page
 from pyro_vae.errors import UsageError
 from pyro_vae.io import write_text
@@ -298,6 +297,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if not args.only and not failed and not unpublishable:
         publish(out, root / "docs", succeeded, seconds)
         print(f"pyro-vae: updated {root / 'docs' / 'results.md'} and docs/results/")
+        # imported here: `python -m pyro_vae.cli.published` runs that module as a script
+        from pyro_vae.cli.published import pages, refresh
+
         rewritten = [s for page in pages(root) for s in refresh(page, root, write=True)]
         print(f"pyro-vae: rewrote {len(rewritten)} number(s) and table(s) of the pages")
     elif not quick and not args.only and unpublishable:
