@@ -298,9 +298,10 @@ def pareto_khat(top: torch.Tensor, num_samples: int) -> torch.Tensor:
         N points, in any order.
     :param int num_samples: K, the number of weights they were taken from.
     :returns: ``(N,)`` double; NaN where fewer than :data:`MIN_TAIL` weights lie above the
-        cutoff (K too small, or most weights tied); ``-inf`` where the largest weights are
-        equal to 12 digits, the limit k -> -inf of a tail of zero width (the proposal is
-        the posterior).
+        cutoff (K too small, or most weights tied), or where Pyro's fit degenerates;
+        ``-inf`` where the weights above the cutoff are equal to 12 digits, the limit
+        k -> -inf of a tail of zero width (the proposal is the posterior, or the
+        posterior puts its mass on a few points, as a discrete latent's does).
     """
     m = tail_size(num_samples)
     top = top.detach().double().cpu().sort(dim=0, descending=True).values[: m + 1]
@@ -314,11 +315,13 @@ def pareto_khat(top: torch.Tensor, num_samples: int) -> torch.Tensor:
         tail = lw[lw > cutoff]
         if tail.numel() < MIN_TAIL:
             continue
-        exceedances = tail.exp() - math.exp(cutoff)
-        if float(exceedances.max()) <= _TIED:  # equal weights: a tail of zero width
+        if float(tail.max() - tail.min()) <= _TIED:  # the tail's weights are equal
             out[i] = -math.inf
             continue
-        out[i] = fit_generalized_pareto(exceedances)[0]
+        try:
+            out[i] = fit_generalized_pareto(tail.exp() - math.exp(cutoff))[0]
+        except ZeroDivisionError:  # Pyro's grid of fits degenerated: every weight vanished
+            continue
     return out
 
 

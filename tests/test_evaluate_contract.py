@@ -229,6 +229,20 @@ def test_finite_weights_do_not_warn(lg):
         log_likelihood(lg.model, lg.mean_field_guide, lg.sample_x(3), num_samples=20)
 
 
+def test_a_tail_of_equal_weights_has_khat_minus_infinity():
+    # a discrete posterior (a VQ-VAE's codes): the weights above the cutoff are tied, here
+    # 111 of the 213 largest of K = 5,000 at one value and the rest at another, where
+    # Pyro's fit divides by zero; the tail has zero width, k -> -inf, as for Q = P(z|X)
+    from pyro_vae.weights import pareto_khat, tail_size
+
+    m = tail_size(5000)
+    two_levels = torch.tensor([0.0] * 111 + [-2.3263343962298677e-07] * (m + 1 - 111), dtype=D64)
+    three = torch.stack([two_levels, two_levels - 3.0, torch.full((m + 1,), -1.0, dtype=D64)], 1)
+    khat = pareto_khat(three, 5000).tolist()  # shifting the weights changes nothing
+    assert khat[:2] == [-math.inf, -math.inf]
+    assert math.isnan(khat[2])  # all tied: no weight above the cutoff, nothing to fit
+
+
 def test_the_streamed_tail_is_the_largest_weights_and_khat_follows_pyros_fit():
     from pyro.ops.stats import fit_generalized_pareto
 
