@@ -16,7 +16,7 @@ copied from. Neither comment shows on GitHub or on the docs site::
 expression is Python over that file's top-level keys (also ``r``, the whole object);
 objects read as attributes too (``row.log_px.mean``), and ``pick(rows, key=value)`` is
 the first row whose keys have those values (``abs``, ``min``, ``max``, ``len``, ``sum``,
-``zip`` and ``sorted`` are there too); ``results("OTHER")`` reads another
+``zip``, ``sorted`` and ``float`` are there too); ``results("OTHER")`` reads another
 experiment's results (a difference between two studies). The number is written as it was: the same
 decimals, thousands separator and explicit plus sign. ``results-table NAME I`` is the
 I-th table (from 1) of ``docs/results/NAME/results.md``. Markers inside fenced code
@@ -134,7 +134,7 @@ def _evaluate(source: str, expr: str, root: Path, cache: dict, where: str, whole
     results = cache[source]
     names = {**results, "r": results} if isinstance(results, dict) else {"r": results}
     helpers = {"pick": pick, "abs": abs, "min": min, "max": max, "len": len, "sum": sum}
-    helpers |= {"zip": zip, "sorted": sorted}
+    helpers |= {"zip": zip, "sorted": sorted, "float": float}
     helpers["results"] = lambda other: _evaluate(other, "r", root, cache, where, whole=True)
     try:
         value = eval(expr, {"__builtins__": {}, **helpers, **names})
