@@ -234,7 +234,7 @@ def no_experiment(monkeypatch, tmp_path):
     [
         (["--only", ""], "argument --only: expected comma-separated names, got ''"),
         (["--only", " , "], "argument --only: expected comma-separated names, got ' , '"),
-        (["--only", "ring,nope"], "unknown experiment(s) nope; valid: ring"),
+        (["--only", "ring,nope"], "unknown experiment(s) nope; valid: default_run, ring"),
         (["--only", "ring", "--threads", HUGE], f"--threads must be at most {MAX_THREADS}"),
         (["--only", "ring", "--jobs", HUGE], f"--jobs must be at most {MAX_JOBS}, got {HUGE}"),
         (["--only", "ring", "--threads", "0"], "--threads must be at least 1, got 0"),

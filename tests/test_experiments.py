@@ -110,7 +110,8 @@ def test_reproduce_refuses_unknown_experiments(capsys):
     from pyro_vae.cli import main
 
     assert main(["reproduce", "--only", "ring,rings"]) == 2
-    assert "unknown experiment(s) rings; valid: ring, pixel_distance" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown experiment(s) rings; valid: default_run, ring, pixel_distance" in err
 
 
 def test_discover_finds_the_experiments_in_page_order():
