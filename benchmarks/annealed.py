@@ -164,6 +164,7 @@ def main(argv=None) -> dict:
     import json
 
     import pyro
+    from output import add_out_argument, check_out, save
 
     from pyro_vae import VAE, load
 
@@ -174,13 +175,30 @@ def main(argv=None) -> dict:
     parser.add_argument("--chains", type=int, default=8)
     parser.add_argument("--leapfrog", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args.out)
     torch.set_flush_denormal(True)
     pyro.enable_validation(False)
     torch.manual_seed(0)
     vae = VAE(784, z_dim=20, hidden_dims=(400,)).eval()
     x = load("mnist5k", binarize="dynamic").x_test[: args.images]
     out = ais_case(vae, x, args.threads, args.steps, args.chains, args.leapfrog, args.block)
+    table = "\n".join(
+        [
+            "| threads | ours | torch | matmul limit | ours / torch, time | fraction of limit |",
+            "|---:|---:|---:|---:|---:|---:|",
+            f"| {args.threads} | {out['seconds_per_image']:.3f} | "
+            f"{out['torch_seconds_per_image']:.3f} | {out['limit_seconds_per_image']:.3f} | "
+            f"{out['ratio_vs_torch']:.3f} | {out['fraction_of_matmul_limit']:.0%} |",
+        ]
+    )
+    caption = (
+        f"Annealed importance sampling, 784-400-20 VAE, seconds per image: T = {args.steps}, "
+        f"C = {args.chains}, L = {args.leapfrog}, {args.block} images per batch."
+    )
+    print(f"{caption}\n{table}")
+    save(args.out, "annealed.py", argv, out, [(caption, table)])
     print(json.dumps(out))
     return out
 

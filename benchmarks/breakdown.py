@@ -56,6 +56,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from evaluate import hand_written  # benchmarks/evaluate.py: the same chunks by hand
+from output import add_out_argument, check_out, save
 from pyro.infer import Trace_ELBO
 from torch.nn import functional as F
 from train_step import torch_loss  # benchmarks/ is on the path of a script run from it
@@ -304,7 +305,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--num-samples", type=int, default=5000)
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--parts", default="train,evaluate")
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args.out)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     pyro.enable_validation(False)
@@ -313,22 +316,34 @@ def main(argv=None) -> dict:
     vae = VAE(784, z_dim=z_dim, hidden_dims=hidden)
     parts = args.parts.split(",")
     result: dict = {"size": args.size, "threads": args.threads, "torch_version": torch.__version__}
-    print(f"784-{'-'.join(map(str, hidden))}-{z_dim} Bernoulli VAE, {args.threads} thread(s)")
+    net = f"784-{'-'.join(map(str, hidden))}-{z_dim} Bernoulli VAE, {args.threads} thread(s)"
+    print(net)
+    tables = []
     if "train" in parts:
         train = training_profile(vae, args)
-        ratio = train["ratio"]
-        print(f"\ntraining step, batch {args.batch_size} (fast engine / torch {ratio:.3f})")
-        print(table("part of a training step", "ms", train))
+        tables.append(
+            (
+                f"Training step, {net}, batch {args.batch_size} (fast engine / torch "
+                f"{train['ratio']:.3f}); medians of {args.repeats} blocks.",
+                table("part of a training step", "ms", train),
+            )
+        )
         result["train"] = {**train, "batch_size": args.batch_size}
     if "evaluate" in parts:
         ev = evaluator_profile(vae, args)
-        print(
-            f"\nevaluator chunk: {ev['particles']} particles x {IMAGES} images, "
-            f"{ev['chunks']} chunks for K = {args.num_samples}; decoder matmul limit "
-            f"reached: {ev['fraction_of_matmul_limit']:.0%}"
+        tables.append(
+            (
+                f"Evaluator chunk, {net}: {ev['particles']} particles x {IMAGES} images, "
+                f"{ev['chunks']} chunks for K = {args.num_samples}; decoder matmul limit "
+                f"reached: {ev['fraction_of_matmul_limit']:.0%}; medians of {args.repeats} "
+                "blocks.",
+                table("part of an evaluator chunk", "ms", ev),
+            )
         )
-        print(table("part of an evaluator chunk", "ms", ev))
         result["evaluate"] = ev
+    for caption, text in tables:
+        print(f"\n{caption}\n{text}")
+    save(args.out, "breakdown.py", argv, result, tables)
     print(json.dumps(result))
     return result
 

@@ -38,6 +38,7 @@ import time
 import pyro
 import torch
 import torch.distributed as dist
+from output import add_out_argument, check_out, save
 
 from pyro_vae import VAE, distributed, load
 from pyro_vae.data import binarize_batch
@@ -102,6 +103,7 @@ def worker_train(args) -> dict:
             _timed(lambda: [dist.all_reduce(grads) for _ in range(repeats)]) * 1e3 / repeats
         )
         result["gradient_mb"] = grads.numel() * 4 / 2**20
+        result["parameters"] = grads.numel()
     return result
 
 
@@ -157,7 +159,9 @@ def main(argv=None) -> dict:
         "--modes", default="eval,train", help="what to time: eval, train or both (default)"
     )
     parser.add_argument("--worker", choices=("eval", "train"), help=argparse.SUPPRESS)
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args.out)
     if args.worker:
         worker(args)
         return {}
@@ -206,6 +210,7 @@ def main(argv=None) -> dict:
             allreduce_ms=round(allreduce, 3),
             other_ms=round(step_2 - compute - allreduce, 2),
             gradient_mb=round(runs[two][0]["gradient_mb"], 3),
+            parameters=runs[two][0]["parameters"],
         )
         print(
             f"training, global batch {args.batch_size}: {step_1:.1f} -> {step_2:.1f} ms per "
@@ -224,6 +229,44 @@ def main(argv=None) -> dict:
         torch_version=torch.__version__,
         pyro_version=pyro.__version__,
     )
+    tables = []
+    speed = ["| measurement | 1 process | 2 processes | speed-up |", "|---|---:|---:|---:|"]
+    if "eval" in modes:
+        e = summary["eval_images_per_s"]
+        speed.append(
+            f"| evaluation, {args.images:,} test images, K = {args.num_samples:,}, images/s "
+            f"| {e['1']:.1f} | {e['2']:.1f} | {summary['eval_speedup']:.2f}x |"
+        )
+    if "train" in modes:
+        t, low_high = summary["train_step_ms"], summary["train_speedup_range"]
+        speed.append(
+            f"| training, global batch {args.batch_size}, ms per step | {t['1']:.1f} "
+            f"| {t['2']:.1f} | {summary['train_speedup']:.2f}x (runs {low_high[0]:.2f}x to "
+            f"{low_high[1]:.2f}x) |"
+        )
+        split = [
+            "| part of a 2-process step | ms |",
+            "|---|---:|",
+            f"| compute of one rank's share (one process stepping on a batch of "
+            f"{args.batch_size // 2}) | {summary['share_step_ms']:.1f} |",
+            f"| all-reduce of the {summary['gradient_mb']:.2f} MB of gradients, timed alone "
+            f"| {summary['allreduce_ms']:.1f} |",
+            f"| the rest: DDP's bookkeeping, and the all-reduce beside the backward pass "
+            f"| {summary['other_ms']:.1f} |",
+            f"| total | {summary['train_step_ms']['2']:.1f} |",
+        ]
+    tables.append(
+        (
+            f"One process against two under torchrun, one thread each; medians of "
+            f"{args.repeats} alternating runs.",
+            "\n".join(speed),
+        )
+    )
+    if "train" in modes:
+        tables.append(("A 2-process training step, split.", "\n".join(split)))
+    for caption, text in tables:
+        print(f"\n{caption}\n{text}")
+    save(args.out, "distributed.py", argv, summary, tables)
     print(json.dumps(summary))
     return summary
 

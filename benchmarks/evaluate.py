@@ -53,6 +53,7 @@ import warnings
 import annealed
 import pyro
 import torch
+from output import add_out_argument, check_out, save
 from torch.nn import functional as F
 
 from pyro_vae import VAE, load
@@ -236,7 +237,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--ais-block", type=int, default=64, help="AIS: images per batch")
     parser.add_argument("--ais-sizes", default="small", help="AIS: network sizes to time")
     parser.add_argument("--probe-k", type=int, help=argparse.SUPPRESS)
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args.out)
     thread_counts = _threads(args.threads)
     sizes = [v.strip() for v in args.sizes.split(",") if v.strip()]
     if args.probe_k:
@@ -289,48 +292,70 @@ def main(argv=None) -> dict:
         "torch_version": torch.__version__,
         "pyro_version": pyro.__version__,
     }
-    print(
-        f"images={args.images} K={args.num_samples} batch={BATCH} chunk={DEFAULT_PAIRS_PER_CHUNK}"
-    )
-    print(
+    speed = [
         "| network | threads | ours, images/s | per-point | torch | matmul limit | "
-        "ours / torch, time | fraction of limit: ours | per-point |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        "ours / torch, time | fraction of limit: ours | per-point |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for c in cases:
-        net = network(c["size"])
-        print(
-            f"| {net} | {c['threads']} | {c['images_per_s']:.2f} | "
+        speed.append(
+            f"| {network(c['size'])} | {c['threads']} | {c['images_per_s']:.2f} | "
             f"{c['per_point_images_per_s']:.2f} | {c['torch_images_per_s']:.2f} | "
             f"{c['limit_images_per_s']:.2f} ({c['matmul_gflops']:.0f} GFLOP/s) | "
             f"{c['ratio_vs_torch']:.3f} | {c['fraction_of_matmul_limit']:.0%} | "
             f"{c['per_point_fraction_of_matmul_limit']:.0%} |"
         )
+    tables = [
+        (
+            f"Importance-sampled log P(x), {args.images} test images in blocks of {BATCH}, "
+            f"K = {args.num_samples}, chunks of {DEFAULT_PAIRS_PER_CHUNK} particle-image "
+            "pairs; medians over the blocks.",
+            "\n".join(speed),
+        )
+    ]
     if ais_cases:
         first_ais = ais_cases[0]
-        print(
-            f"AIS: T={first_ais['steps']} C={first_ais['chains']} L={first_ais['leapfrog_steps']}, "
-            f"{first_ais['block']} images per batch, seconds per image"
-        )
-        print(
+        ais = [
             "| network | threads | ours | torch | matmul limit | ours / torch, time | "
-            "fraction of limit |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|")
+            "fraction of limit |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
         for c in ais_cases:
-            net = network(c["size"])
-            print(
-                f"| {net} | {c['threads']} | {c['seconds_per_image']:.3f} | "
+            ais.append(
+                f"| {network(c['size'])} | {c['threads']} | {c['seconds_per_image']:.3f} | "
                 f"{c['torch_seconds_per_image']:.3f} | {c['limit_seconds_per_image']:.3f} "
                 f"({c['matmul_gflops']:.0f} GFLOP/s) | {c['ratio_vs_torch']:.3f} | "
                 f"{c['fraction_of_matmul_limit']:.0%} |"
             )
-    print(f"peak resident memory on {args.memory_images} images (and before evaluating), MB:")
+        tables.append(
+            (
+                f"Annealed importance sampling, seconds per image: T = {first_ais['steps']}, "
+                f"C = {first_ais['chains']} chains, L = {first_ais['leapfrog_steps']} leapfrog "
+                f"steps, {first_ais['block']} images per batch.",
+                "\n".join(ais),
+            )
+        )
+    memory_table = ["| K | peak, MB | before evaluating, MB |", "|---:|---:|---:|"]
     for probe_k, m in memory.items():
-        print(f"  K={probe_k:>6}: {m['peak_mb']:.1f} ({m['baseline_mb']:.1f})")
-    print("log P(x) minus torch's (independent samples), mean and s.e.:")
+        memory_table.append(f"| {int(probe_k):,} | {m['peak_mb']:.1f} | {m['baseline_mb']:.1f} |")
+    tables.append(
+        (
+            f"Peak resident memory of a fresh process evaluating {args.memory_images} images.",
+            "\n".join(memory_table),
+        )
+    )
+    diff = ["| network | threads | mean, nats | standard error |", "|---|---:|---:|---:|"]
     for c in cases:
-        print(f"  {c['size']}, {c['threads']} thread(s): {c['diff_vs_torch']}")
+        d = c["diff_vs_torch"]
+        diff.append(
+            f"| {network(c['size'])} | {c['threads']} | {d['mean']:.2f} | {d['stderr']:.2f} |"
+        )
+    tables.append(
+        ("log P(x) of ours minus torch's, per image (independent samples).", "\n".join(diff))
+    )
+    for caption, text in tables:
+        print(f"\n{caption}\n{text}")
+    save(args.out, "evaluate.py", argv, result, tables)
     print(json.dumps(result))
     return result
 

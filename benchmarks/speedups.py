@@ -35,6 +35,7 @@ import time
 import pyro
 import pyro.distributions as dist
 import torch
+from output import add_out_argument, check_out, save
 from train_step import torch_loss
 
 from pyro_vae import VAE, load, make_engine
@@ -85,7 +86,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--steps", type=int, default=50, help="training steps per block")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--eval-samples", type=int, default=1000)
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args.out)
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
     pyro.enable_validation(False)
@@ -162,18 +165,35 @@ def main(argv=None) -> dict:
         for name, parts in evaluation.items()
     }
 
-    print(f"784-400-20 VAE, {args.threads} thread(s), batch {args.batch_size}")
-    print("| configuration | training step, ms | / torch with the same Adam |")
-    print("|---|---:|---:|")
+    train_table = [
+        "| configuration | training step, ms | / torch with the same Adam |",
+        "|---|---:|---:|",
+    ]
     for level, name in enumerate(CONFIGS):
         torch_ms = train_ms["torch, default Adam" if level == 0 else "torch, fused Adam"]
-        print(f"| {name} | {train_ms[name]:.3f} | {train_ms[name] / torch_ms:.3f} |")
+        train_table.append(f"| {name} | {train_ms[name]:.3f} | {train_ms[name] / torch_ms:.3f} |")
     for name in hands:
-        print(f"| {name} | {train_ms[name]:.3f} | 1 |")
-    print("\n| configuration | evaluator, ms per image at K = 5,000: batched | one at a time |")
-    print("|---|---:|---:|")
+        train_table.append(f"| {name} | {train_ms[name]:.3f} | 1 |")
+    eval_table = [
+        "| configuration | evaluator, ms per image at K = 5,000: batched | one at a time |",
+        "|---|---:|---:|",
+    ]
     for name, parts in eval_ms.items():
-        print(f"| {name} | {parts['batched']:.2f} | {parts['per_point']:.2f} |")
+        eval_table.append(f"| {name} | {parts['batched']:.2f} | {parts['per_point']:.2f} |")
+    tables = [
+        (
+            f"Training step, 784-400-20 VAE, batch {args.batch_size}, {args.threads} thread(s): "
+            f"medians of {args.repeats} alternating blocks of {args.steps} steps.",
+            "\n".join(train_table),
+        ),
+        (
+            f"The evaluator, ms per image at K = 5,000 (batched: 100 images, "
+            f"{args.eval_samples} particles each, scaled to 5,000; one at a time: 10 images).",
+            "\n".join(eval_table),
+        ),
+    ]
+    for caption, table in tables:
+        print(f"\n{caption}\n{table}")
     result = {
         "threads": args.threads,
         "batch_size": args.batch_size,
@@ -183,6 +203,7 @@ def main(argv=None) -> dict:
         },
         "torch_version": torch.__version__,
     }
+    save(args.out, "speedups.py", argv, result, tables)
     print(json.dumps(result))
     return result
 

@@ -36,6 +36,7 @@ import time
 
 import pyro
 import torch
+from output import add_out_argument, check_out, save
 
 from pyro_vae import VAE, binarize_batch, load, make_engine
 from pyro_vae.engine import adam_options
@@ -190,7 +191,9 @@ def main(argv=None) -> dict:
         help="vae: 784-400-20; iaf: the same with an IAF guide of 2 steps; hvae: Burda et "
         "al.'s two stochastic layers 784-200-200-100-100-50 (default vae)",
     )
+    add_out_argument(parser)
     args = parser.parse_args(argv)
+    check_out(parser, args.out)
     build, loss_of = MODELS[args.model]
     batch_sizes = [int(v) for v in args.batch_sizes.split(",") if v.strip()]
 
@@ -215,17 +218,23 @@ def main(argv=None) -> dict:
         "torch_version": torch.__version__,
         "pyro_version": pyro.__version__,
     }
-    print(f"model={args.model} threads={args.threads} steps={args.steps} repeats={args.repeats}")
-    print(
-        "| batch | svi, ms | fast, ms | torch, ms | svi / torch | fast / torch "
-        "| data, ms per epoch |"
+    title = (
+        f"Training step, model {args.model}, {args.threads} thread(s) on {device}: medians of "
+        f"{args.repeats} alternating blocks of {args.steps} steps, the same Adam in all three."
     )
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    table = [
+        "| batch | svi, ms | fast, ms | torch, ms | svi / torch | fast / torch "
+        "| data, ms per epoch |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in rows:
-        print(
+        table.append(
             f"| {r['batch_size']} | {r['svi_ms']:.3f} | {r['fast_ms']:.3f} | {r['torch_ms']:.3f} "
             f"| {r['ratio']:.3f} | {r['fast_ratio']:.3f} | {r['data_epoch_ms']:.2f} |"
         )
+    print(title)
+    print("\n".join(table))
+    save(args.out, "train_step.py", argv, result, [(title, "\n".join(table))])
     print(json.dumps(result))
     return result
 

@@ -4,6 +4,7 @@ against the raw numbers it comes from, and every count of floating-point operati
 against the layer sizes written out here."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,20 +38,66 @@ def assert_ratio(reported, num, den, step, digits):
     assert low - slack <= reported <= high + slack, (reported, num, den)
 
 
-def run_benchmark(name: str, *args: str) -> dict:
+def run_benchmark(name: str, *args: str, out: Path | None = None) -> dict:
+    """Run ``benchmarks/NAME`` and return the JSON it prints last; with ``out``, also
+    check that ``--out`` kept the same result, with the command that measured it."""
+    extra = ["--out", str(out)] if out else []
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / name), *args],
+        [sys.executable, str(ROOT / "benchmarks" / name), *args, *extra],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.splitlines()[-1])
+    printed = json.loads(proc.stdout.splitlines()[-1])
+    if out:
+        kept = json.loads(out.read_text())
+        measured = kept.pop("measured")
+        assert kept == printed
+        assert measured["command"] == " ".join(["python", f"benchmarks/{name}", *args, *extra])
+        assert measured["cores"] == os.cpu_count() and measured["versions"]["torch"]
+    return printed
 
 
-def test_train_step_reports_every_batch_size():
-    out = run_benchmark("train_step.py", "--steps", "2", "--repeats", "1", "--batch-sizes", "8,16")
+def md_tables(path: Path) -> list[list[list[str]]]:
+    """The tables of a Markdown file: rows of cells, the header and rule left out."""
+    tables, lines = [], path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("|"):
+            if not lines[i - 1].startswith("|"):
+                tables.append([])
+            tables[-1].append([c.strip() for c in line.strip("|").split("|")])
+    return [t[2:] for t in tables]
+
+
+def test_out_must_be_a_json_file_in_a_folder_that_exists(tmp_path):
+    for out, message in (
+        (tmp_path / "r.txt", "ending in .json"),
+        (tmp_path / "no/r.json", "exist"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--out", str(out)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+        assert not out.exists()
+
+
+def test_train_step_reports_every_batch_size(tmp_path):
+    out = run_benchmark(
+        "train_step.py",
+        *("--steps", "2", "--repeats", "1", "--batch-sizes", "8,16"),
+        out=tmp_path / "train_step.json",
+    )
     rows = out["by_batch_size"]
+    # the kept table is the JSON's rows, as printed
+    (table,) = md_tables(tmp_path / "train_step.md")
+    columns = ("batch_size", "svi_ms", "fast_ms", "torch_ms", "ratio", "fast_ratio")
+    assert [[float(c) for c in row] for row in table] == [
+        [*(r[k] for k in columns), round(r["data_epoch_ms"], 2)] for r in rows
+    ]
     assert [r["batch_size"] for r in rows] == [8, 16]
     for r in rows:
         # the ratios are the step times over torch's, the times medians of their range
@@ -65,7 +112,7 @@ def test_train_step_reports_every_batch_size():
     assert_ratio(out["ratio"], first["svi_ms"], first["torch_ms"], 1e-3, 3)
 
 
-def test_evaluate_reports_the_fraction_of_the_matmul_limit():
+def test_evaluate_reports_the_fraction_of_the_matmul_limit(tmp_path):
     k = 60
     out = run_benchmark(
         "evaluate.py",
@@ -73,7 +120,16 @@ def test_evaluate_reports_the_fraction_of_the_matmul_limit():
         *("--threads", "1", "--memory-ks", "20", "--memory-images", "2"),
         *("--ais-steps", "4", "--ais-chains", "2", "--ais-leapfrog", "2"),
         *("--ais-images", "4", "--ais-block", "2"),
+        out=tmp_path / "evaluate.json",
     )
+    speed, ais_table, memory, diffs = md_tables(tmp_path / "evaluate.md")
+    assert [(row[0], float(row[2])) for row in speed] == [
+        ("784-400-20", out["cases"][0]["images_per_s"]),
+        ("784-200-200-50", out["cases"][1]["images_per_s"]),
+    ]
+    assert float(ais_table[0][2]) == round(out["ais_cases"][0]["seconds_per_image"], 3)
+    assert float(memory[0][1]) == out["peak_memory_mb_by_k"]["20"]["peak_mb"]
+    assert len(diffs) == 2
     assert [(c["size"], c["threads"]) for c in out["cases"]] == [("small", 1), ("burda", 1)]
     for case in out["cases"]:
         ours, torch_, limit = (case[f"{name}images_per_s"] for name in ("", "torch_", "limit_"))
@@ -112,10 +168,18 @@ def test_evaluate_reports_the_fraction_of_the_matmul_limit():
     assert out["ais_fraction_of_matmul_limit"] == ais["fraction_of_matmul_limit"]
 
 
-def test_breakdown_names_every_part_and_the_parts_add_up():
+def test_breakdown_names_every_part_and_the_parts_add_up(tmp_path):
     out = run_benchmark(
-        "breakdown.py", "--repeats", "1", "--num-samples", "40", "--batch-size", "16"
+        "breakdown.py",
+        *("--repeats", "1", "--num-samples", "40", "--batch-size", "16"),
+        out=tmp_path / "breakdown.json",
     )
+    for table, part in zip(
+        md_tables(tmp_path / "breakdown.md"), ("train", "evaluate"), strict=True
+    ):
+        rows = out[part]["rows"]
+        assert [row[0] for row in table] == [*rows, "**total**"]
+        assert [float(row[1]) for row in table[:-1]] == [round(v[0], 3) for v in rows.values()]
     train, evaluate = out["train"], out["evaluate"]
     assert list(train["rows"]) == [
         "networks forward",
@@ -148,3 +212,47 @@ def test_breakdown_names_every_part_and_the_parts_add_up():
         products / evaluate["total"][0], rel=1e-9
     )
     assert 0 < evaluate["fraction_of_matmul_limit"] < 1
+
+
+def test_speedups_gives_each_configuration_its_ratio_to_torch_with_the_same_adam(tmp_path):
+    out = run_benchmark(
+        "speedups.py",
+        *("--repeats", "1", "--steps", "2", "--batch-size", "8", "--eval-samples", "20"),
+        out=tmp_path / "speedups.json",
+    )
+    configs = ["as before", "+ fused Adam", "+ no param-store lookups", "+ log q from the noise"]
+    configs.append("+ fused Bernoulli")
+    assert list(out["train_ms"]) == [*configs, "torch, default Adam", "torch, fused Adam"]
+    train, evaluate = md_tables(tmp_path / "speedups.md")
+    # the first configuration is held to torch's default Adam, every later one to fused
+    for row, name in zip(train, configs, strict=False):
+        baseline = "torch, default Adam" if name == "as before" else "torch, fused Adam"
+        assert row[0] == name and float(row[1]) == out["train_ms"][name]
+        assert_ratio(float(row[2]), out["train_ms"][name], out["train_ms"][baseline], 1e-3, 3)
+    assert [row[0] for row in evaluate] == ["as before", "+ log q from the noise", configs[-1]]
+    for row in evaluate:
+        ms = out["eval_ms_per_image"][row[0]]
+        assert [float(c) for c in row[1:]] == [round(ms["batched"], 2), round(ms["per_point"], 2)]
+
+
+def test_distributed_times_one_process_against_two_and_splits_a_step(tmp_path):
+    out = run_benchmark(
+        "distributed.py",
+        *("--images", "4", "--num-samples", "20", "--steps", "2", "--batch-size", "8"),
+        *("--repeats", "1"),
+        out=tmp_path / "distributed.json",
+    )
+    # one and two processes score the same points from the same streams
+    assert len(out["eval_log_px_mean"]) == 1
+    rates, steps = out["eval_images_per_s"], out["train_step_ms"]
+    assert_ratio(out["eval_speedup"], rates["2"], rates["1"], 0.01, 3)
+    assert_ratio(out["train_speedup"], steps["1"], steps["2"], 0.01, 3)
+    # the 784-400-20 VAE: encoder 784-400-(20 + 20), decoder 20-400-784, with biases
+    parameters = 784 * 400 + 400 + 400 * 40 + 40 + 20 * 400 + 400 + 400 * 784 + 784
+    assert out["parameters"] == parameters
+    assert out["gradient_mb"] == pytest.approx(parameters * 4 / 2**20, abs=1e-3)
+    speed, split = md_tables(tmp_path / "distributed.md")
+    assert [float(c) for c in speed[0][1:3]] == [round(rates["1"], 1), round(rates["2"], 1)]
+    assert [float(c) for c in speed[1][1:3]] == [round(steps["1"], 1), round(steps["2"], 1)]
+    assert float(split[0][1]) == round(out["share_step_ms"], 1)
+    assert float(split[-1][1]) == round(steps["2"], 1)

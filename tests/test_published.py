@@ -98,6 +98,24 @@ def test_a_table_between_its_markers_is_that_of_the_results_page(repo):
     assert len(refresh(page(repo, second), repo)) == 1
 
 
+def test_a_path_source_gives_numbers_from_its_json_and_tables_from_its_md_twin(repo):
+    # the benchmarks' results: benchmarks/results/NAME.json and NAME.md
+    folder = repo / "benchmarks" / "results"
+    folder.mkdir(parents=True)
+    (folder / "speed.json").write_text(json.dumps({"ms": {"fast": 5.951, "torch": 4.941}}))
+    (folder / "speed.md").write_text("# speed\n\nCaption.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    source = "benchmarks/results/speed.json"
+    good = (
+        f"1.20<!-- result {source}: ms.fast / ms.torch -->x\n\n"
+        f"<!-- results-table {source} 1 -->\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        "<!-- /results-table -->\n"
+    )
+    assert refresh(page(repo, good), repo) == []
+    file = page(repo, good.replace("| 1 | 2 |", "| 1 | 3 |").replace("1.20", "1.10"))
+    assert [s.results for s in refresh(file, repo, write=True)] == ["1.20", f"table 1 of {source}"]
+    assert file.read_text() == good
+
+
 @pytest.mark.parametrize(
     ("marker", "message"),
     [

@@ -19,12 +19,17 @@ the first row whose keys have those values (``abs``, ``min``, ``max``, ``len``, 
 ``zip``, ``sorted`` and ``float`` are there too); ``results("OTHER")`` reads another
 experiment's results (a difference between two studies). The number is written as it was: the same
 decimals, thousands separator and explicit plus sign. ``results-table NAME I`` is the
-I-th table (from 1) of ``docs/results/NAME/results.md``. Markers inside fenced code
+I-th table (from 1) of ``docs/results/NAME/results.md`` (of the ``.md`` file beside a
+JSON path). Markers inside fenced code
 blocks are examples and are left alone.
 
 :func:`refresh` rewrites the numbers and tables of a file from the results (``pyro-vae
 reproduce`` does it for every page after publishing), or lists those that differ;
 ``python -m pyro_vae.cli.published`` checks every page, ``--write`` rewrites them.
+
+The benchmarks' results are paths: ``benchmarks/results/evaluate.json`` for numbers and
+``benchmarks/results/evaluate.json`` (read as its ``.md`` twin) for tables, which
+``python benchmarks/publish.py`` writes.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from pyro_vae.io import write_text
 NUMBER = r"(?P<number>[-+−]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?)(?P<unit>[%x×]?)"
 MARKER = re.compile(NUMBER + r"<!-- result (?P<source>[\w./-]+): (?P<expr>.+?) -->")
 TABLE = re.compile(
-    r"(?P<open><!-- results-table (?P<source>[\w-]+) (?P<index>\d+) -->\n)"
+    r"(?P<open><!-- results-table (?P<source>[\w./-]+) (?P<index>\d+) -->\n)"
     r"(?P<table>.*?)(?P<close><!-- /results-table -->)",
     re.DOTALL,
 )
@@ -125,8 +130,7 @@ def refresh(file: Path, root: Path, write: bool = False) -> list[Stale]:
 
 def _evaluate(source: str, expr: str, root: Path, cache: dict, where: str, whole=False):
     if source not in cache:
-        path = root / source if "/" in source else root / "docs" / "results" / source
-        path = path / "results.json" if path.suffix != ".json" else path
+        path = _path(root, source, ".json")
         try:
             cache[source] = json.loads(path.read_text(), object_hook=Record)
         except (OSError, json.JSONDecodeError) as err:
@@ -159,8 +163,17 @@ def _formatted(value: float, written: str, where: str) -> str:
     return text
 
 
+def _path(root: Path, source: str, suffix: str) -> Path:
+    """The results file of ``source``, a name or a path: ``.json`` for numbers and
+    ``.md`` (the same stem) for tables."""
+    path = root / source if "/" in source else root / "docs" / "results" / source
+    if path.suffix in (".json", ".md"):
+        return path.with_suffix(suffix)
+    return path / f"results{suffix}"
+
+
 def _table(root: Path, source: str, index: int, where: str) -> str:
-    path = root / "docs" / "results" / source / "results.md"
+    path = _path(root, source, ".md")
     try:
         lines = path.read_text().splitlines()
     except OSError as err:
