@@ -5,7 +5,7 @@ would share the cores and time each other), and writes ``benchmarks/results/NAME
 and ``NAME.md`` with ``--out``. Then the speed numbers and tables of the README and of
 ``docs/`` are rewritten from them (``python -m pyro_vae.cli.published --write``).
 
-Run it on an otherwise idle machine; it takes about 40 minutes on 2 CPU cores.
+Run it on an otherwise idle machine; it takes about 25 minutes on 2 CPU cores.
 
 Usage: ``python benchmarks/publish.py [--only NAME,...] [--list]``
 """
