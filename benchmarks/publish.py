@@ -27,7 +27,7 @@ RUNS: dict[str, tuple[str, list[str]]] = {
     "train_step": ("train_step.py", ["--repeats", "15", "--steps", "30"]),
     "train_step_iaf": ("train_step.py", ["--model", "iaf"]),
     "train_step_hvae": ("train_step.py", ["--model", "hvae"]),
-    "speedups": ("speedups.py", []),
+    "speedups": ("speedups.py", ["--repeats", "15"]),
     "breakdown": ("breakdown.py", []),
     "breakdown_burda": (
         "breakdown.py",
