@@ -315,24 +315,12 @@ def main(argv=None) -> dict:
     ]
     if ais_cases:
         first_ais = ais_cases[0]
-        ais = [
-            "| network | threads | ours | torch | matmul limit | ours / torch, time | "
-            "fraction of limit |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        for c in ais_cases:
-            ais.append(
-                f"| {network(c['size'])} | {c['threads']} | {c['seconds_per_image']:.3f} | "
-                f"{c['torch_seconds_per_image']:.3f} | {c['limit_seconds_per_image']:.3f} "
-                f"({c['matmul_gflops']:.0f} GFLOP/s) | {c['ratio_vs_torch']:.3f} | "
-                f"{c['fraction_of_matmul_limit']:.0%} |"
-            )
         tables.append(
             (
                 f"Annealed importance sampling, seconds per image: T = {first_ais['steps']}, "
                 f"C = {first_ais['chains']} chains, L = {first_ais['leapfrog_steps']} leapfrog "
                 f"steps, {first_ais['block']} images per batch.",
-                "\n".join(ais),
+                annealed.tables([(network(c["size"]), c) for c in ais_cases]),
             )
         )
     memory_table = ["| K | peak, MB | before evaluating, MB |", "|---:|---:|---:|"]
